@@ -1,0 +1,84 @@
+"""Checkpoints that load with ``torch.load(..., weights_only=True)`` and carry their config.
+
+A checkpoint is a plain dict of tensors and JSON-like values::
+
+    {"format": "purl-checkpoint-v1", "state_dict": {...}, "masks": {...} | None,
+     "config": {...}, "meta": {...}}
+
+Writes are atomic (temporary file + rename), so an interrupted save never
+leaves a half-written file in place of a good one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from purl.errors import CheckpointError
+
+FORMAT = "purl-checkpoint-v1"
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temp file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    config: dict[str, Any],
+    masks: dict[str, torch.Tensor] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Save weights (on CPU), optional masks, the resolved config and metadata, atomically."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "masks": {k: v.detach().cpu() for k, v in masks.items()} if masks is not None else None,
+        "config": config,
+        "meta": meta or {},
+    }
+    atomic_write_bytes(path, lambda handle: torch.save(payload, handle))
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a PuRL checkpoint safely (``weights_only=True``); CheckpointError if missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or not a PuRL checkpoint ({first})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint '{path}' is not a PuRL checkpoint (expected format '{FORMAT}')")
+    return payload
+
+
+def load_weights(model: nn.Module, payload: dict[str, Any], path: str | Path = "<checkpoint>") -> None:
+    """Load a checkpoint's weights into ``model``; a shape or key mismatch is a CheckpointError."""
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint '{path}' does not match the configured model: {first}") from None

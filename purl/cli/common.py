@@ -1,0 +1,53 @@
+"""Options every subcommand shares, and the helpers that turn them into a config and an output folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from purl.config import ExperimentConfig, load_config, save_config
+from purl.results import write_json
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
+    """--config, overrides, --device, --seed, --output, --quiet."""
+    parser.add_argument("--config", "-c", type=Path, default=None,
+                        help="experiment YAML (default: built-in quick task, digits + MLP)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. prune.sparsity=0.95 finetune.epochs=5")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: config's, auto)")
+    parser.add_argument("--seed", type=int, default=None, help="experiment seed (default: config's)")
+    if output:
+        parser.add_argument("--output", "-o", type=Path, default=None,
+                            help="output folder (default: runs/<config name>/<command>)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -> ExperimentConfig:
+    """Load the config with file, positional overrides, then explicit flags (flags win)."""
+    overrides = list(args.overrides) + list(extra or [])
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    return load_config(args.config, overrides)
+
+
+def output_dir(args: argparse.Namespace, config: ExperimentConfig, command: str) -> Path:
+    """The run's output folder (created), with the resolved config saved in it."""
+    out = args.output if args.output is not None else Path("runs") / config.name / command
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    return out
+
+
+def finish(out: Path, results: dict[str, Any], lines: list[str]) -> int:
+    """Write results.json and print a short human summary."""
+    write_json(out / "results.json", results)
+    for line in lines:
+        print(line)
+    print(f"results: {out / 'results.json'}")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,61 @@
+"""Entry point of the ``purl`` console script.
+
+Subcommands live in their own modules and are imported only when used, so
+``purl --help`` is fast and the core never imports ``envs``/``agents``/``baselines``
+at module level. User errors (:class:`~purl.errors.PurlError`) print one line
+and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from purl import __version__
+from purl.errors import PurlError
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "pretrain": ("purl.cli.pretrain", "train (or load the cached) dense model of a task"),
+    "prune": ("purl.cli.prune", "prune the dense model with a baseline allocator, fine-tune, report"),
+    "train": ("purl.cli.train", "train an RL pruning agent, apply its policy, fine-tune, report"),
+    "compare": ("purl.cli.compare", "head-to-head grid: methods x sparsities x seeds"),
+    "report": ("purl.cli.report", "regenerate summary.md and plots from a results.csv"),
+    "list": ("purl.cli.listing", "list models, datasets, configs, methods, rewards, agents"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {name: spec for name, spec in SUBCOMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="purl", description="PuRL: prune neural networks with RL, "
+                                     "compared head-to-head with Global Magnitude Pruning.")
+    parser.add_argument("--version", action="version", version=f"purl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in _available().items():
+        module = importlib.import_module(module_name)
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(child)
+        child.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, dispatch, and turn user errors into one clear line and a non-zero exit."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except PurlError as exc:
+        print(f"purl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"purl {args.command}: interrupted; finished results are saved", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

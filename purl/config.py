@@ -1,0 +1,331 @@
+"""Typed, validated experiment configs: YAML files in ``configs/`` plus ``key.sub=value`` overrides.
+
+Every section forbids unknown keys, so a misspelt key fails loudly. Validation
+errors are turned into one :class:`~purl.errors.ConfigError` whose message names
+the key and what is allowed (the CLI prints it without a traceback).
+
+Accuracies in configs are fractions in [0, 1]; sparsities are fractions of
+prunable weights in [0, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from purl.errors import ConfigError
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+OpenFraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0)]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Which dataset, where it lives, and how it is split into train / reward-validation / test."""
+
+    name: str = "digits"
+    root: str = "~/.cache/purl/data"
+    download: bool = False
+    val_fraction: OpenFraction = 0.1
+    test_fraction: OpenFraction = 0.2
+    max_samples: PositiveInt | None = None
+    augment: bool = True
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 512
+    num_workers: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be < 1 so that training data remains")
+        return self
+
+
+class ModelConfig(Section):
+    """The network: a registered name, a torchvision name, or ``package.module:callable``."""
+
+    name: str = "mlp"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    include: list[str] = Field(default_factory=list, description="prunable-layer name patterns to keep")
+    exclude: list[str] = Field(default_factory=list, description="prunable-layer name patterns to skip")
+
+
+class TrainConfig(Section):
+    """Optimiser and schedule for dense pre-training or masked fine-tuning (SGD + cosine by default)."""
+
+    epochs: NonNegativeInt = 10
+    max_steps: PositiveInt | None = None
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: PositiveFloat = 0.1
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    nesterov: bool = True
+    weight_decay: NonNegativeFloat = 5e-4
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    amp: bool = True
+    channels_last: bool = False
+
+
+class ConstraintsConfig(Section):
+    """Constraints every allocator and the environment honour."""
+
+    min_threshold: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
+        None, description="Minimum Threshold: percent of all prunable weights every layer keeps (0.05 = 0.05%)"
+    )
+    min_weights: NonNegativeInt | None = None
+    keep_dense: list[str] = Field(default_factory=list)
+    max_sparsity: Fraction = 1.0
+
+
+class PruneConfig(Section):
+    """One pruning run: method, target global sparsity, one-shot or gradual."""
+
+    method: str = "global-mp"
+    sparsity: Fraction = 0.9
+    schedule: Literal["oneshot", "gradual"] = "oneshot"
+    gradual_frequency: PositiveInt = 10
+    gradual_start: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    gradual_end: Annotated[float, Field(gt=0.0, le=1.0)] = 0.75
+    method_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _window(self) -> PruneConfig:
+        if self.gradual_end <= self.gradual_start:
+            raise ValueError("gradual_end must be greater than gradual_start")
+        return self
+
+
+class EnvConfig(Section):
+    """The pruning MDP: targets, action mode, reward design and per-step retraining."""
+
+    target_sparsity: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    target_accuracy: Fraction | None = Field(
+        None, description="accuracy target on the reward split; None = dense accuracy - accuracy_drop"
+    )
+    accuracy_drop: Fraction = 0.02
+    action: Literal["sparsity-continuous", "sparsity-discrete", "sigma"] = "sparsity-continuous"
+    min_sparsity: Fraction = 0.0
+    max_sparsity: Fraction = 0.99
+    sparsity_grid: list[Fraction] = Field(
+        default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
+    )
+    sigma_grid: list[NonNegativeFloat] = Field(default_factory=lambda: [1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2])
+    budget: bool = True
+    finetune_steps: NonNegativeInt = 0
+    finetune_lr: PositiveFloat = 0.01
+    passes: PositiveInt = 1
+    reward: str = "purl"
+    reward_kwargs: dict[str, Any] = Field(default_factory=dict)
+    val_samples: PositiveInt | None = None
+    cache_evaluations: bool = True
+
+    @model_validator(mode="after")
+    def _ranges(self) -> EnvConfig:
+        if self.min_sparsity > self.max_sparsity:
+            raise ValueError("min_sparsity must be <= max_sparsity")
+        if not self.sparsity_grid or not self.sigma_grid:
+            raise ValueError("sparsity_grid and sigma_grid must not be empty")
+        return self
+
+
+class AgentConfig(Section):
+    """A Stable-Baselines3 agent: algorithm, budget, hyper-parameters and checkpointing."""
+
+    algo: str = "ppo"
+    policy: str = "MlpPolicy"
+    total_timesteps: PositiveInt = 2000
+    n_envs: PositiveInt = 1
+    vec_env: Literal["dummy", "subproc"] = "dummy"
+    hyperparams: dict[str, Any] = Field(default_factory=dict)
+    policy_kwargs: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_every: PositiveInt = 1000
+    progress_bar: bool = True
+
+
+class MethodSpec(Section):
+    """A comparison entry: a label, the allocator or ``agent``, and its settings."""
+
+    label: str
+    method: str
+    schedule: Literal["oneshot", "gradual"] = "oneshot"
+    min_threshold: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompareConfig(Section):
+    """A head-to-head grid: methods x target sparsities x seeds on one task."""
+
+    methods: list[str | MethodSpec] = Field(default_factory=lambda: ["agent", "global-mp", "uniform", "lamp"])
+    sparsities: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(default_factory=lambda: [0.5, 0.75, 0.9])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    profile_sparsity: Fraction | None = None
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    max_retries: NonNegativeInt = 1
+    cpus_per_task: PositiveFloat = 1.0
+    gpus_per_task: NonNegativeFloat = 0.0
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_labels(cls, methods: list[str | MethodSpec]) -> list[str | MethodSpec]:
+        labels = [m if isinstance(m, str) else m.label for m in methods]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"method labels must be unique, repeated: {dupes}")
+        return methods
+
+    def method_specs(self) -> list[MethodSpec]:
+        """Every method as a MethodSpec (a bare string is its own label)."""
+        return [MethodSpec(label=m, method=m) if isinstance(m, str) else m for m in self.methods]
+
+
+class ExperimentConfig(Section):
+    """A whole experiment: one task (data + model + dense training) and what to do with it."""
+
+    name: str = "experiment"
+    seed: int = 0
+    device: str = "auto"
+    cache_dir: str = "~/.cache/purl"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=2, lr=0.01))
+    constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+        if not ok:
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict (what is saved next to results and inside checkpoints)."""
+        return self.model_dump(mode="json")
+
+    def task_key(self) -> str:
+        """Hash of everything that determines the dense model (data, model, pre-training, seed)."""
+        task = {
+            "data": self.data.model_dump(mode="json", exclude={"batch_size", "eval_batch_size", "num_workers",
+                                                                "root", "download"}),
+            "batch_size": self.data.batch_size,
+            "model": self.model.model_dump(mode="json", exclude={"include", "exclude"}),
+            "pretrain": self.pretrain.model_dump(mode="json"),
+            "seed": self.seed,
+        }
+        blob = json.dumps(task, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(exc: ValidationError, root: type[BaseModel]) -> str:
+    """One readable line per problem: ``key.path: what is wrong (allowed: ...)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(root, err["loc"][:-1])
+            lines.append(f"unknown key '{loc}'" + (f"; allowed: {', '.join(allowed)}" if allowed else ""))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+            lines.append(f"'{loc or '(top level)'}': {msg}{shown}")
+    return "invalid config: " + "; ".join(lines)
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model: Any = root
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if model is None:
+            return []
+    return sorted(model.model_fields)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into its key path and YAML-parsed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc.__class__.__name__})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``key.sub=value`` override set (creating sections as needed)."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with clear errors for missing files and bad syntax."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must contain a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    """Validate a raw dict into an ExperimentConfig or raise one ConfigError naming the bad keys."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, ExperimentConfig)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load ``path`` (or the built-in defaults when None), apply overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (what a run actually used)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

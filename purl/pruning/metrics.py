@@ -1,0 +1,132 @@
+"""Sparsity and FLOPs metrics of a (masked) model.
+
+FLOPs convention (documented in docs/ARCHITECTURE.md): we count multiply-
+accumulates (MACs) of ``Conv1d/2d/3d`` and ``Linear`` layers for one input
+sample. A layer's dense MACs are ``weight.numel() * (number of output
+positions)``, i.e. every weight is used once per output position; its sparse
+MACs are the dense MACs times the layer's density (fraction of weights kept),
+as if zero weights were skipped. Normalisation, activation, pooling and bias
+additions are not counted (they are a few percent and not prunable). Layers
+that are not prunable count dense in both totals.
+
+Compression ratio = prunable weights / non-zero prunable weights.
+Theoretical speedup = dense FLOPs / sparse FLOPs. A layer *collapses* when all
+of its weights are pruned (it then disconnects the network).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from purl.pruning.layers import PRUNABLE_TYPES
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """Static facts about one conv/linear layer, measured by a dry forward pass."""
+
+    name: str
+    kind: str
+    in_channels: int
+    out_channels: int
+    kernel_size: int  # product of the kernel dims (1 for Linear)
+    stride: int  # first stride (1 for Linear)
+    groups: int
+    numel: int
+    macs: int  # dense multiply-accumulates per sample
+
+    def as_dict(self) -> dict[str, int | str]:
+        return asdict(self)
+
+
+def _layer_profile(name: str, module: nn.Module, output: torch.Tensor) -> LayerProfile:
+    weight = module.weight
+    if isinstance(module, nn.Linear):
+        positions = output[0].numel() // module.out_features
+        return LayerProfile(name, "linear", module.in_features, module.out_features, 1, 1, 1,
+                            weight.numel(), weight.numel() * positions)
+    positions = output[0, 0].numel()  # output spatial positions of one sample
+    kernel = math.prod(module.kernel_size)  # type: ignore[arg-type]
+    stride = module.stride[0]  # type: ignore[index]
+    return LayerProfile(name, type(module).__name__.lower(), module.in_channels, module.out_channels,  # type: ignore[arg-type]
+                        kernel, stride, module.groups, weight.numel(), weight.numel() * positions)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, LayerProfile]:
+    """Profile every conv/linear layer with one dry forward pass of a zero sample of ``input_shape``.
+
+    The pass runs in eval mode on the model's device; the model's mode is restored afterwards.
+    """
+    profiles: dict[str, LayerProfile] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_TYPES):
+            def hook(mod: nn.Module, _inp: object, out: torch.Tensor, name: str = name) -> None:
+                if name not in profiles:
+                    profiles[name] = _layer_profile(name, mod, out)
+            handles.append(module.register_forward_hook(hook))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return profiles
+
+
+@dataclass
+class PruningStats:
+    """Everything the harness reports about a pruned model's size and cost."""
+
+    layer_sparsity: dict[str, float]
+    global_sparsity: float
+    nonzero_params: int
+    total_params: int
+    dense_flops: int
+    sparse_flops: int
+    compression_ratio: float
+    theoretical_speedup: float
+    collapsed_layers: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def pruning_stats(
+    profiles: Mapping[str, LayerProfile], pruned: Mapping[str, int]
+) -> PruningStats:
+    """Combine static layer profiles with pruned counts (prunable layer name -> weights pruned).
+
+    Layers in ``profiles`` but not in ``pruned`` are not prunable and count dense in FLOPs.
+    """
+    numels = {name: profiles[name].numel for name in pruned}
+    total = sum(numels.values())
+    n_pruned = sum(pruned.values())
+    nonzero = total - n_pruned
+    dense_flops = sum(p.macs for p in profiles.values())
+    sparse = 0.0
+    for name, prof in profiles.items():
+        density = 1.0 - pruned[name] / prof.numel if name in pruned else 1.0
+        sparse += prof.macs * density
+    sparse_flops = int(round(sparse))
+    return PruningStats(
+        layer_sparsity={name: pruned[name] / numels[name] for name in pruned},
+        global_sparsity=n_pruned / total if total else 0.0,
+        nonzero_params=nonzero,
+        total_params=total,
+        dense_flops=dense_flops,
+        sparse_flops=sparse_flops,
+        compression_ratio=total / nonzero if nonzero else math.inf,
+        theoretical_speedup=dense_flops / sparse_flops if sparse_flops else math.inf,
+        collapsed_layers=[name for name in pruned if pruned[name] == numels[name]],
+    )

@@ -1,0 +1,152 @@
+"""Dense pre-training, masked fine-tuning and top-1/top-5 evaluation.
+
+One loop serves both: pass a :class:`~purl.pruning.MaskState` and pruned
+weights stay zero (gradients masked, masks re-applied after every step).
+``on_step(step)`` is called after every optimiser step (1-based), which is how
+gradual pruning recomputes masks during fine-tuning. AMP and channels_last are
+used only on CUDA; on CPU the same code runs in float32.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from purl.config import TrainConfig
+from purl.pruning.masks import MaskState
+
+
+@dataclass
+class Accuracy:
+    """Top-1 and top-5 accuracy as fractions in [0, 1]."""
+
+    top1: float
+    top5: float
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    seconds: float
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or Adam over all parameters, with weight decay from ``cfg``."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+def planned_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimiser steps a run of ``cfg`` takes: epochs x batches, capped by ``max_steps``."""
+    steps = cfg.epochs * batches_per_epoch
+    return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
+
+
+def train(
+    model: nn.Module,
+    loader: DataLoader,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    masks: MaskState | None = None,
+    on_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place for ``cfg.epochs`` (or ``cfg.max_steps``) with cosine LR; keep masks if given."""
+    total = planned_steps(cfg, len(loader))
+    start = time.perf_counter()
+    if total == 0:
+        return TrainResult(0, math.nan, 0.0)
+    cuda = device.type == "cuda"
+    use_amp = cuda and cfg.amp
+    if cuda and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+                if cfg.lr_schedule == "cosine" else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if masks is not None:
+        masks.attach(optimizer)
+    model.train()
+    step, loss_value = 0, math.nan
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+    try:
+        while step < total:
+            for inputs, targets in loader:
+                inputs = inputs.to(device, non_blocking=True)
+                targets = targets.to(device, non_blocking=True)
+                if cuda and cfg.channels_last and inputs.dim() == 4:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type=device.type, enabled=use_amp):
+                    loss = F.cross_entropy(model(inputs), targets, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                if schedule is not None:
+                    schedule.step()
+                step += 1
+                loss_value = loss.item() if step % 20 == 0 or step == total else loss_value
+                if on_step is not None:
+                    on_step(step)
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss_value:.3f}")
+                if step >= total:
+                    break
+    finally:
+        bar.close()
+        if masks is not None:
+            masks.detach()
+            masks.apply()
+    return TrainResult(step, float(loss_value), time.perf_counter() - start)
+
+
+def _topk_correct(logits: Tensor, targets: Tensor) -> tuple[int, int]:
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    hits = top.eq(targets.unsqueeze(1))
+    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device) -> Accuracy:
+    """Top-1/top-5 over a DataLoader, in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    top1 = top5 = n = 0
+    for inputs, targets in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
+        with torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
+            logits = model(inputs)
+        c1, c5 = _topk_correct(logits.float(), targets)
+        top1, top5, n = top1 + c1, top5 + c5, n + targets.numel()
+    model.train(was_training)
+    return Accuracy(top1 / max(n, 1), top5 / max(n, 1))
+
+
+@torch.no_grad()
+def evaluate_tensors(model: nn.Module, inputs: Tensor, targets: Tensor, *, batch_size: int = 1024) -> Accuracy:
+    """Top-1/top-5 over tensors already on the model's device (the RL env's fast path)."""
+    was_training = model.training
+    model.eval()
+    top1 = top5 = 0
+    for start in range(0, inputs.shape[0], batch_size):
+        logits = model(inputs[start:start + batch_size])
+        c1, c5 = _topk_correct(logits.float(), targets[start:start + batch_size])
+        top1, top5 = top1 + c1, top5 + c5
+    model.train(was_training)
+    n = max(int(targets.numel()), 1)
+    return Accuracy(top1 / n, top5 / n)
