@@ -12,9 +12,8 @@ leaves a half-written file in place of a good one.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +65,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        with warnings.catch_warnings():  # garbage bytes make torch warn about odd pickle protocols
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt bytes surface as any of many types (IndexError, KeyError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint '{path}' is corrupt or not a PuRL checkpoint ({first})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(
+        payload.get("state_dict"), dict
+    ):
         raise CheckpointError(f"checkpoint '{path}' is not a PuRL checkpoint (expected format '{FORMAT}')")
     return payload
 

@@ -327,5 +327,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (what a run actually used)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML (what a run actually used), atomically."""
+    from purl.results import write_text
+
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

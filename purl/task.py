@@ -9,7 +9,6 @@ its layer profiles, so ``purl prune``, ``purl train`` and every cell of
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,8 @@ class Task:
     def loader(self, split: str, *, seed: int | None = None, train_batch: bool | None = None):
         """DataLoader over a split with the config's batch sizes (train batches for 'train')."""
         cfg = self.config.data
-        batch = cfg.batch_size if (train_batch if train_batch is not None else split == "train") else cfg.eval_batch_size
+        use_train_batch = train_batch if train_batch is not None else split == "train"
+        batch = cfg.batch_size if use_train_batch else cfg.eval_batch_size
         return self.data.loader(split, batch, seed=self.config.seed if seed is None else seed,
                                 num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
 
@@ -74,8 +74,8 @@ def new_model(config: ExperimentConfig, data: DataBundle) -> nn.Module:
 
 def dense_checkpoint_path(config: ExperimentConfig) -> Path:
     """Where the cached dense model of this task lives."""
-    safe_model = config.model.name.replace(":", "_").replace("/", "_")
-    name = f"{config.data.name}-{safe_model}-seed{config.seed}-{config.task_key()}.pt"
+    safe_data, safe_model = (n.replace(":", "_").replace("/", "_") for n in (config.data.name, config.model.name))
+    name = f"{safe_data}-{safe_model}-seed{config.seed}-{config.task_key()}.pt"
     return Path(config.cache_dir).expanduser() / "dense" / name
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from purl.config import ExperimentConfig, load_config, save_config
+from purl.errors import ConfigError
 from purl.results import write_json
 
 
@@ -36,15 +37,20 @@ def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -
 
 
 def output_dir(args: argparse.Namespace, config: ExperimentConfig, command: str) -> Path:
-    """The run's output folder (created), with the resolved config saved in it."""
+    """The run's output folder (created). The resolved config is written only by :func:`finish`,
+    so a run that fails never overwrites the config of an earlier good run in the same folder."""
     out = args.output if args.output is not None else Path("runs") / config.name / command
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. --output names an existing file, or a read-only location
+        raise ConfigError(f"cannot create output folder '{out}': {exc.strerror or exc}") from None
     return out
 
 
-def finish(out: Path, results: dict[str, Any], lines: list[str]) -> int:
-    """Write results.json and print a short human summary."""
+def finish(out: Path, results: dict[str, Any], lines: list[str], config: ExperimentConfig | None = None) -> int:
+    """Write the resolved config and results.json (atomically), then print a short human summary."""
+    if config is not None:
+        save_config(config, out / "config.yaml")
     write_json(out / "results.json", results)
     for line in lines:
         print(line)

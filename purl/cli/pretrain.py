@@ -51,4 +51,4 @@ def run(args: argparse.Namespace) -> int:
         f"params {params:,} (prunable {prunable:,}), dense FLOPs {flops:,} MACs/sample, "
         f"wall time {results['wall_time_s']:.1f}s",
         f"dense checkpoint: {task.dense_path}",
-    ])
+    ], config)

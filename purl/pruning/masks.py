@@ -127,8 +127,11 @@ class MaskState:
         """Install a boolean keep-mask for ``name`` and zero the pruned weights."""
         layer = self.layer(name)
         if mask.shape != layer.weight.shape:
-            raise PruningError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(layer.weight.shape)} of '{name}'")
-        mask = mask.to(device=layer.weight.device, dtype=torch.bool)
+            raise PruningError(
+                f"mask shape {tuple(mask.shape)} != weight shape {tuple(layer.weight.shape)} of '{name}'"
+            )
+        # Always a private copy: masks are reset in place by restore(), which must not touch the caller's tensor.
+        mask = mask.to(device=layer.weight.device, dtype=torch.bool, copy=True)
         self.masks[name] = mask
         layer.weight.mul_(mask)
         return mask
@@ -141,7 +144,7 @@ class MaskState:
 
     def reset_masks(self) -> None:
         """All masks back to dense (weights untouched)."""
-        for name, mask in self.masks.items():
+        for mask in self.masks.values():
             mask.fill_(True)
 
     # ---------------------------------------------------------- dense snapshot
@@ -184,7 +187,7 @@ class MaskState:
 
     def state_dict(self) -> dict[str, Tensor]:
         """Masks for checkpointing (CPU bool tensors)."""
-        return {name: mask.cpu() for name, mask in self.masks.items()}
+        return {name: mask.detach().cpu().clone() for name, mask in self.masks.items()}
 
     def load_state_dict(self, masks: Mapping[str, Tensor]) -> None:
         """Install saved masks (names must match) and zero the pruned weights."""

@@ -44,13 +44,14 @@ class LayerProfile:
         return asdict(self)
 
 
-def _layer_profile(name: str, module: nn.Module, output: torch.Tensor) -> LayerProfile:
+def _layer_profile(name: str, module: nn.Module, output: torch.Tensor | None) -> LayerProfile:
+    """``output=None``: the layer did not run in the forward pass (e.g. an auxiliary head), so it costs 0 MACs."""
     weight = module.weight
     if isinstance(module, nn.Linear):
-        positions = output[0].numel() // module.out_features
+        positions = output[0].numel() // module.out_features if output is not None else 0
         return LayerProfile(name, "linear", module.in_features, module.out_features, 1, 1, 1,
                             weight.numel(), weight.numel() * positions)
-    positions = output[0, 0].numel()  # output spatial positions of one sample
+    positions = output[0, 0].numel() if output is not None else 0  # output spatial positions of one sample
     kernel = math.prod(module.kernel_size)  # type: ignore[arg-type]
     stride = module.stride[0]  # type: ignore[index]
     return LayerProfile(name, type(module).__name__.lower(), module.in_channels, module.out_channels,  # type: ignore[arg-type]
@@ -62,6 +63,7 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, L
     """Profile every conv/linear layer with one dry forward pass of a zero sample of ``input_shape``.
 
     The pass runs in eval mode on the model's device; the model's mode is restored afterwards.
+    Layers the pass does not reach (e.g. GoogLeNet's auxiliary heads in eval mode) get 0 MACs.
     """
     profiles: dict[str, LayerProfile] = {}
     handles = []
@@ -81,6 +83,9 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, L
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    for name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_TYPES) and name not in profiles:
+            profiles[name] = _layer_profile(name, module, None)
     return profiles
 
 

@@ -1,0 +1,97 @@
+"""``purl compare``: the fair head-to-head of an agent and the baselines on one task.
+
+Every cell (method x target sparsity x seed) uses the same cached dense model,
+data split, fine-tuning budget and evaluation. Finished cells are appended to
+``results.csv`` immediately; a re-run skips them, so an interrupted comparison
+resumes where it stopped. At the end ``summary.md`` and the plots are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from purl.cli.common import add_common_arguments, config_from_args, output_dir
+
+RUNNERS = {"agent": "agents.run:compare_cell", "baseline": "baselines.run:compare_cell"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--executor", choices=["local", "ray"], default=None,
+                        help="local (default, in-process) or ray (one task per cell; pip install -e '.[ray]')")
+    parser.add_argument("--ray-address", default=None, help="address of an existing Ray cluster (default: local)")
+
+
+def validate_methods(config) -> None:  # noqa: ANN001 - ExperimentConfig, imported lazily
+    """Fail before any work when a method name is unknown (lists what is allowed)."""
+    from purl.errors import ConfigError
+
+    names = {spec.method for spec in config.compare.method_specs()}
+    baseline_names = names - {"agent"}
+    if baseline_names:
+        from baselines import ALLOCATORS
+
+        for name in sorted(baseline_names):
+            if name not in ALLOCATORS and ":" not in name:
+                raise ConfigError(f"unknown method '{name}' in compare.methods; allowed: agent, "
+                                  f"{', '.join(ALLOCATORS.names())}")
+    if "agent" in names:
+        import agents  # noqa: F401 - fail early with a clear ImportError if the package is missing
+
+
+def run(args: argparse.Namespace) -> int:
+    from purl.compare import run_comparison, write_report
+    from purl.compare.runner import LocalExecutor
+    from purl.config import save_config
+    from purl.results import write_json
+    from purl.runtime import resolve_device
+    from purl.task import build_task
+
+    overrides = []
+    if args.executor is not None:
+        overrides.append(f"compare.executor={args.executor}")
+    if args.ray_address is not None:
+        overrides.append(f"compare.ray_address={args.ray_address}")
+    config = config_from_args(args, overrides)
+    validate_methods(config)
+    device = resolve_device(config.device)
+    out = output_dir(args, config, "compare")
+    start = time.perf_counter()
+    task = build_task(config, device, progress=not args.quiet)
+    print(f"dense {config.model.name} on {config.data.name}: test top-1 {100 * task.dense_test.top1:.2f}%"
+          + (" (cached)" if task.from_cache else f" (pre-trained in {task.pretrain_seconds:.1f}s)"))
+    if config.compare.executor == "ray":
+        from purl.compare.ray_executor import RayExecutor
+
+        executor = RayExecutor(config.compare, device=str(device))
+    else:
+        executor = LocalExecutor(task)
+
+    def show(outcome, done: int, total: int) -> None:  # noqa: ANN001
+        row = outcome.row
+        if outcome.failed:
+            print(f"[{done}/{total}] {row['label']} @ {row['target_sparsity']:g} seed {row['seed']}: FAILED "
+                  f"({row['error']})")
+        else:
+            print(f"[{done}/{total}] {row['label']} @ {row['target_sparsity']:g} seed {row['seed']}: "
+                  f"top-1 {row['after_test_top1']:.2f}% (before FT {row['before_test_top1']:.2f}%), "
+                  f"sparsity {row['achieved_sparsity']:.4f}, {row['wall_time_s']:.1f}s")
+
+    table = run_comparison(config, out, RUNNERS, executor=executor, device=str(device),
+                           progress=not args.quiet, report=show)
+    written = write_report(out, profile_sparsity=config.compare.profile_sparsity,
+                           title=f"Comparison summary: {config.name}")
+    wall = time.perf_counter() - start
+    failed = [r for r in table.rows if r["status"] != "ok"]
+    save_config(config, out / "config.yaml")
+    write_json(out / "results.json", {
+        "command": "compare", "name": config.name, "cells": len(table.rows), "failed_cells": len(failed),
+        "wall_time_s": wall, "files": {k: str(v) for k, v in written.items()} | {"results": str(out / "results.csv")},
+    })
+    print()
+    print((out / "summary.md").read_text())
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    print(f"results: {out / 'results.csv'}  ({len(table.rows)} cells, {len(failed)} failed, wall time {wall:.1f}s)")
+    return 1 if failed else 0

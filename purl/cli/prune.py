@@ -1,0 +1,58 @@
+"""``purl prune``: prune the cached dense model with one allocator, fine-tune it, report and save it."""
+
+from __future__ import annotations
+
+import argparse
+
+from purl.cli.common import add_common_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--method", "-m", default=None,
+                        help="allocator: global-mp, uniform, uniform-plus, erk, lamp, random, layerwise "
+                             "(see `purl list methods`; default: config's prune.method)")
+    parser.add_argument("--sparsity", "-s", type=float, default=None, help="target global sparsity in [0, 1]")
+    parser.add_argument("--min-threshold", type=float, default=None,
+                        help="Minimum Threshold: percent of all prunable weights each layer keeps (0.05 = 0.05%%)")
+    parser.add_argument("--schedule", choices=["oneshot", "gradual"], default=None,
+                        help="one-shot pruning before fine-tuning, or Zhu & Gupta's cubic gradual schedule during it")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from baselines.run import run_baseline
+
+    from purl.checkpoint import save_checkpoint
+    from purl.cli.common import config_from_args, finish, output_dir
+    from purl.config import MethodSpec
+    from purl.runtime import resolve_device
+    from purl.task import build_task
+
+    flags = {"prune.method": args.method, "prune.sparsity": args.sparsity,
+             "constraints.min_threshold": args.min_threshold, "prune.schedule": args.schedule}
+    config = config_from_args(args, [f"{k}={v}" for k, v in flags.items() if v is not None])
+    device = resolve_device(config.device)
+    out = output_dir(args, config, "prune")
+    start = time.perf_counter()
+    task = build_task(config, device, progress=not args.quiet)
+    spec = MethodSpec(label=config.prune.method, method=config.prune.method, schedule=config.prune.schedule,
+                      min_threshold=config.constraints.min_threshold, kwargs=config.prune.method_kwargs)
+    row, model, masks = run_baseline(task, spec, config.prune.sparsity, seed=config.seed,
+                                     progress=not args.quiet)
+    checkpoint = save_checkpoint(out / "pruned.pt", model, config=config.to_dict(), masks=masks.state_dict(),
+                                 meta={"method": spec.method, "target_sparsity": config.prune.sparsity})
+    results = {"command": "prune", "method": spec.method, "schedule": spec.schedule,
+               "min_threshold": spec.min_threshold, "target_sparsity": config.prune.sparsity, **row,
+               "wall_time_s": time.perf_counter() - start, "checkpoint": str(checkpoint)}
+    collapsed = f", collapsed layers: {', '.join(row['collapsed_layers'])}" if row["collapsed_layers"] else ""
+    return finish(out, results, [
+        f"{spec.method} ({spec.schedule}) at {config.prune.sparsity:g}: achieved sparsity "
+        f"{row['achieved_sparsity']:.4f}{collapsed}",
+        f"test top-1 {row['before_test_top1']:.2f}% after pruning -> {row['after_test_top1']:.2f}% after fine-tuning "
+        f"(dense {row['dense_test_top1']:.2f}%)",
+        f"compression {row['compression_ratio']:.1f}x, theoretical speedup {row['theoretical_speedup']:.2f}x, "
+        f"wall time {results['wall_time_s']:.1f}s",
+        f"pruned checkpoint: {checkpoint}",
+    ], config)

@@ -1,0 +1,179 @@
+"""Run a comparison grid cell by cell, saving each finished cell at once and skipping finished ones.
+
+Methods are resolved from import paths (``"baselines.run:compare_cell"``) so
+that this core module never imports ``baselines`` or ``agents``, and so that a
+remote worker (see :mod:`purl.compare.ray_executor`) can resolve them too. A
+method runner has the signature::
+
+    runner(task, spec: MethodSpec, target_sparsity: float, seed: int, cell_dir: Path,
+           progress: bool) -> dict
+
+and returns the measured row (see :func:`purl.pipeline.finetune_and_measure`).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from purl.compare.cells import Cell, ResultsTable
+from purl.config import ExperimentConfig, MethodSpec
+from purl.errors import PurlError
+from purl.registry import import_object
+from purl.task import Task
+
+MethodRunner = Callable[..., dict[str, Any]]
+
+AGENT = "agent"
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """Everything needed to run one cell anywhere: picklable, no live objects."""
+
+    config: ExperimentConfig
+    cell: Cell
+    spec: MethodSpec
+    cell_dir: Path
+    runner_path: str
+    device: str
+    progress: bool = False
+    max_retries: int = 0
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    row: dict[str, Any]
+    failed: bool = False
+    messages: list[str] = field(default_factory=list)
+
+
+def plan_cells(config: ExperimentConfig) -> list[Cell]:
+    """Every (method label, target sparsity, seed) of the grid; agent cells first within each seed."""
+    specs = config.compare.method_specs()
+    ordered = [s for s in specs if s.method == AGENT] + [s for s in specs if s.method != AGENT]
+    return [Cell(spec.label, spec.method, float(sparsity), int(seed))
+            for seed in config.compare.seeds for sparsity in config.compare.sparsities for spec in ordered]
+
+
+def _base_row(job: CellJob) -> dict[str, Any]:
+    return {
+        "label": job.cell.label, "method": job.cell.method, "schedule": job.spec.schedule,
+        "min_threshold": job.spec.min_threshold, "target_sparsity": job.cell.target_sparsity,
+        "seed": job.cell.seed,
+    }
+
+
+def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: float | None = None) -> CellOutcome:
+    """Run one cell with retries; never raises for a method failure (it is recorded as status=failed).
+
+    ``task`` is the shared in-process task; a remote worker passes None and builds it from the
+    cached dense checkpoint. ``effective_sparsity`` overrides the target (baselines matching an
+    agent that was not held to the budget).
+    """
+    from purl.runtime import resolve_device, seed_everything
+    from purl.task import build_task
+
+    runner: MethodRunner = import_object(job.runner_path)  # type: ignore[assignment]
+    target = job.cell.target_sparsity if effective_sparsity is None else effective_sparsity
+    messages: list[str] = []
+    attempts = 0
+    while True:
+        attempts += 1
+        start = time.perf_counter()
+        try:
+            if task is None:
+                task = build_task(job.config, resolve_device(job.device), progress=False)
+            seed_everything(job.cell.seed)
+            job.cell_dir.mkdir(parents=True, exist_ok=True)
+            measured = runner(task, job.spec, target, job.cell.seed, job.cell_dir, job.progress)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the grid
+            detail = str(exc) if isinstance(exc, PurlError) else traceback.format_exc(limit=3).strip()
+            messages.append(f"attempt {attempts}: {type(exc).__name__}: {detail.splitlines()[-1]}")
+            if attempts <= job.max_retries:
+                continue
+            row = _base_row(job) | {"status": "failed", "error": " | ".join(messages), "attempts": attempts}
+            return CellOutcome(job.cell, row, failed=True, messages=messages)
+        row = _base_row(job) | measured
+        row.update({"status": "ok", "error": None, "attempts": attempts,
+                    "wall_time_s": time.perf_counter() - start})
+        return CellOutcome(job.cell, row, messages=messages)
+
+
+class LocalExecutor:
+    """In-process, sequential execution (the default; needs nothing beyond PuRL)."""
+
+    def __init__(self, task: Task | None = None) -> None:
+        self.task = task
+
+    def run(self, jobs: list[tuple[CellJob, float | None]]) -> Iterable[CellOutcome]:
+        for job, effective in jobs:
+            yield execute_cell(job, self.task, effective)
+
+
+def run_comparison(
+    config: ExperimentConfig,
+    output: Path,
+    runners: Mapping[str, str],
+    *,
+    executor: Any,
+    device: str,
+    progress: bool = True,
+    report: Callable[[CellOutcome, int, int], None] | None = None,
+) -> ResultsTable:
+    """Run every unfinished cell of ``config.compare``; append each to ``output/results.csv`` as it finishes.
+
+    ``runners`` maps ``"agent"`` and ``"baseline"`` to import paths of method runners. When the
+    environment's budget mode is off, baselines run at the agent's achieved sparsity of the same
+    (target, seed), so agent cells run first as their own phase. An executor with a ``close()``
+    method is closed at the end (also on error or interruption).
+    """
+    table = ResultsTable(output / "results.csv")
+    done = table.finished()
+    specs = {s.label: s for s in config.compare.method_specs()}
+    pending = [c for c in plan_cells(config) if c.key not in done]
+    total = len(plan_cells(config))
+    bar = tqdm(total=total, initial=total - len(pending), desc="compare", unit="cell", disable=not progress)
+
+    def job_for(cell: Cell) -> CellJob:
+        kind = AGENT if cell.method == AGENT else "baseline"
+        return CellJob(config, cell, specs[cell.label], output / "cells" / cell.slug, runners[kind], device,
+                       progress=False, max_retries=config.compare.max_retries)
+
+    match_agent = not config.env.budget and any(s.method == AGENT for s in specs.values())
+    phases = ([[c for c in pending if c.method == AGENT], [c for c in pending if c.method != AGENT]]
+              if match_agent else [pending])
+    try:
+        for phase in phases:
+            jobs = [(job_for(cell), _agent_sparsity(table, cell) if match_agent else None) for cell in phase]
+            for outcome in executor.run(jobs):
+                table.add(outcome.row)
+                bar.update(1)
+                if report is not None:
+                    report(outcome, len(table.rows), total)
+    finally:
+        bar.close()
+        close = getattr(executor, "close", None)  # e.g. RayExecutor: shut down the Ray it started
+        if callable(close):
+            close()
+    return table
+
+
+def _agent_sparsity(table: ResultsTable, cell: Cell) -> float | None:
+    """The achieved sparsity of the agent at the same target and seed, if that cell finished."""
+    if cell.method == AGENT:
+        return None
+    for row in table.rows:
+        if (row["method"] == AGENT and row["status"] == "ok" and int(row["seed"]) == cell.seed
+                and abs(float(row["target_sparsity"]) - cell.target_sparsity) < 1e-9):
+            return float(row["achieved_sparsity"])
+    return None
