@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from baselines import get_allocator
     from baselines.run import run_baseline
-
     from purl.checkpoint import save_checkpoint
     from purl.cli.common import config_from_args, finish, output_dir
     from purl.config import MethodSpec
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     flags = {"prune.method": args.method, "prune.sparsity": args.sparsity,
              "constraints.min_threshold": args.min_threshold, "prune.schedule": args.schedule}
     config = config_from_args(args, [f"{k}={v}" for k, v in flags.items() if v is not None])
+    get_allocator(config.prune.method, **config.prune.method_kwargs)  # unknown method: fail before any work
     device = resolve_device(config.device)
     out = output_dir(args, config, "prune")
     start = time.perf_counter()
@@ -50,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     return finish(out, results, [
         f"{spec.method} ({spec.schedule}) at {config.prune.sparsity:g}: achieved sparsity "
         f"{row['achieved_sparsity']:.4f}{collapsed}",
-        f"test top-1 {row['before_test_top1']:.2f}% after pruning -> {row['after_test_top1']:.2f}% after fine-tuning "
-        f"(dense {row['dense_test_top1']:.2f}%)",
+        (f"test top-1 {row['before_test_top1']:.2f}% after pruning -> " if row["before_test_top1"] is not None
+         else "test top-1 (pruned gradually during fine-tuning) ")
+        + f"{row['after_test_top1']:.2f}% after fine-tuning (dense {row['dense_test_top1']:.2f}%)",
         f"compression {row['compression_ratio']:.1f}x, theoretical speedup {row['theoretical_speedup']:.2f}x, "
         f"wall time {results['wall_time_s']:.1f}s",
         f"pruned checkpoint: {checkpoint}",

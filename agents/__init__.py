@@ -1,0 +1,61 @@
+"""PuRL agents: Stable-Baselines3 learners that choose a sparsity for every layer of a network.
+
+Python API (no CLI needed)::
+
+    import torch
+    from agents import apply_policy, make_agent, policy_sparsities
+    from envs import PruningEnv
+    from purl.config import load_config
+    from purl.task import build_task
+
+    config = load_config("configs/quick.yaml", ["agent.total_timesteps=384"])
+    task = build_task(config, torch.device("cpu"))       # dense model, cached on disk
+    env = PruningEnv(config, task=task)                  # one step per prunable layer
+    agent = make_agent(config, env)                      # PPO by default (agent.algo)
+    agent.learn(config.agent.total_timesteps)
+    sparsities = policy_sparsities(agent, env)           # {layer: fraction pruned}
+    model, masks = apply_policy(task, sparsities)        # exact, via the layerwise allocator
+
+For the whole method as a results row (training with logging, checkpoints and
+best-policy tracking, then the same fine-tuning and measurement as every
+baseline) use :func:`run_agent_method`; ``purl train`` is its CLI.
+
+Modules: :mod:`agents.algorithms` (registry, :func:`make_agent`),
+:mod:`agents.vec_env` (vectorised envs), :mod:`agents.callbacks` (TensorBoard,
+best policy, checkpoints), :mod:`agents.training` (:func:`train_agent`),
+:mod:`agents.policy` (read and apply a policy), :mod:`agents.run` (the method).
+"""
+
+from agents.algorithms import (
+    ALGORITHMS,
+    AlgorithmSpec,
+    get_algorithm,
+    list_algorithms,
+    make_agent,
+    validate_agent_config,
+)
+from agents.callbacks import PurlCallback
+from agents.policy import apply_policy, policy_episode, policy_sparsities
+from agents.run import AgentOutcome, run_agent_method, search_and_prune
+from agents.training import AgentRun, train_agent
+from agents.vec_env import EnvFactory, make_vec_env
+
+__all__ = [
+    "ALGORITHMS",
+    "AgentOutcome",
+    "AgentRun",
+    "AlgorithmSpec",
+    "EnvFactory",
+    "PurlCallback",
+    "apply_policy",
+    "get_algorithm",
+    "list_algorithms",
+    "make_agent",
+    "make_vec_env",
+    "policy_episode",
+    "policy_sparsities",
+    "run_agent_method",
+    "search_and_prune",
+    "train_agent",
+    "validate_agent_config",
+]

@@ -1,0 +1,274 @@
+"""What happens around SB3's learning loop: per-episode logging, best-policy tracking, checkpoints.
+
+:class:`PurlCallback` watches the ``info["purl_episode"]`` summary every PuRL
+environment emits when an episode ends (one pruning allocation of the whole
+network) and
+
+* logs it to TensorBoard through SB3's logger (``purl/episode_reward``,
+  ``purl/reward/<component>``, ``purl/final_accuracy``, ``purl/global_sparsity``,
+  ``purl/flops``; every ``figure_every`` episodes and at the end, bar charts of the
+  latest and best episode's per-layer sparsity as ``purl/layer_sparsity_latest``
+  / ``purl/layer_sparsity_best``; the best-return episode stands in for the best
+  while no episode meets the target), at x = env steps so far;
+* appends it to ``episodes.csv`` (learning curves for reports);
+* keeps the *best* episode: the highest return among episodes that meet the
+  target (``meets_target``: target sparsity and target accuracy), saving the
+  policy at that moment to ``best_model.zip`` and the allocation to
+  ``best_episode.json``; and, as a fallback for runs where no episode meets the
+  accuracy target, the *best-return* episode: the highest return among episodes
+  that reach the target sparsity (kept in ``last.json``);
+* every ``checkpoint_every`` env steps writes ``checkpoints/last.zip`` (plus
+  ``checkpoints/last_replay_buffer.pkl`` for off-policy algorithms) and
+  ``checkpoints/last.json`` (num_timesteps, episodes, evaluations, wall time,
+  best so far). Checkpoints are taken at the start of a rollout, i.e. after the
+  previous rollout was learnt from, so a resumed run continues from a
+  consistent state. Every file is written to a temporary name and renamed, so a
+  crash mid-write leaves the previous good file in place; the JSON is written
+  last and says which step the checkpoint holds.
+
+Per-episode scalars are written straight to the logger's TensorBoard output
+(not via ``record``/``dump``), so they neither overwrite each other between
+SB3's own dumps nor flush SB3's pending training statistics early.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Figure, TensorBoardOutputFormat
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+from purl.checkpoint import atomic_write_bytes
+from purl.results import write_json
+
+EPISODES_CSV = "episodes.csv"
+EPISODE_FIELDS = ["episode", "env_step", "return", "accuracy", "global_sparsity", "flops", "meets_target",
+                  "wall_time_s"]
+BEST_MODEL = "best_model.zip"
+BEST_EPISODE = "best_episode.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_MODEL = "last.zip"
+LAST_BUFFER = "last_replay_buffer.pkl"
+LAST_STATE = "last.json"
+
+
+def checkpoint_paths(output_dir: str | Path) -> dict[str, Path]:
+    """Where a run's checkpoint files live: ``model``, ``replay_buffer``, ``state``."""
+    folder = Path(output_dir) / CHECKPOINT_DIR
+    return {"model": folder / LAST_MODEL, "replay_buffer": folder / LAST_BUFFER, "state": folder / LAST_STATE}
+
+
+def save_model_atomic(model: BaseAlgorithm, path: Path) -> None:
+    """``model.save`` to a temporary file renamed over ``path`` (never a half-written zip)."""
+    atomic_write_bytes(path, lambda handle: model.save(handle))
+
+
+def save_replay_buffer_atomic(model: OffPolicyAlgorithm, path: Path) -> None:
+    """``model.save_replay_buffer`` to a temporary file renamed over ``path``."""
+    atomic_write_bytes(path, lambda handle: model.save_replay_buffer(handle))
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's dict, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def layer_sparsity_figure(sparsities: dict[str, float], title: str) -> Any:
+    """A bar chart of per-layer sparsity (matplotlib Figure, no pyplot state)."""
+    from matplotlib.figure import Figure as MplFigure
+
+    names = list(sparsities)
+    fig = MplFigure(figsize=(max(4.0, 0.35 * len(names) + 2.0), 3.0), dpi=80)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.bar(range(len(names)), [sparsities[n] for n in names], color="tab:blue")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel("sparsity")
+    ax.set_title(title, fontsize=9)
+    fig.subplots_adjust(left=0.12, right=0.98, top=0.88, bottom=0.3)  # fixed margins: tight_layout is slow
+    return fig
+
+
+class PurlCallback(BaseCallback):
+    """Per-episode TensorBoard logging, episodes.csv, best-policy tracking and atomic periodic checkpoints.
+
+    :param output_dir: the run's folder.
+    :param checkpoint_every: env steps between checkpoints (0 = only at the end and on interrupt).
+    :param figure_every: episodes between per-layer sparsity figures (also logged at the end).
+    :param target_sparsity: the env's target; episodes reaching it are candidates for ``best_return``.
+    :param state: a previous checkpoint's ``last.json`` when resuming (episode count, evaluations,
+        wall time and best episodes carry on from it).
+    """
+
+    def __init__(self, output_dir: str | Path, *, checkpoint_every: int = 1000, figure_every: int = 100,
+                 target_sparsity: float = 0.0, state: dict[str, Any] | None = None, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.output_dir = Path(output_dir)
+        self.checkpoint_every = checkpoint_every
+        self.figure_every = max(1, figure_every)
+        state = state or {}
+        self.episodes: int = int(state.get("episodes", 0))
+        self.evaluations_base: int = int(state.get("evaluations", 0))
+        self.wall_time_base: float = float(state.get("wall_time_s", 0.0))
+        self.target_sparsity = float(target_sparsity)
+        self.best: dict[str, Any] | None = state.get("best")
+        self.best_return: dict[str, Any] | None = state.get("best_return")
+        on_disk = read_json(self.output_dir / BEST_EPISODE) if state else None
+        if on_disk is not None and (self.best is None or on_disk.get("return", -np.inf) > self.best["return"]):
+            self.best = on_disk  # a best episode found after the last checkpoint (its model file is on disk)
+        self.latest: dict[str, Any] | None = None
+        self._eval_counts: dict[int, int] = {}
+        self._last_checkpoint: int = int(state.get("num_timesteps", 0))
+        self._started: float | None = None
+
+    # ------------------------------------------------------------------ counters
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations made by the environments (this and earlier sessions of the run)."""
+        return self.evaluations_base + sum(self._eval_counts.values())
+
+    @property
+    def wall_time_s(self) -> float:
+        """Seconds spent learning (this and earlier sessions of the run)."""
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self.wall_time_base + running
+
+    def state(self) -> dict[str, Any]:
+        """What ``last.json`` holds: enough to resume counting and best-tracking."""
+        return {
+            "algo": type(self.model).__name__,
+            "num_timesteps": int(self.model.num_timesteps),
+            "episodes": self.episodes,
+            "evaluations": self.evaluations,
+            "wall_time_s": self.wall_time_s,
+            "best": self.best,
+            "best_return": self.best_return,
+        }
+
+    # ------------------------------------------------------------------ SB3 hooks
+    def _on_training_start(self) -> None:
+        self._started = time.perf_counter()
+        self._last_checkpoint = max(self._last_checkpoint, int(self.model.num_timesteps))
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos") or []
+        for idx, info in enumerate(infos):
+            if "evaluations" in info:
+                self._eval_counts[idx] = int(info["evaluations"])
+            episode = info.get("purl_episode")
+            if episode is not None:
+                self._on_episode(episode)
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self.checkpoint_every and self.model.num_timesteps - self._last_checkpoint >= self.checkpoint_every:
+            self.save_checkpoint()
+
+    def _on_training_end(self) -> None:
+        if self._started is not None:  # stop the clock: the search is over
+            self.wall_time_base += time.perf_counter() - self._started
+            self._started = None
+        self._log_figures()
+        self.save_checkpoint()
+
+    # ------------------------------------------------------------------ episodes
+    def _on_episode(self, episode: dict[str, Any]) -> None:
+        self.episodes += 1
+        record = {
+            "episode": self.episodes,
+            "env_step": int(self.num_timesteps),
+            "return": float(episode["return"]),
+            "accuracy": float(episode["accuracy"]),
+            "global_sparsity": float(episode["global_sparsity"]),
+            "flops": float(episode["flops"]),
+            "meets_target": bool(episode.get("meets_target", True)),
+            "wall_time_s": round(self.wall_time_s, 3),
+            "layer_sparsities": {k: float(v) for k, v in episode["layer_sparsities"].items()},
+            "components": {k: float(v) for k, v in (episode.get("components") or {}).items()},
+        }
+        self.latest = record
+        values: dict[str, Any] = {
+            "purl/episode_reward": record["return"],
+            "purl/final_accuracy": record["accuracy"],
+            "purl/global_sparsity": record["global_sparsity"],
+            "purl/flops": record["flops"],
+        }
+        values.update({f"purl/reward/{k}": v for k, v in record["components"].items()})
+        self._write_tensorboard(values)
+        self._append_csv(record)
+        at_target = record["global_sparsity"] >= self.target_sparsity - 1e-9
+        if at_target and (self.best_return is None or record["return"] > self.best_return["return"]):
+            self.best_return = record
+        if record["meets_target"] and (self.best is None or record["return"] > self.best["return"]):
+            self.best = record
+            save_model_atomic(self.model, self.output_dir / BEST_MODEL)
+            write_json(self.output_dir / BEST_EPISODE, record)
+        if self.episodes % self.figure_every == 0:
+            self._log_figures()
+
+    def _write_tensorboard(self, values: dict[str, Any]) -> None:
+        """Write ``values`` at x = env steps to the logger's TensorBoard output, leaving SB3's pending values."""
+        excluded: dict[str, tuple[str, ...] | None] = {k: None for k in values}
+        for fmt in self.logger.output_formats:
+            if isinstance(fmt, TensorBoardOutputFormat):
+                fmt.write(values, excluded, step=int(self.num_timesteps))
+
+    def _log_figures(self) -> None:
+        figures = {}
+        if self.latest is not None:
+            figures["purl/layer_sparsity_latest"] = Figure(layer_sparsity_figure(
+                self.latest["layer_sparsities"], f"episode {self.latest['episode']}: "
+                f"return {self.latest['return']:.3f}, sparsity {self.latest['global_sparsity']:.3f}"), close=True)
+        best, label = (self.best, "best") if self.best is not None else (self.best_return, "best return, below target")
+        if best is not None:
+            figures["purl/layer_sparsity_best"] = Figure(layer_sparsity_figure(
+                best["layer_sparsities"], f"{label} (episode {best['episode']}): "
+                f"return {best['return']:.3f}, accuracy {best['accuracy']:.3f}"), close=True)
+        if figures:
+            self._write_tensorboard(figures)
+
+    def _append_csv(self, record: dict[str, Any]) -> None:
+        path = self.output_dir / EPISODES_CSV
+        new = not path.is_file() or path.stat().st_size == 0
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=EPISODE_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(record)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoints/last.zip`` (+ replay buffer) and then ``last.json``, each atomically."""
+        paths = checkpoint_paths(self.output_dir)
+        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
+            save_replay_buffer_atomic(self.model, paths["replay_buffer"])
+        save_model_atomic(self.model, paths["model"])
+        write_json(paths["state"], self.state())
+        self._last_checkpoint = int(self.model.num_timesteps)
+
+
+def truncate_episodes_csv(output_dir: str | Path, max_step: int) -> None:
+    """Drop ``episodes.csv`` rows after env step ``max_step`` (they belong to steps a resume will redo)."""
+    path = Path(output_dir) / EPISODES_CSV
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row.get("env_step") or 0) <= max_step]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EPISODE_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, lambda handle: handle.write(buffer.getvalue().encode()))

@@ -1,0 +1,208 @@
+"""The agent as one pruning *method*: search, pick an allocation, prune, fine-tune, measure.
+
+:func:`run_agent_method` produces one results row with the same fields as a
+baseline's (``purl prune``) plus the search cost, so ``purl compare`` can put
+the agent in the same table as Global Magnitude Pruning.
+
+Which allocation is reported
+----------------------------
+Up to three candidates come out of a search:
+
+* ``best-episode``: among the training episodes that met the target
+  (``meets_target``: target sparsity *and* the env's target accuracy), the one
+  with the highest return (the env's reward on the reward-validation split);
+* ``best-return-episode``: among the training episodes that reached the target
+  sparsity, the one with the highest return, whatever its accuracy;
+* ``deterministic``: one greedy rollout of the final policy.
+
+The reported one is the best by ``(meets_target, reaches the target sparsity,
+return)``, ties going to the order above. So the best episode is reported
+whenever one met the target (unless the greedy rollout also meets it with a
+higher return); when none did, the higher-return of the best-return episode and
+the greedy policy. Rationale: the agent is a search procedure and its
+best-scoring allocation is what it *found*; the final greedy policy can be far
+worse than the best explored allocation (short budgets, exploration noise: on
+``configs/quick.yaml`` the greedy PPO policy reached 0.75 reward-split accuracy
+while its best-return episode reached 0.96, just below the 0.96 accuracy target).
+The choice uses only the reward-validation split, never test data, so it is
+fair to the baselines. All candidates are recorded (``best_episode_*``,
+``best_return_episode_*``, ``deterministic_*`` fields) with ``policy_source``
+naming the one that was pruned, fine-tuned and measured.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from agents.callbacks import EPISODES_CSV
+from agents.policy import apply_policy, default_constraints, policy_episode
+from agents.training import AgentRun, train_agent
+from purl.config import ExperimentConfig, MethodSpec, config_from_dict
+from purl.errors import ConfigError
+from purl.pipeline import finetune_and_measure
+from purl.pruning import MaskState
+from purl.task import Task
+
+POLICY_SOURCES = ("best-episode", "best-return-episode", "deterministic")
+
+
+@dataclass
+class AgentOutcome:
+    """Everything :func:`search_and_prune` produced: the results row, the pruned fine-tuned model, the run."""
+
+    row: dict[str, Any]
+    model: nn.Module
+    masks: MaskState
+    run: AgentRun
+
+
+def _episode_fields(prefix: str, episode: dict[str, Any] | None) -> dict[str, Any]:
+    if episode is None:
+        return {f"{prefix}_return": None, f"{prefix}_accuracy": None, f"{prefix}_global_sparsity": None,
+                f"{prefix}_meets_target": None, f"{prefix}_layer_sparsity": None}
+    return {
+        f"{prefix}_return": float(episode["return"]),
+        f"{prefix}_accuracy": float(episode["accuracy"]),
+        f"{prefix}_global_sparsity": float(episode["global_sparsity"]),
+        f"{prefix}_meets_target": bool(episode.get("meets_target", True)),
+        f"{prefix}_layer_sparsity": {k: float(v) for k, v in episode["layer_sparsities"].items()},
+    }
+
+
+def choose_allocation(run: AgentRun, greedy: dict[str, Any], target_sparsity: float) -> tuple[str, dict[str, Any]]:
+    """``(policy_source, episode)`` of the allocation to report (see the module docstring for the rule)."""
+    candidates = [(name, ep) for name, ep in (("best-episode", run.best), ("best-return-episode", run.best_return),
+                                              ("deterministic", greedy)) if ep is not None]
+
+    def key(item: tuple[str, dict[str, Any]]) -> tuple[bool, bool, float, int]:
+        name, ep = item
+        return (bool(ep.get("meets_target", False)), float(ep["global_sparsity"]) >= target_sparsity - 1e-9,
+                float(ep["return"]), -POLICY_SOURCES.index(name))
+
+    return max(candidates, key=key)
+
+
+def learning_curve(output_dir: str | Path) -> list[list[float]]:
+    """``[[env_step, return], ...]`` of every training episode, from the run's ``episodes.csv``."""
+    path = Path(output_dir) / EPISODES_CSV
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [[int(row["env_step"]), float(row["return"])] for row in csv.DictReader(handle)]
+
+
+def search_and_prune(
+    task: Task,
+    config: ExperimentConfig,
+    *,
+    output_dir: str | Path,
+    seed: int,
+    progress: bool = True,
+    resume: bool = False,
+) -> AgentOutcome:
+    """Train the agent on ``task``, apply its chosen allocation, fine-tune and measure (see module docs)."""
+    from envs import PruningEnv
+
+    start = time.perf_counter()
+    run = train_agent(config, output_dir=output_dir, device=task.device, resume=resume, task=task,
+                      progress=progress, seed=seed)
+    eval_env = PruningEnv(config, task=task, device=task.device)
+    try:
+        greedy = policy_episode(run.model, eval_env, deterministic=True, seed=seed)
+    finally:
+        eval_env.close()
+    source, chosen = choose_allocation(run, greedy, config.env.target_sparsity)
+    model, masks = apply_policy(task, chosen["layer_sparsities"], default_constraints(task))
+    measured = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
+    row: dict[str, Any] = {
+        "method": "agent",
+        "algo": config.agent.algo,
+        "reward": config.env.reward,
+        "action": config.env.action,
+        "schedule": "oneshot",
+        "seed": seed,
+        "target_sparsity": config.env.target_sparsity,
+        **measured,
+        "policy_source": source,
+        **_episode_fields("best_episode", run.best),
+        **_episode_fields("best_return_episode", run.best_return),
+        **_episode_fields("deterministic", greedy),
+        **run.search_cost(),
+        "learning_curve": learning_curve(output_dir),
+        "search_evaluations": run.evaluations + int(greedy.get("evaluations", 0)),
+        "wall_time_s": time.perf_counter() - start,
+    }
+    return AgentOutcome(row=row, model=model, masks=masks, run=run)
+
+
+def run_agent_method(
+    task: Task,
+    config: ExperimentConfig,
+    *,
+    output_dir: str | Path,
+    seed: int,
+    progress: bool = True,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """The agent method as one results row (what ``purl compare`` calls for its ``agent`` cells).
+
+    ``config.env.target_sparsity`` is the target; ``seed`` seeds the agent,
+    the environments and fine-tuning (the dense model is ``task``'s). Fields:
+    ``method="agent"``, ``algo``, ``reward``, ``target_sparsity``,
+    ``achieved_sparsity``, ``before_/after_test_top1/5`` (percent), dense and
+    sparse FLOPs, ``compression_ratio``, ``theoretical_speedup``,
+    ``collapsed_layers``, ``layer_sparsity``, ``wall_time_s`` (search +
+    fine-tuning), the search cost (``search_episodes``, ``search_env_steps``,
+    ``search_evaluations``, ``search_wall_time_s``), ``learning_curve``,
+    ``policy_source`` and every candidate allocation.
+    """
+    return search_and_prune(task, config, output_dir=output_dir, seed=seed, progress=progress, resume=resume).row
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    """Deep-merge ``update`` (nested or dotted keys) into ``into``."""
+    for key, value in update.items():
+        if "." in key:
+            head, _, rest = key.partition(".")
+            _merge(into, {head: {rest: value}})
+        elif isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def cell_config(base: ExperimentConfig, spec: MethodSpec, target_sparsity: float) -> ExperimentConfig:
+    """The config of one ``agent`` cell of a comparison.
+
+    ``env.target_sparsity`` is the cell's target; ``spec.min_threshold`` (when set)
+    becomes ``constraints.min_threshold``; ``spec.kwargs`` are config overrides,
+    either nested (``{agent: {algo: sac}}``) or dotted (``{"agent.algo": "sac", "env.reward": "amc"}``),
+    so one comparison can hold several agents under different labels.
+    """
+    raw = base.to_dict()
+    _merge(raw, dict(spec.kwargs))
+    raw.setdefault("env", {})["target_sparsity"] = float(target_sparsity)
+    if spec.min_threshold is not None:
+        raw.setdefault("constraints", {})["min_threshold"] = spec.min_threshold
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"method '{spec.label}' kwargs: {exc}") from None
+
+
+def compare_cell(task: Task, spec: MethodSpec, target_sparsity: float, seed: int, cell_dir: Path,
+                 progress: bool = False) -> dict[str, Any]:
+    """``purl compare`` runner for ``agent`` cells (see :mod:`purl.compare.runner`).
+
+    Trains in ``cell_dir`` with ``resume=True``: a cell that was interrupted or
+    failed after a checkpoint continues from it when the comparison is re-run.
+    """
+    config = cell_config(task.config, spec, target_sparsity)
+    return run_agent_method(task, config, output_dir=cell_dir, seed=seed, progress=progress, resume=True)
