@@ -63,8 +63,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
         best: dict[str, float] = {}
         for key, _, higher, fmt in SUMMARY_COLUMNS:
             means = [stats[label][key][0] for label in stats if not math.isnan(stats[label][key][0])]
-            if means and len(stats) > 1:
-                best[key] = float(fmt.format(max(means) if higher else min(means)).rstrip("x"))
+            shown = {float(fmt.format(m).rstrip("x")) for m in means}
+            if len(shown) > 1:  # mark a winner only where methods differ
+                best[key] = max(shown) if higher else min(shown)
         for label, group in by_label.items():
             cells = [f"{target:g}", label, str(len(group))]
             for key, _, _, fmt in SUMMARY_COLUMNS:
@@ -210,8 +211,7 @@ def write_report(directory: str | Path, *, profile_sparsity: float | None = None
     directory = Path(directory)
     rows = ResultsTable.read(directory / "results.csv")
     ok = _ok_rows(rows)
-    written = {"summary": write_text(directory / "summary.md",
-                                     summary_markdown(rows, title or f"Comparison summary: {directory.name}"))}
+    written = {"summary": write_text(directory / "summary.md", summary_markdown(rows, title or "Comparison summary"))}
     if ok:
         written["accuracy_vs_compression"] = _accuracy_plot(
             ok, "compression_ratio", "compression ratio (log2)", 2, directory / "accuracy_vs_compression.png")
