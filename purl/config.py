@@ -200,6 +200,9 @@ class ExperimentConfig(Section):
     name: str = "experiment"
     seed: int = 0
     device: str = "auto"
+    threads: PositiveInt | None = Field(
+        None, description="torch CPU threads (None: torch's default); 1 is fastest for tiny models on a busy machine"
+    )
     cache_dir: str = "~/.cache/purl"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -32,3 +32,9 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def configure_threads(threads: int | None) -> None:
+    """Set torch's intra-op CPU thread count when the config asks for one (None leaves torch's default)."""
+    if threads is not None:
+        torch.set_num_threads(threads)

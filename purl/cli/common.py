@@ -10,6 +10,7 @@ from typing import Any
 from purl.config import ExperimentConfig, load_config, save_config
 from purl.errors import ConfigError
 from purl.results import write_json
+from purl.runtime import configure_threads
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
@@ -33,7 +34,9 @@ def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -
         overrides.append(f"device={args.device}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    return load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
+    configure_threads(config.threads)
+    return config
 
 
 def output_dir(args: argparse.Namespace, config: ExperimentConfig, command: str) -> Path:

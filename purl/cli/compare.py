@@ -56,16 +56,16 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, overrides)
     validate_methods(config)
     device = resolve_device(config.device)
+    if config.compare.executor == "ray":  # before any work, so a missing Ray fails fast
+        from purl.compare.ray_executor import RayExecutor
+
+        executor = RayExecutor(config.compare, device=str(device))
     out = output_dir(args, config, "compare")
     start = time.perf_counter()
     task = build_task(config, device, progress=not args.quiet)
     print(f"dense {config.model.name} on {config.data.name}: test top-1 {100 * task.dense_test.top1:.2f}%"
           + (" (cached)" if task.from_cache else f" (pre-trained in {task.pretrain_seconds:.1f}s)"))
-    if config.compare.executor == "ray":
-        from purl.compare.ray_executor import RayExecutor
-
-        executor = RayExecutor(config.compare, device=str(device))
-    else:
+    if config.compare.executor == "local":
         executor = LocalExecutor(task)
 
     def show(outcome, done: int, total: int) -> None:  # noqa: ANN001

@@ -97,8 +97,9 @@ def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: flo
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the grid
-            detail = str(exc) if isinstance(exc, PurlError) else traceback.format_exc(limit=3).strip()
-            messages.append(f"attempt {attempts}: {type(exc).__name__}: {detail.splitlines()[-1]}")
+            detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, PurlError) else \
+                traceback.format_exc(limit=3).strip().splitlines()[-1]
+            messages.append(f"attempt {attempts}: {detail}")
             if attempts <= job.max_retries:
                 continue
             row = _base_row(job) | {"status": "failed", "error": " | ".join(messages), "attempts": attempts}
