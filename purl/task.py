@@ -19,6 +19,7 @@ from torch import nn
 from purl.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from purl.config import ExperimentConfig
 from purl.data import DataBundle, build_data
+from purl.errors import PurlError
 from purl.models import build_model
 from purl.pruning import LayerProfile, MaskState, PrunableLayer, find_prunable_layers, profile_model
 from purl.runtime import seed_everything
@@ -101,6 +102,9 @@ def build_task(
                              num_workers=config.data.num_workers, pin_memory=device.type == "cuda")
         result = train(model, loader, config.pretrain, device=device, progress=progress, desc="pretrain")
         seconds = result.seconds
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise PurlError(f"pre-training of {config.model.name} on {config.data.name} diverged (non-finite "
+                            f"weights); lower pretrain.lr (now {config.pretrain.lr}) or add pretrain.weight_decay")
     test_loader = data.loader("test", config.data.eval_batch_size, num_workers=config.data.num_workers)
     dense_test = evaluate(model, test_loader, device=device)
     if not from_cache:

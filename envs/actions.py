@@ -1,0 +1,161 @@
+"""Action spaces of the pruning environment and their mapping to a requested number of pruned weights.
+
+``env.action`` selects one of:
+
+* ``sparsity-continuous``: ``Box(-1, 1, (1,), float32)``; action ``a`` requests sparsity
+  ``min_sparsity + (a + 1) / 2 * (max_sparsity - min_sparsity)``.
+* ``sparsity-discrete``: ``Discrete(len(sparsity_grid))``; action ``a`` requests ``sparsity_grid[a]``.
+* ``sigma`` (PuRL): ``Discrete(len(sigma_grid))``; action ``a`` requests the fraction of the layer's
+  weights with ``|w| < alpha * std(w)``, ``alpha = sigma_grid[a]`` (population std of the layer's
+  current weights).
+
+The requested count is ``round(sparsity * n)``; the environment then clips it to what the
+constraints and the budget allow. Anything outside the space (wrong shape, NaN, out of range,
+a non-integer for a discrete space) raises :class:`InvalidActionError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from purl.config import EnvConfig
+from purl.errors import PurlError
+
+
+class InvalidActionError(PurlError, ValueError):
+    """An action is not an element of the environment's action space."""
+
+
+class ActionMap:
+    """Base: ``space`` plus ``requested(action, weight) -> (requested sparsity, requested count)``."""
+
+    space: spaces.Space
+    mode: str = ""
+
+    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool) -> tuple[float, int]:
+        """Sparsity and pruned-weight count ``action`` asks for on a layer with weights ``weight``.
+
+        ``dense`` says the weights are still the dense model's (lets the sigma mode use a precomputed table).
+        """
+        raise NotImplementedError
+
+    def describe(self, action: Any) -> str:
+        return repr(action)
+
+
+class ContinuousSparsity(ActionMap):
+    """A scalar in [-1, 1] mapped linearly onto [min_sparsity, max_sparsity]."""
+
+    mode = "sparsity-continuous"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = float(low), float(high)
+        self.space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+
+    def value(self, action: Any) -> float:
+        try:
+            arr = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidActionError(f"action {action!r} is not a number; expected a float32 array of shape (1,) "
+                                     "in [-1, 1]") from None
+        if arr.size != 1:
+            raise InvalidActionError(f"action has shape {arr.shape}; expected shape (1,) (one value in [-1, 1])")
+        a = float(arr.reshape(-1)[0])
+        if a != a:
+            raise InvalidActionError("action is NaN; expected a value in [-1, 1]")
+        if not -1.0 - 1e-6 <= a <= 1.0 + 1e-6:
+            raise InvalidActionError(f"action {a} is outside the action space [-1, 1]")
+        return min(max(a, -1.0), 1.0)
+
+    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool) -> tuple[float, int]:
+        s = self.low + (self.value(action) + 1.0) * 0.5 * (self.high - self.low)
+        s = min(max(s, 0.0), 1.0)
+        return s, int(round(s * weight.numel()))
+
+
+def discrete_index(action: Any, n: int) -> int:
+    """The integer in ``range(n)`` that ``action`` denotes, or InvalidActionError."""
+    if isinstance(action, bool | np.bool_):
+        raise InvalidActionError(f"action {action!r} is a boolean; expected an integer in [0, {n - 1}]")
+    if isinstance(action, int | np.integer):
+        index = int(action)
+    else:
+        try:
+            arr = np.asarray(action)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.size != 1 or arr.dtype.kind not in "iuf":
+            raise InvalidActionError(f"action {action!r} is not an integer in [0, {n - 1}]")
+        value = arr.reshape(-1)[0]
+        if arr.dtype.kind == "f":
+            if value != value:
+                raise InvalidActionError(f"action is NaN; expected an integer in [0, {n - 1}]")
+            if float(value) != int(value):
+                raise InvalidActionError(f"action {float(value)} is not an integer in [0, {n - 1}]")
+        index = int(value)
+    if not 0 <= index < n:
+        raise InvalidActionError(f"action {index} is outside the action space Discrete({n}) (0..{n - 1})")
+    return index
+
+
+class DiscreteSparsity(ActionMap):
+    """An index into ``sparsity_grid``."""
+
+    mode = "sparsity-discrete"
+
+    def __init__(self, grid: Sequence[float]) -> None:
+        self.grid = [float(s) for s in grid]
+        self.space = spaces.Discrete(len(self.grid))
+
+    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool) -> tuple[float, int]:
+        s = self.grid[discrete_index(action, len(self.grid))]
+        return s, int(round(s * weight.numel()))
+
+
+class SigmaThreshold(ActionMap):
+    """PuRL's action: prune the weights with ``|w| < alpha * std(w)``, alpha an index into ``sigma_grid``."""
+
+    mode = "sigma"
+
+    def __init__(self, grid: Sequence[float]) -> None:
+        self.grid = [float(a) for a in grid]
+        self.space = spaces.Discrete(len(self.grid))
+        self._dense_counts: dict[int, list[int]] = {}
+
+    @torch.no_grad()
+    def counts(self, weight: Tensor) -> list[int]:
+        """Number of weights below ``alpha * std`` for every alpha of the grid (one sort, one sync)."""
+        flat = weight.detach().reshape(-1).float()
+        std = flat.std(correction=0)
+        magnitudes = flat.abs().sort().values
+        thresholds = std * torch.tensor(self.grid, device=flat.device, dtype=flat.dtype)
+        return [int(c) for c in torch.searchsorted(magnitudes, thresholds, side="left").tolist()]
+
+    def precompute(self, weights: Sequence[Tensor]) -> None:
+        """Cache the counts of every layer's dense weights (valid while a layer is untouched)."""
+        self._dense_counts = {i: self.counts(w) for i, w in enumerate(weights)}
+
+    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool) -> tuple[float, int]:
+        index = discrete_index(action, len(self.grid))
+        table = self._dense_counts.get(layer_index) if dense else None
+        if table is None:
+            table = self.counts(weight)
+        k = table[index]
+        return k / weight.numel(), k
+
+
+def make_action_map(cfg: EnvConfig) -> ActionMap:
+    """The action map of ``cfg.action``."""
+    if cfg.action == "sparsity-continuous":
+        return ContinuousSparsity(cfg.min_sparsity, cfg.max_sparsity)
+    if cfg.action == "sparsity-discrete":
+        return DiscreteSparsity(cfg.sparsity_grid)
+    if cfg.action == "sigma":
+        return SigmaThreshold(cfg.sigma_grid)
+    raise PurlError(f"env.action: unknown action mode '{cfg.action}'")  # pragma: no cover (pydantic checks)

@@ -1,0 +1,97 @@
+"""Per-step bounds on a layer's pruned count: the shared constraints plus AMC's "action wall".
+
+Every step the agent's requested count for layer ``i`` is clipped to ``[lo, hi]``:
+
+* always: ``counts[i] <= hi <= max_pruned[i]`` from :class:`purl.pruning.constraints.Constraints`
+  (Minimum Threshold floor, ``keep_dense``, ``max_sparsity``), and a layer never loses pruned
+  weights (``lo >= counts[i]``; with ``passes > 1`` later passes can only prune more, so no
+  pruned weight is ever resurrected);
+* with the budget on (``env.budget``, default), let ``T = round(target_sparsity x total)``:
+
+  - **never overshoot**: ``hi <= T - (pruned weights of all other layers)``;
+  - **action wall, final pass only**: ``lo >= T - (pruned in this pass so far) - sum(max_pruned of
+    the later layers)``, so the remaining layers can still reach ``T`` at their own maxima.
+    On earlier passes only the no-overshoot bound applies (the final pass can always catch up,
+    since the counts then are at most ``T`` and the maxima sum to at least ``T``).
+
+  On the last layer of the final pass ``lo == hi``: it takes exactly what is left, and the
+  episode ends at exactly ``T`` pruned weights.
+
+Feasibility (``T <= sum(max_pruned)``) is checked once at construction; the error names the
+largest feasible global sparsity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from purl.config import ConstraintsConfig
+from purl.errors import ConfigError, PruningError
+from purl.pruning import PrunableLayer
+from purl.pruning.constraints import Constraints
+
+
+class Budget:
+    """Bounds on the pruned count of each layer, given the counts so far."""
+
+    def __init__(
+        self,
+        numels: Sequence[int],
+        max_pruned: Sequence[int],
+        target_sparsity: float,
+        *,
+        enabled: bool = True,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        self.numels = [int(n) for n in numels]
+        self.max_pruned = [int(min(max(m, 0), n)) for m, n in zip(max_pruned, self.numels, strict=True)]
+        self.total = sum(self.numels)
+        self.enabled = bool(enabled)
+        self.target_sparsity = float(target_sparsity)
+        self.target_count = int(round(self.target_sparsity * self.total))
+        # suffix_max[i] = sum of max_pruned[i:]
+        self.suffix_max = [0] * (len(self.numels) + 1)
+        for i in range(len(self.numels) - 1, -1, -1):
+            self.suffix_max[i] = self.suffix_max[i + 1] + self.max_pruned[i]
+        self.max_feasible = self.suffix_max[0] / self.total if self.total else 0.0
+        if self.enabled and self.target_count > self.suffix_max[0]:
+            capped = [
+                f"{name} <= {m / n:.4f}"
+                for name, m, n in zip(names or [str(i) for i in range(len(self.numels))], self.max_pruned,
+                                      self.numels, strict=True)
+                if m < n
+            ]
+            detail = f" (per-layer caps: {', '.join(capped[:8])}{', ...' if len(capped) > 8 else ''})" if capped else ""
+            raise ConfigError(
+                f"env.target_sparsity={self.target_sparsity} is infeasible under the constraints{detail}; "
+                f"the maximum feasible global sparsity is {self.max_feasible:.6f} "
+                f"({self.suffix_max[0]} of {self.total} prunable weights)"
+            )
+
+    def bounds(self, i: int, current: int, total_pruned: int, done_in_pass: int, final_pass: bool) -> tuple[int, int]:
+        """``(lo, hi)`` for layer ``i`` whose count is ``current``.
+
+        ``total_pruned`` is the pruned count of all layers now; ``done_in_pass`` the summed counts of
+        the layers already visited in this pass (``0..i-1``).
+        """
+        lo, hi = current, self.max_pruned[i]
+        if self.enabled:
+            hi = min(hi, self.target_count - (total_pruned - current))
+            if final_pass:
+                lo = max(lo, self.target_count - done_in_pass - self.suffix_max[i + 1])
+        if hi < lo:  # pragma: no cover - impossible by construction (see module docstring)
+            raise AssertionError(f"budget bounds crossed on layer {i}: lo={lo} > hi={hi}")
+        return lo, hi
+
+    @staticmethod
+    def clip(count: int, lo: int, hi: int) -> int:
+        return lo if count < lo else hi if count > hi else count
+
+
+def layer_caps(cfg: ConstraintsConfig, layers: Sequence[PrunableLayer]) -> list[int]:
+    """Largest pruned count of each layer under the shared constraints (``config.constraints``)."""
+    try:
+        caps = Constraints(**cfg.model_dump()).max_pruned(layers)
+    except PruningError as exc:  # e.g. a keep_dense pattern that matches no layer
+        raise ConfigError(f"constraints: {exc}") from None
+    return [int(caps[layer.name]) for layer in layers]

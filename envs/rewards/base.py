@@ -1,0 +1,112 @@
+"""What a reward sees (:class:`RewardContext`) and the base class of the built-in rewards (:class:`Reward`).
+
+A reward is a class: ``__init__(**kwargs)`` takes its weights from ``env.reward_kwargs``,
+``reset(ctx)`` is called at every episode start with the dense state (``ctx.step == 0``), and
+``__call__(ctx)`` after every step returns its *components* (name -> float); the step's reward is
+their sum. Subclasses of :class:`Reward` declare their keyword arguments and defaults in
+``defaults`` (and, for string options, the allowed values in ``choices``); unknown or mistyped
+keyword arguments raise :class:`~purl.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from purl.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class RewardContext:
+    """The state of the pruning MDP right after a step (or at reset, with ``step == 0``).
+
+    Accuracies are top-1 fractions on the reward-validation split; sparsities are fractions of
+    the prunable weights; FLOPs are multiply-accumulates per sample (see :mod:`purl.pruning.metrics`).
+    """
+
+    step: int  #: steps taken so far in this episode, this one included (0 at reset)
+    n_steps: int  #: steps per episode (prunable layers x passes)
+    terminal: bool  #: True on the episode's last step
+    layer: str  #: the layer pruned by this step ("" at reset)
+    layer_index: int  #: its index among the prunable layers (-1 at reset)
+    pass_index: int  #: 0-based pass over the layers
+    accuracy: float  #: accuracy of the network as pruned so far
+    dense_accuracy: float  #: accuracy of the dense network
+    target_accuracy: float  #: the accuracy target
+    global_sparsity: float  #: pruned fraction of all prunable weights so far
+    target_sparsity: float  #: the global sparsity target of the episode
+    scheduled_sparsity: float  #: target x fraction of the episode's weights visited so far (on-track sparsity)
+    layer_sparsity: float  #: sparsity this step applied to the layer (after constraints/budget)
+    requested_sparsity: float  #: sparsity the action asked for
+    flops: float  #: MACs per sample of the network as pruned so far
+    dense_flops: float  #: MACs per sample of the dense network
+    pruned: int  #: number of pruned weights so far
+    total_weights: int  #: number of prunable weights
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the episode's steps done, in [0, 1]."""
+        return self.step / self.n_steps if self.n_steps else 1.0
+
+
+class Reward:
+    """Base class of rewards with validated keyword arguments.
+
+    Subclasses set ``defaults`` (name -> default value; the value's type is enforced, ints are
+    accepted for floats) and optionally ``choices`` (name -> allowed strings). Each keyword
+    argument becomes an attribute. Override ``__call__`` (and ``reset`` if the reward keeps state).
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        label = self.name or type(self).__name__
+        unknown = sorted(set(kwargs) - set(self.defaults))
+        if unknown:
+            allowed = ", ".join(sorted(self.defaults)) or "(none)"
+            raise ConfigError(f"env.reward_kwargs: unknown key(s) {', '.join(unknown)} for reward '{label}'; "
+                              f"allowed: {allowed}")
+        for key, default in self.defaults.items():
+            value = kwargs.get(key, default)
+            setattr(self, key, _coerce(label, key, value, default, self.choices.get(key)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the keyword arguments together (raise ConfigError); called at the end of ``__init__``."""
+
+    def reset(self, ctx: RewardContext) -> None:
+        """Called at every episode start with the dense state."""
+
+    def __call__(self, ctx: RewardContext) -> dict[str, float]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.defaults)
+        return f"{type(self).__name__}({args})"
+
+
+def _coerce(label: str, key: str, value: Any, default: Any, choices: tuple[str, ...] | None) -> Any:
+    where = f"env.reward_kwargs.{key} (reward '{label}')"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float | int):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        value = type(default)(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{where} must be finite, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    return value
