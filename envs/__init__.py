@@ -67,6 +67,11 @@ def make_env(
     return EnvFactory(config, rank, seed, device)
 
 
+def list_rewards() -> dict[str, str]:
+    """Reward name -> one-line description, for ``purl list rewards``."""
+    return REWARDS.describe()
+
+
 __all__ = [
     "ENV_ID",
     "FEATURES",
@@ -78,5 +83,6 @@ __all__ = [
     "Reward",
     "RewardContext",
     "make_env",
+    "list_rewards",
     "make_reward",
 ]
