@@ -37,6 +37,7 @@ from agents.algorithms import (
 from agents.callbacks import PurlCallback
 from agents.policy import apply_policy, policy_episode, policy_sparsities
 from agents.run import AgentOutcome, run_agent_method, search_and_prune
+from agents.sweep import SweepResult, SweepUnit, parse_grid, plan_units, run_sweep  # noqa: F401 - sweeps
 from agents.training import AgentRun, train_agent
 from agents.vec_env import EnvFactory, make_vec_env
 

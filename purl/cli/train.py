@@ -1,11 +1,18 @@
-"""``purl train``: train an RL pruning agent, apply its policy, fine-tune, report.
+"""``purl train``: train an RL pruning agent, apply its policy, fine-tune, report; or sweep it.
 
-Writes to the output folder: ``config.yaml`` (resolved), ``tb/`` (TensorBoard),
-``checkpoints/`` (last model, replay buffer, state), ``best_model.zip`` and
-``best_episode.json``, ``episodes.csv``, ``pruned.pt`` (the pruned, fine-tuned
-network with its masks) and ``results.json`` (the same row ``purl compare``
-records for the agent). ``--resume`` continues an interrupted run from its
-last checkpoint.
+Single run (no ``--seeds``/``--grid``). Writes to the output folder: ``config.yaml``
+(resolved), ``tb/`` (TensorBoard), ``checkpoints/`` (last model, replay buffer, state),
+``best_model.zip`` and ``best_episode.json``, ``episodes.csv``, ``pruned.pt`` (the pruned,
+fine-tuned network with its masks) and ``results.json`` (the same row ``purl compare``
+records for the agent). ``--resume`` continues an interrupted run from its last checkpoint.
+
+Sweep (``--seeds 0 1 2`` and/or ``--grid KEY=V1,V2,...``, repeatable): one full run per
+(grid point, seed) in ``<output>/runs/<slug>/`` (each with the files above, so
+``tensorboard --logdir <output>/runs`` shows every unit), run one after another in process
+(``--executor local``, default) or as parallel Ray tasks (``--executor ray``), then
+``<output>/sweep.csv``, ``sweep.md`` and ``results.json``. Grid values are YAML, separated
+by top-level commas (``[0.5,0.9]`` stays one value). A re-run skips finished units. See
+:mod:`agents.sweep`.
 """
 
 from __future__ import annotations
@@ -15,15 +22,52 @@ import argparse
 from purl.cli.common import add_common_arguments, config_from_args, finish, output_dir
 
 
+def _seeds(text: str) -> list[int]:
+    """One --seeds item: ``3`` or ``0,1,2``."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid seed '{text}' (seeds are integers; put KEY=VALUE overrides before --seeds, or end the "
+            "seed list with --)") from None
+
+
+class _ExtendSeeds(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        setattr(namespace, self.dest, [seed for item in values for seed in item])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--resume", action="store_true",
-                        help="continue from <output>/checkpoints/last.zip (same --output) instead of starting over")
+                        help="continue from <output>/checkpoints/last.zip (same --output) instead of starting over "
+                             "(sweeps always resume: finished units are skipped)")
+    sweep = parser.add_argument_group(
+        "sweeps", "one full run per (grid point, seed) in <output>/runs/<slug>/, then <output>/sweep.csv and sweep.md")
+    sweep.add_argument("--seeds", nargs="+", type=_seeds, action=_ExtendSeeds, default=None, metavar="SEED",
+                       help="agent/fine-tuning seeds of a sweep, e.g. --seeds 0 1 2; the dense model stays the one "
+                            "of the config's seed (--seed), shared by every unit")
+    sweep.add_argument("--grid", action="append", default=None, metavar="KEY=V1,V2,...",
+                       help="sweep a config key over YAML values split at top-level commas (repeatable; the units are "
+                            "the cartesian product), e.g. --grid env.reward=purl,amc "
+                            "--grid env.reward_kwargs.w_acc=1.0,2.0 --grid env.sparsity_grid=[0.5,0.9],[0.8]")
+    sweep.add_argument("--executor", choices=["local", "ray"], default=None,
+                       help="local: units one after another in process (default: compare.executor); ray: one Ray "
+                            "task per unit with compare.cpus_per_task CPUs / compare.gpus_per_task GPUs")
+    sweep.add_argument("--ray-address", default=None,
+                       help="Ray cluster to run a sweep on (default: compare.ray_address, else a local Ray)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents import search_and_prune, validate_agent_config
-    from purl.checkpoint import save_checkpoint
+    if args.seeds is not None or args.grid:
+        return run_sweep(args)
+    if args.executor is not None or args.ray_address is not None:
+        from purl.errors import ConfigError
+
+        raise ConfigError("--executor and --ray-address apply to sweeps: add --seeds and/or --grid "
+                          "(e.g. --seeds 0 for one run)")
+    from agents import validate_agent_config
+    from agents.sweep import train_and_save
     from purl.runtime import resolve_device
     from purl.task import build_task
 
@@ -32,15 +76,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(config.device)
     out = output_dir(args, config, "train")
     task = build_task(config, device, progress=not args.quiet)
-    outcome = search_and_prune(task, config, output_dir=out, seed=config.seed,
-                               progress=not args.quiet and config.agent.progress_bar, resume=args.resume)
-    row = {"command": "train", "dataset": config.data.name, "model": config.model.name, "device": str(device),
-           **outcome.row}
-    pruned = save_checkpoint(out / "pruned.pt", outcome.model, config=config.to_dict(),
-                             masks=outcome.masks.state_dict(),
-                             meta={k: row[k] for k in ("method", "algo", "target_sparsity", "achieved_sparsity",
-                                                      "after_test_top1", "after_test_top5", "policy_source")})
-    row["checkpoint"] = str(pruned)
+    row, _ = train_and_save(task, config, out, seed=config.seed,
+                            progress=not args.quiet and config.agent.progress_bar, resume=args.resume)
     return finish(out, row, [
         f"{spec.name} agent ({config.env.action}, reward {config.env.reward}) on {config.model.name}/"
         f"{config.data.name}: target sparsity {config.env.target_sparsity:.4f}, "
@@ -50,5 +87,50 @@ def run(args: argparse.Namespace) -> int:
         f"search: {row['search_episodes']} episodes, {row['search_env_steps']} env steps, "
         f"{row['search_evaluations']} evaluations, {row['search_wall_time_s']:.1f}s; "
         f"total wall time {row['wall_time_s']:.1f}s",
-        f"pruned checkpoint: {pruned}; TensorBoard: tensorboard --logdir {out / 'tb'}",
+        f"pruned checkpoint: {row['checkpoint']}; TensorBoard: tensorboard --logdir {out / 'tb'}",
     ], config)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """``purl train --seeds ... --grid ...``: validate every unit, run them, write and print the table."""
+    import sys
+
+    from agents.sweep import UNITS_DIR, check_existing, parse_grid, plan_units, run_sweep
+    from purl.runtime import resolve_device
+
+    config = config_from_args(args)
+    axes = parse_grid(args.grid or [])
+    units = plan_units(config, axes, args.seeds if args.seeds is not None else [config.seed])  # before any work
+    device = resolve_device(config.device)
+    kind = args.executor or config.compare.executor
+    executor = None
+    if kind == "ray":  # constructing it imports Ray: a missing Ray fails here, before any work
+        from purl.compare.ray_executor import RayExecutor
+
+        executor = RayExecutor(config.compare, device=str(device), address=args.ray_address)
+    out = output_dir(args, config, "sweep")
+    check_existing(units, out)  # a finished unit run with another config: fail now, not after the others
+    print(f"sweep: {len(units)} unit(s) ({len(units) // max(1, len({u.seed for u in units}))} grid point(s) x "
+          f"{len({u.seed for u in units})} seed(s)), executor {kind}, output {out}")
+    sys.stdout.flush()
+
+    def show(unit, row, status: str, done: int, total: int) -> None:  # noqa: ANN001
+        if status == "failed":
+            text = f"FAILED ({row.get('error')})"
+        else:
+            text = (f"top-1 {row['after_test_top1']:.2f}% (before FT {row['before_test_top1']:.2f}%), "
+                    f"sparsity {row['achieved_sparsity']:.4f}, {row['wall_time_s']:.1f}s")
+            if status == "skipped":
+                text += " (finished earlier, skipped)"
+        print(f"[{done}/{total}] {unit.slug}: {text}")
+        sys.stdout.flush()
+
+    result = run_sweep(config, units, out, device=device, executor=executor, progress=not args.quiet, report=show)
+    print()
+    print(result.files["sweep_md"].read_text())
+    print(f"TensorBoard: tensorboard --logdir {out / UNITS_DIR}")
+    print(f"table: {result.files['sweep_csv']}  summary: {result.files['sweep_md']}")
+    print(f"results: {result.files['results']}  ({len(units)} units: {result.ran} ran, {result.skipped} skipped, "
+          f"{result.failed} failed; wall time {result.wall_time_s:.1f}s)")
+    sys.stdout.flush()
+    return 1 if result.failed else 0
