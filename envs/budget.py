@@ -3,7 +3,8 @@
 Every step the agent's requested count for layer ``i`` is clipped to ``[lo, hi]``:
 
 * always: ``counts[i] <= hi <= max_pruned[i]`` from :class:`purl.pruning.constraints.Constraints`
-  (Minimum Threshold floor, ``keep_dense``, ``max_sparsity``), and a layer never loses pruned
+  (Minimum Threshold floor, ``keep_dense``, ``max_sparsity``) and from the action range
+  (``floor(env.max_sparsity x n)``: the wall never forces a layer further than the agent could ask), and a layer never loses pruned
   weights (``lo >= counts[i]``; with ``passes > 1`` later passes can only prune more, so no
   pruned weight is ever resurrected);
 * with the budget on (``env.budget``, default), let ``T = round(target_sparsity x total)``:
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from purl.config import ConstraintsConfig
 from purl.errors import ConfigError, PruningError
 from purl.pruning import PrunableLayer
-from purl.pruning.constraints import Constraints
+from purl.pruning.constraints import Constraints, floor_count
 
 
 class Budget:
@@ -88,10 +89,15 @@ class Budget:
         return lo if count < lo else hi if count > hi else count
 
 
-def layer_caps(cfg: ConstraintsConfig, layers: Sequence[PrunableLayer]) -> list[int]:
-    """Largest pruned count of each layer under the shared constraints (``config.constraints``)."""
+def layer_caps(cfg: ConstraintsConfig, layers: Sequence[PrunableLayer], action_max: float = 1.0) -> list[int]:
+    """Largest pruned count of each layer: the shared constraints (``config.constraints``), and no more
+    than the agent itself could ask for (``floor(action_max x n)``, i.e. ``env.max_sparsity``).
+
+    The second cap keeps the action wall from forcing a layer beyond the action range, which would
+    otherwise let the budget collapse a layer (prune it completely) that the agent never asked to.
+    """
     try:
         caps = Constraints(**cfg.model_dump()).max_pruned(layers)
     except PruningError as exc:  # e.g. a keep_dense pattern that matches no layer
         raise ConfigError(f"constraints: {exc}") from None
-    return [int(caps[layer.name]) for layer in layers]
+    return [min(int(caps[layer.name]), floor_count(action_max, layer.numel)) for layer in layers]

@@ -166,7 +166,7 @@ class PruningEnv(gym.Env):
             self._suffix_macs[i] = self._suffix_macs[i + 1] + self._macs[i]
 
         # --- constraints, budget, actions, reward
-        caps = layer_caps(self.config.constraints, layers)
+        caps = layer_caps(self.config.constraints, layers, ecfg.max_sparsity)
         self.budget = Budget(self._numels, caps, ecfg.target_sparsity, enabled=ecfg.budget, names=self.layer_names)
         self.target_sparsity = ecfg.target_sparsity
         self.action_map = make_action_map(ecfg)

@@ -232,6 +232,17 @@ def test_budget_lands_exactly_on_the_target(task, mode, constraints):
             assert info["global_sparsity"] <= target / env.total_weights + 1e-12
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_budget_never_forces_a_layer_beyond_the_action_range(task, mode):
+    """At a high target the action wall must not collapse a layer the agent could not ask to prune fully."""
+    env = PruningEnv(task=task, action=mode, target_sparsity=0.97, max_sparsity=0.99)
+    for episode in range(12):
+        run_episode(env, random_actions(env, env.n_steps, seed=200 + episode), seed=episode)
+        assert total_pruned(env) == round(0.97 * env.total_weights)
+        for name, count in env.masks.pruned().items():
+            assert count <= int(0.99 * env.masks.layer(name).numel), name
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     actions=st.lists(st.floats(-1.0, 1.0, width=32), min_size=6, max_size=6),
