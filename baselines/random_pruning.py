@@ -18,9 +18,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from baselines.base import Allocator, register_allocator
-from baselines.uniform import uniform_counts
-from purl.pruning.constraints import Constraints
+from baselines.base import register_allocator
+from baselines.uniform import Uniform
 from purl.pruning.layers import PrunableLayer
 
 __all__ = ["RandomPruning", "random_mask"]
@@ -37,19 +36,11 @@ def random_mask(weight: Tensor, k: int, generator: torch.Generator | None = None
 
 
 @register_allocator("random")
-class RandomPruning(Allocator):
-    """Random: uniform per-layer counts, random weights within each layer (sanity baseline)."""
+class RandomPruning(Uniform):
+    """Random: uniform per-layer counts, random weights within each layer (sanity baseline).
 
-    def allocate(
-        self,
-        layers: Sequence[PrunableLayer],
-        sparsity: float | None,
-        constraints: Constraints = Constraints(),
-        *,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, int]:
-        caps = constraints.max_pruned(layers)
-        return uniform_counts(layers, self.target(layers, sparsity, constraints, caps), caps)
+    The counts are exactly :class:`~baselines.uniform.Uniform`'s; only the choice of weights differs.
+    """
 
     def select(
         self,
