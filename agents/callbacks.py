@@ -126,6 +126,7 @@ class PurlCallback(BaseCallback):
         self.target_sparsity = float(target_sparsity)
         self.best: dict[str, Any] | None = state.get("best")
         self.best_return: dict[str, Any] | None = state.get("best_return")
+        self.best_accuracy: dict[str, Any] | None = state.get("best_accuracy")
         on_disk = read_json(self.output_dir / BEST_EPISODE) if state else None
         if on_disk is not None and (self.best is None or on_disk.get("return", -np.inf) > self.best["return"]):
             self.best = on_disk  # a best episode found after the last checkpoint (its model file is on disk)
@@ -156,6 +157,7 @@ class PurlCallback(BaseCallback):
             "wall_time_s": self.wall_time_s,
             "best": self.best,
             "best_return": self.best_return,
+            "best_accuracy": self.best_accuracy,
         }
 
     # ------------------------------------------------------------------ SB3 hooks
@@ -212,6 +214,8 @@ class PurlCallback(BaseCallback):
         at_target = record["global_sparsity"] >= self.target_sparsity - 1e-9
         if at_target and (self.best_return is None or record["return"] > self.best_return["return"]):
             self.best_return = record
+        if at_target and (self.best_accuracy is None or record["accuracy"] > self.best_accuracy["accuracy"]):
+            self.best_accuracy = record
         if record["meets_target"] and (self.best is None or record["return"] > self.best["return"]):
             self.best = record
             save_model_atomic(self.model, self.output_dir / BEST_MODEL)

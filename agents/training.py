@@ -53,7 +53,8 @@ class AgentRun:
     ``best`` is the best episode's record (return, accuracy, global_sparsity,
     flops, layer_sparsities, components, episode, env_step) or None when no
     episode met the target; ``best_return`` the highest-return episode that
-    reached the target sparsity (whatever its accuracy), or None. The search
+    reached the target sparsity (whatever its accuracy), or None; ``best_accuracy`` the
+    episode with the highest reward-split accuracy among those that reached the target sparsity. The search
     cost counts every session of the run:
     ``episodes`` and ``env_steps`` taken, ``evaluations`` of the pruned network
     the environments made, and ``wall_time_s`` spent learning.
@@ -68,6 +69,7 @@ class AgentRun:
     wall_time_s: float
     resumed_from: int | None = None
     best_return: dict[str, Any] | None = None
+    best_accuracy: dict[str, Any] | None = None
 
     @property
     def best_sparsities(self) -> dict[str, float] | None:
@@ -171,6 +173,7 @@ def train_agent(
             finally:
                 torch.set_num_threads(threads)
         return AgentRun(model=model, output_dir=out, best=callback.best, best_return=callback.best_return,
+                        best_accuracy=callback.best_accuracy,
                         episodes=callback.episodes,
                         env_steps=int(model.num_timesteps), evaluations=callback.evaluations,
                         wall_time_s=callback.wall_time_s,

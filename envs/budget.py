@@ -4,9 +4,9 @@ Every step the agent's requested count for layer ``i`` is clipped to ``[lo, hi]`
 
 * always: ``counts[i] <= hi <= max_pruned[i]`` from :class:`purl.pruning.constraints.Constraints`
   (Minimum Threshold floor, ``keep_dense``, ``max_sparsity``) and from the action range
-  (``floor(env.max_sparsity x n)``: the wall never forces a layer further than the agent could ask), and a layer never loses pruned
-  weights (``lo >= counts[i]``; with ``passes > 1`` later passes can only prune more, so no
-  pruned weight is ever resurrected);
+  (``floor(env.max_sparsity x n)``: the wall never forces a layer further than the agent could
+  ask), and a layer never loses pruned weights (``lo >= counts[i]``; with ``passes > 1`` later
+  passes can only prune more, so no pruned weight is ever resurrected);
 * with the budget on (``env.budget``, default), let ``T = round(target_sparsity x total)``:
 
   - **never overshoot**: ``hi <= T - (pruned weights of all other layers)``;

@@ -120,7 +120,9 @@ class EnvConfig(Section):
     accuracy_drop: Fraction = 0.02
     action: Literal["sparsity-continuous", "sparsity-discrete", "sigma"] = "sparsity-continuous"
     min_sparsity: Fraction = 0.0
-    max_sparsity: Fraction = 0.99
+    max_sparsity: Fraction = Field(
+        0.999, description="largest sparsity an action may set; the budget wall never forces a layer beyond it"
+    )
     sparsity_grid: list[Fraction] = Field(
         default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]
     )
