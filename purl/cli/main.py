@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PurlError as exc:
         print(f"purl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `purl ... | head`: the reader left; results are already written
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"purl {args.command}: interrupted; finished results are saved", file=sys.stderr)
         return 130
