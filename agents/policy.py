@@ -74,7 +74,7 @@ def default_constraints(task: Task) -> Any:
     """The task's constraints (``config.constraints``) as the object allocators take."""
     from purl.pruning.constraints import Constraints
 
-    return Constraints(**task.config.constraints.model_dump())
+    return Constraints.from_config(task.config.constraints)
 
 
 def apply_policy(task: Task, sparsities: Mapping[str, float], constraints: Any = None) -> tuple[nn.Module, MaskState]:

@@ -27,10 +27,7 @@ from purl.training import planned_steps
 
 def constraints_for(task: Task, spec: MethodSpec) -> Constraints:
     """The task's constraints, with the method's own Minimum Threshold when it sets one."""
-    cfg = task.config.constraints
-    min_threshold = spec.min_threshold if spec.min_threshold is not None else cfg.min_threshold
-    return Constraints(min_threshold=min_threshold, min_weights=None if min_threshold is not None else cfg.min_weights,
-                       keep_dense=tuple(cfg.keep_dense), max_sparsity=cfg.max_sparsity)
+    return Constraints.from_config(task.config.constraints, min_threshold=spec.min_threshold)
 
 
 def run_baseline(

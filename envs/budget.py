@@ -97,7 +97,7 @@ def layer_caps(cfg: ConstraintsConfig, layers: Sequence[PrunableLayer], action_m
     otherwise let the budget collapse a layer (prune it completely) that the agent never asked to.
     """
     try:
-        caps = Constraints(**cfg.model_dump()).max_pruned(layers)
+        caps = Constraints.from_config(cfg).max_pruned(layers)
     except PruningError as exc:  # e.g. a keep_dense pattern that matches no layer
         raise ConfigError(f"constraints: {exc}") from None
     return [min(int(caps[layer.name]), floor_count(action_max, layer.numel)) for layer in layers]

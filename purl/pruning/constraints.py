@@ -23,6 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import Any
 
 from purl.errors import ConfigError, PruningError
 from purl.pruning.layers import PrunableLayer
@@ -132,6 +133,18 @@ class Constraints:
                 f"keep_dense pattern(s) {unmatched} match no prunable layer; layers: {', '.join(names)}"
             )
         return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in self.keep_dense)]
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, min_threshold: float | None = None) -> Constraints:
+        """Constraints of a ``constraints:`` config section (``purl.config.ConstraintsConfig``).
+
+        ``min_threshold`` (a method's own Minimum Threshold, e.g. a ``global-mp+mt`` comparison entry)
+        replaces the section's floor when given.
+        """
+        if min_threshold is not None:
+            return cls(min_threshold=min_threshold, keep_dense=tuple(cfg.keep_dense), max_sparsity=cfg.max_sparsity)
+        return cls(min_threshold=cfg.min_threshold, min_weights=cfg.min_weights, keep_dense=tuple(cfg.keep_dense),
+                   max_sparsity=cfg.max_sparsity)
 
     def max_pruned(self, layers: Sequence[PrunableLayer]) -> dict[str, int]:
         """The most weights each layer may lose under these constraints (layer name -> count).
