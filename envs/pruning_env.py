@@ -18,6 +18,9 @@ Details:
 * Evaluation caching (``env.cache_evaluations`` and ``finetune_steps == 0``): accuracies are
   memoised by the tuple of per-layer pruned counts, so repeated action prefixes cost nothing;
   the dense accuracy is evaluated once at construction (reset never evaluates).
+* BatchNorm recalibration (``env.bn_recalibration_batches`` > 0): before each evaluation the
+  BatchNorm running statistics are re-estimated on that many fixed train-split batches, since a
+  pruned BN network evaluated with the dense statistics can score at chance (docs/RESULTS.md).
 * Without fine-tuning, first-pass masks come from a per-layer stable magnitude ranking of the
   dense weights (int32, computed on first use), identical to :func:`~purl.pruning.magnitude_mask`.
 
@@ -56,6 +59,7 @@ from purl.errors import ConfigError, PurlError
 from purl.pruning import MaskState, find_prunable_layers, magnitude_mask
 from purl.runtime import resolve_device
 from purl.task import Task, build_task
+from purl.training import recalibrate_batchnorm
 
 MAX_CACHED_EVALUATIONS = 100_000
 
@@ -181,8 +185,13 @@ class PruningEnv(gym.Env):
         self._finetune_steps = ecfg.finetune_steps
         self._cache_enabled = bool(ecfg.cache_evaluations and ecfg.finetune_steps == 0)
         self._acc_cache: dict[tuple[int, ...], float] = {}
+        # fixed train-split batches (eval transforms) for BatchNorm recalibration, so that an
+        # evaluation stays a deterministic function of the masks and the cache stays valid
+        n_cal = ecfg.bn_recalibration_batches * self.config.data.batch_size
+        calibration = self.task.data.tensors("train", dev, n_cal)[0] if n_cal else None
+        self._calibration = list(calibration.split(self.config.data.batch_size)) if calibration is not None else []
         self.evaluations = 0
-        self.dense_accuracy = self._evaluate()
+        self.dense_accuracy = self._evaluate(recalibrate=False)
         if self._cache_enabled:
             self._acc_cache[tuple([0] * self.n_layers)] = self.dense_accuracy
         self.target_accuracy = (
@@ -426,9 +435,15 @@ class PruningEnv(gym.Env):
                 self._acc_cache[key] = acc
         return acc
 
+    def _evaluate(self, recalibrate: bool = True) -> float:
+        """Top-1 accuracy on the reward-validation tensors (one host sync), after re-estimating the
+        BatchNorm statistics on the fixed calibration batches when ``env.bn_recalibration_batches`` > 0."""
+        if recalibrate and self._calibration:
+            recalibrate_batchnorm(self.model, self._calibration)
+        return self._top1()
+
     @torch.inference_mode()
-    def _evaluate(self) -> float:
-        """Top-1 accuracy on the reward-validation tensors (one host sync)."""
+    def _top1(self) -> float:
         self.evaluations += 1
         x, y, bs = self._x, self._y, self._eval_batch
         if self._n_val <= bs:

@@ -135,6 +135,10 @@ class EnvConfig(Section):
     reward_kwargs: dict[str, Any] = Field(default_factory=dict)
     val_samples: PositiveInt | None = None
     cache_evaluations: bool = True
+    bn_recalibration_batches: NonNegativeInt = Field(
+        0, description="train batches to re-estimate BatchNorm statistics on before each reward evaluation; "
+        "0 = off. Without it a pruned BN network can score at chance until fine-tuned (docs/RESULTS.md)"
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> EnvConfig:

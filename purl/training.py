@@ -114,6 +114,35 @@ def train(
     return TrainResult(step, float(loss_value), time.perf_counter() - start)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: list[Tensor]) -> bool:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` (weights untouched); False if none.
+
+    Pruning shifts each layer's activation statistics, so a pruned network evaluated with the dense
+    network's running mean/var can sit at chance until it is fine-tuned (measured: ResNet-20 on
+    mnist5k at 80% Global MP, 16.7% -> 96.5% test top-1 after recalibrating on 20 batches). Only the
+    BatchNorm layers run in train mode (cumulative average, ``momentum=None``); dropout stays off.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or not batches:
+        return False
+    was_training = model.training
+    model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for inputs in batches:
+            model(inputs)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return True
+
+
 def _topk_correct(logits: Tensor, targets: Tensor) -> tuple[int, int]:
     k = min(5, logits.shape[1])
     top = logits.topk(k, dim=1).indices

@@ -195,3 +195,19 @@ def test_dense_pretraining_of_a_task_is_reproducible(quick_task, tmp_path):
     for (name, a), b in zip(quick_task.model.state_dict().items(), again.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert again.dense_test == quick_task.dense_test
+
+
+def test_recalibrate_batchnorm_reestimates_running_stats(tiny_cnn) -> None:
+    from purl.training import recalibrate_batchnorm
+
+    torch.manual_seed(1)
+    batches = [torch.randn(8, 3, 8, 8) for _ in range(3)]
+    tiny_cnn.eval()
+    with torch.no_grad():
+        tiny_cnn.conv1.weight.mul_(0.5)  # shift the statistics the BN layer sees
+        expected = torch.stack([tiny_cnn.conv1(b).mean(dim=(0, 2, 3)) for b in batches]).mean(0)
+    momentum = tiny_cnn.bn1.momentum
+    assert recalibrate_batchnorm(tiny_cnn, batches) is True
+    assert torch.allclose(tiny_cnn.bn1.running_mean, expected, atol=1e-6)  # equal batches: mean of batch means
+    assert tiny_cnn.bn1.momentum == momentum and not tiny_cnn.training
+    assert recalibrate_batchnorm(torch.nn.Sequential(torch.nn.Linear(2, 2)), batches) is False
