@@ -130,3 +130,15 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def per_model(values: list[str], defaults: dict[str, int], models: list[str]) -> dict[str, int]:
+    """``N`` (all models) or ``MODEL=N`` pairs over ``defaults``."""
+    out = {m: defaults.get(m, 0) for m in models}
+    for value in values:
+        if "=" in value:
+            key, _, number = value.partition("=")
+            out[key] = int(number)
+        else:
+            out = dict.fromkeys(models, int(value))
+    return out

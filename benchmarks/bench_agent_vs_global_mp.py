@@ -24,7 +24,18 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import MODELS, RESULTS, ROOT, config_path, log, markdown_table, model_label, read_csv, set_threads
+from _common import (
+    MODELS,
+    RESULTS,
+    ROOT,
+    config_path,
+    log,
+    markdown_table,
+    model_label,
+    per_model,
+    read_csv,
+    set_threads,
+)
 
 DEFAULT_TIMESTEPS = {"lenet5": 300, "resnet20": 132}
 DEFAULT_FINETUNE = {"lenet5": 1, "resnet20": 1}
@@ -36,16 +47,6 @@ COPY = ("summary.md", "results.csv", "accuracy_vs_compression.png", "accuracy_vs
         "layer_profile.png", "learning_curve.png")
 
 
-def per_model(values: list[str], defaults: dict[str, int], models: list[str]) -> dict[str, int]:
-    """``N`` (all models) or ``MODEL=N`` pairs over ``defaults``."""
-    out = {m: defaults.get(m, 0) for m in models}
-    for value in values:
-        if "=" in value:
-            key, _, number = value.partition("=")
-            out[key] = int(number)
-        else:
-            out = dict.fromkeys(models, int(value))
-    return out
 
 
 def compare_args(model: str, args: argparse.Namespace, timesteps: int, finetune: int, out: Path,

@@ -38,6 +38,7 @@ from _common import (
     log,
     markdown_table,
     median,
+    per_model,
     pyplot,
     read_csv,
     set_threads,
@@ -184,14 +185,7 @@ def parse_seeds(values: list[str], models: list[str]) -> dict[str, list[int]]:
 
 def parse_timesteps(values: list[str], models: list[str]) -> dict[str, int]:
     """``--timesteps 600`` (all models) or ``--timesteps lenet5=600 resnet20=176``."""
-    out = {m: DEFAULT_TIMESTEPS.get(m, 600) for m in models}
-    for value in values:
-        if "=" in value:
-            key, _, number = value.partition("=")
-            out[key] = int(number)
-        else:
-            out = dict.fromkeys(models, int(value))
-    return out
+    return per_model(values, {m: DEFAULT_TIMESTEPS.get(m, 600) for m in models}, models)
 
 
 def main(argv: list[str] | None = None) -> int:
