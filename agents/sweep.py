@@ -61,6 +61,7 @@ from typing import Any
 
 import yaml
 
+from purl.compare.report import mean_std
 from purl.config import ExperimentConfig, apply_overrides, config_from_dict, parse_override
 from purl.errors import ConfigError
 
@@ -500,10 +501,10 @@ def write_sweep_csv(path: Path, rows: Sequence[dict[str, Any]], keys: Sequence[s
 def _stats(values: Sequence[float], digits: int) -> str:
     if not values:
         return "–"
-    mean = statistics.fmean(values)
+    mean, std = mean_std(values)
     if len(values) == 1:
         return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def summary_markdown(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:

@@ -42,7 +42,8 @@ def _group(rows: Sequence[dict[str, Any]]) -> dict[float, dict[str, list[dict[st
     return dict(sorted(groups.items()))
 
 
-def _stats(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample std of the finite values (std 0 for one value; NaNs when there are none)."""
     finite = [v for v in values if v is not None and not math.isinf(v) and not math.isnan(v)]
     if not finite:
         return math.nan, math.nan
@@ -58,7 +59,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * 3 + ["---:"] * len(SUMMARY_COLUMNS)) + "|")
     for target, by_label in _group(ok).items():
-        stats = {label: {key: _stats([r.get(key) for r in group]) for key, *_ in SUMMARY_COLUMNS}
+        stats = {label: {key: mean_std([r.get(key) for r in group]) for key, *_ in SUMMARY_COLUMNS}
                  for label, group in by_label.items()}
         best: dict[str, float] = {}
         for key, _, higher, fmt in SUMMARY_COLUMNS:
@@ -113,8 +114,8 @@ def _method_series(rows: Sequence[dict[str, Any]], x_key: str) -> dict[str, list
     series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for by_label in _group(rows).values():
         for label, group in by_label.items():
-            x, _ = _stats([float(r[x_key]) for r in group])
-            y, dy = _stats([float(r["after_test_top1"]) for r in group])
+            x, _ = mean_std([float(r[x_key]) for r in group])
+            y, dy = mean_std([float(r["after_test_top1"]) for r in group])
             if not math.isnan(x) and not math.isnan(y):
                 series[label].append((x, y, dy))
     return {label: sorted(points) for label, points in series.items()}
