@@ -82,6 +82,15 @@ def quick_task(quick_task_config: ExperimentConfig):
     return build_task(quick_task_config, CPU, progress=False)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test (restored afterwards), whatever ``PURL_TEST_THREADS`` says."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------- devices and models
 
 

@@ -39,12 +39,8 @@ ACTIONS = {"ppo": "sparsity-continuous", "a2c": "sigma", "dqn": "sparsity-discre
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread avoids thread oversubscription on small, busy CI machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Tiny networks: every test here runs with one intra-op thread (see conftest's ``one_thread``)."""
 
 
 @pytest.fixture

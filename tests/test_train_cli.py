@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from purl.checkpoint import load_checkpoint
 from purl.config import ExperimentConfig
@@ -21,11 +20,8 @@ ROW_FIELDS = [
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Tiny networks: every test here runs with one intra-op thread (see conftest's ``one_thread``)."""
 
 
 @pytest.fixture
