@@ -58,6 +58,15 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_MODEL = "last.zip"
 LAST_BUFFER = "last_replay_buffer.pkl"
 LAST_STATE = "last.json"
+TOP_ACCURATE = 8  # distinct most-accurate allocations kept as result candidates
+
+
+def reaches_target(episode: dict[str, Any], target_sparsity: float) -> bool:
+    """Whether an episode summary is at the target sparsity: the env's own count rule
+    (``reaches_target``), or for records written before it, the global sparsity within 1e-9."""
+    if "reaches_target" in episode:
+        return bool(episode["reaches_target"])
+    return float(episode["global_sparsity"]) >= target_sparsity - 1e-9
 
 
 def checkpoint_paths(output_dir: str | Path) -> dict[str, Path]:
@@ -127,6 +136,7 @@ class PurlCallback(BaseCallback):
         self.best: dict[str, Any] | None = state.get("best")
         self.best_return: dict[str, Any] | None = state.get("best_return")
         self.best_accuracy: dict[str, Any] | None = state.get("best_accuracy")
+        self.top_accurate: list[dict[str, Any]] = list(state.get("top_accurate") or [])
         on_disk = read_json(self.output_dir / BEST_EPISODE) if state else None
         if on_disk is not None and (self.best is None or on_disk.get("return", -np.inf) > self.best["return"]):
             self.best = on_disk  # a best episode found after the last checkpoint (its model file is on disk)
@@ -158,6 +168,7 @@ class PurlCallback(BaseCallback):
             "best": self.best,
             "best_return": self.best_return,
             "best_accuracy": self.best_accuracy,
+            "top_accurate": self.top_accurate,
         }
 
     # ------------------------------------------------------------------ SB3 hooks
@@ -197,6 +208,7 @@ class PurlCallback(BaseCallback):
             "global_sparsity": float(episode["global_sparsity"]),
             "flops": float(episode["flops"]),
             "meets_target": bool(episode.get("meets_target", True)),
+            "reaches_target": reaches_target(episode, self.target_sparsity),
             "wall_time_s": round(self.wall_time_s, 3),
             "layer_sparsities": {k: float(v) for k, v in episode["layer_sparsities"].items()},
             "components": {k: float(v) for k, v in (episode.get("components") or {}).items()},
@@ -211,17 +223,29 @@ class PurlCallback(BaseCallback):
         values.update({f"purl/reward/{k}": v for k, v in record["components"].items()})
         self._write_tensorboard(values)
         self._append_csv(record)
-        at_target = record["global_sparsity"] >= self.target_sparsity - 1e-9
+        at_target = reaches_target(episode, self.target_sparsity)
         if at_target and (self.best_return is None or record["return"] > self.best_return["return"]):
             self.best_return = record
         if at_target and (self.best_accuracy is None or record["accuracy"] > self.best_accuracy["accuracy"]):
             self.best_accuracy = record
+        if at_target:
+            self._keep_top_accurate(record)
         if record["meets_target"] and (self.best is None or record["return"] > self.best["return"]):
             self.best = record
             save_model_atomic(self.model, self.output_dir / BEST_MODEL)
             write_json(self.output_dir / BEST_EPISODE, record)
         if self.episodes % self.figure_every == 0:
             self._log_figures()
+
+    def _keep_top_accurate(self, record: dict[str, Any]) -> None:
+        """Keep the ``TOP_ACCURATE`` most accurate distinct allocations at the target (candidates for
+        the result's re-ranking, :mod:`agents.selection`)."""
+        same = [r for r in self.top_accurate if r["layer_sparsities"] == record["layer_sparsities"]]
+        if same:
+            return
+        self.top_accurate.append(record)
+        self.top_accurate.sort(key=lambda r: (-r["accuracy"], r["episode"]))
+        del self.top_accurate[TOP_ACCURATE:]
 
     def _write_tensorboard(self, values: dict[str, Any]) -> None:
         """Write ``values`` at x = env steps to the logger's TensorBoard output, leaving SB3's pending values."""

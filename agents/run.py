@@ -4,33 +4,12 @@
 baseline's (``purl prune``) plus the search cost, so ``purl compare`` can put
 the agent in the same table as Global Magnitude Pruning.
 
-Which allocation is reported
-----------------------------
-Up to four candidates come out of a search:
-
-* ``best-episode``: among the training episodes that met the target
-  (``meets_target``: target sparsity *and* the env's target accuracy), the one
-  with the highest return (the env's reward on the reward-validation split);
-  this is also the policy saved as ``best_model.zip``;
-* ``most-accurate-episode``: among the training episodes that reached the target
-  sparsity, the one with the highest final accuracy on the reward split;
-* ``best-return-episode``: among the training episodes that reached the target
-  sparsity, the one with the highest return, whatever its accuracy;
-* ``deterministic``: one greedy rollout of the final policy.
-
-The reported one is the best by ``(reaches the target sparsity, final
-reward-split accuracy, return)``, ties going to the order above. Accuracy, not
-return, decides because a dense per-step reward sums penalties on
-*intermediate* accuracies, so the highest-return allocation can end far less
-accurate than another one the search visited (seen on ``configs/quick.yaml`` at
-32x: return-best 0.34 vs accuracy-best 0.53 reward-split accuracy).
-Rationale: the agent is a search procedure and the best allocation it *found*
-is its result; the final greedy policy can be far worse than the best explored
-allocation (short budgets, exploration noise).
-The choice uses only the reward-validation split, never test data, so it is
-fair to the baselines. All candidates are recorded (``best_episode_*``,
-``best_return_episode_*``, ``deterministic_*`` fields) with ``policy_source``
-naming the one that was pruned, fine-tuned and measured.
+Which allocation is reported: see :mod:`agents.selection` (candidates from the search and, in the
+``prior-relative`` mode, the prior itself; near-collapsed ones dropped; ranked on the reward split,
+re-ranked by a short fine-tune). Every candidate's allocation is recorded (``best_episode_*``,
+``most_accurate_episode_*``, ``best_return_episode_*``, ``prior_*``, ``deterministic_*`` fields), with
+``policy_source`` naming the one that was pruned, fine-tuned and measured, and ``policy_proxy`` its
+re-ranking score.
 """
 
 from __future__ import annotations
@@ -42,18 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from agents.callbacks import EPISODES_CSV
 from agents.policy import apply_policy, default_constraints, policy_episode
+from agents.selection import Candidate, choose, gather
 from agents.training import AgentRun, train_agent
 from purl.config import ExperimentConfig, MethodSpec, config_from_dict
 from purl.errors import ConfigError
 from purl.pipeline import finetune_and_measure
 from purl.pruning import MaskState
 from purl.task import Task
-
-POLICY_SOURCES = ("best-episode", "most-accurate-episode", "best-return-episode", "deterministic")
 
 
 @dataclass
@@ -79,18 +58,27 @@ def _episode_fields(prefix: str, episode: dict[str, Any] | None) -> dict[str, An
     }
 
 
-def choose_allocation(run: AgentRun, greedy: dict[str, Any], target_sparsity: float) -> tuple[str, dict[str, Any]]:
-    """``(policy_source, episode)`` of the allocation to report (see the module docstring for the rule)."""
-    found = {"best-episode": run.best, "most-accurate-episode": run.best_accuracy,
+def prior_episode(env: Any, seed: int) -> dict[str, Any] | None:
+    """The env's ``purl_episode`` for the zero action at every step (the prior allocation), or None when
+    the env has no prior (an action mode other than ``prior-relative``)."""
+    if getattr(env, "prior", None) is None:
+        return None
+    env.reset(seed=seed)
+    zero = np.zeros(env.action_space.shape, dtype=env.action_space.dtype)
+    while True:
+        _, _, terminated, truncated, info = env.step(zero)
+        if terminated or truncated:
+            summary = dict(info["purl_episode"])
+            summary["evaluations"] = int(info.get("evaluations", 0))
+            return summary
+
+
+def choose_allocation(task: Task, config: ExperimentConfig, run: AgentRun, greedy: dict[str, Any],
+                      prior: dict[str, Any] | None, seed: int) -> Candidate:
+    """The candidate to report (:mod:`agents.selection`)."""
+    found = {"prior": prior, "best-episode": run.best, "most-accurate-episode": run.best_accuracy,
              "best-return-episode": run.best_return, "deterministic": greedy}
-    candidates = [(name, found[name]) for name in POLICY_SOURCES if found[name] is not None]
-
-    def key(item: tuple[str, dict[str, Any]]) -> tuple[bool, float, float, int]:
-        name, ep = item
-        return (float(ep["global_sparsity"]) >= target_sparsity - 1e-9, float(ep["accuracy"]),
-                float(ep["return"]), -POLICY_SOURCES.index(name))
-
-    return max(candidates, key=key)
+    return choose(gather(found, run.top_accurate or ()), task, config, seed)
 
 
 def learning_curve(output_dir: str | Path) -> list[list[float]]:
@@ -120,10 +108,13 @@ def search_and_prune(
     eval_env = PruningEnv(config, task=task, device=task.device)
     try:
         greedy = policy_episode(run.model, eval_env, deterministic=True, seed=seed)
+        prior = prior_episode(eval_env, seed)
     finally:
         eval_env.close()
-    source, chosen = choose_allocation(run, greedy, config.env.target_sparsity)
-    model, masks = apply_policy(task, chosen["layer_sparsities"], default_constraints(task))
+    select_start = time.perf_counter()
+    chosen = choose_allocation(task, config, run, greedy, prior, seed)
+    select_seconds = time.perf_counter() - select_start
+    model, masks = apply_policy(task, chosen.sparsities, default_constraints(task))
     measured = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
     row: dict[str, Any] = {
         "method": "agent",
@@ -134,14 +125,18 @@ def search_and_prune(
         "seed": seed,
         "target_sparsity": config.env.target_sparsity,
         **measured,
-        "policy_source": source,
+        "policy_source": chosen.source,
+        "policy_proxy": chosen.proxy,
+        "selection_wall_time_s": select_seconds,
+        **_episode_fields("prior", prior),
         **_episode_fields("best_episode", run.best),
         **_episode_fields("most_accurate_episode", run.best_accuracy),
         **_episode_fields("best_return_episode", run.best_return),
         **_episode_fields("deterministic", greedy),
         **run.search_cost(),
         "learning_curve": learning_curve(output_dir),
-        "search_evaluations": run.evaluations + int(greedy.get("evaluations", 0)),
+        "search_evaluations": run.evaluations + int(greedy.get("evaluations", 0))
+        + int((prior or {}).get("evaluations", 0)),
         "wall_time_s": time.perf_counter() - start,
     }
     return AgentOutcome(row=row, model=model, masks=masks, run=run)

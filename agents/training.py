@@ -70,6 +70,7 @@ class AgentRun:
     resumed_from: int | None = None
     best_return: dict[str, Any] | None = None
     best_accuracy: dict[str, Any] | None = None
+    top_accurate: list[dict[str, Any]] | None = None
 
     @property
     def best_sparsities(self) -> dict[str, float] | None:
@@ -173,7 +174,7 @@ def train_agent(
             finally:
                 torch.set_num_threads(threads)
         return AgentRun(model=model, output_dir=out, best=callback.best, best_return=callback.best_return,
-                        best_accuracy=callback.best_accuracy,
+                        best_accuracy=callback.best_accuracy, top_accurate=list(callback.top_accurate),
                         episodes=callback.episodes,
                         env_steps=int(model.num_timesteps), evaluations=callback.evaluations,
                         wall_time_s=callback.wall_time_s,

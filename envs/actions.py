@@ -8,6 +8,16 @@
 * ``sigma`` (PuRL): ``Discrete(len(sigma_grid))``; action ``a`` requests the fraction of the layer's
   weights with ``|w| < alpha * std(w)``, ``alpha = sigma_grid[a]`` (population std of the layer's
   current weights).
+* ``prior-relative``: ``Box(-1, 1, (1,), float32)``; action ``a`` adjusts the layer's *base* count
+  ``b`` (the prior allocation's count, see :mod:`envs.prior`, rescaled by the budget so the layers left
+  can still land on the target): sparsity ``sigmoid(logit(b / n) + prior_scale * a)``, with ``b / n``
+  clamped to ``[0.5 / n, 1 - 0.5 / n]`` so a layer the prior keeps dense (or prunes fully) can move.
+  ``a == 0`` requests exactly ``b``. Working in logit space keeps steps proportionate at every
+  sparsity (0.99 -> 0.999 is as big a step as 0.5 -> 0.9). The zero policy is the prior itself, so
+  an agent starts from a strong allocation and learns where to deviate from it.
+
+The first three modes are PuRL's and AMC's own action spaces (faithful reproductions); the
+prior-relative mode is PuRL-framework's default for agents that must beat the baselines.
 
 The requested count is ``round(sparsity * n)``; the environment then clips it to what the
 constraints and the budget allow. Anything outside the space (wrong shape, NaN, out of range,
@@ -16,6 +26,7 @@ a non-integer for a discrete space) raises :class:`InvalidActionError`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,10 +49,12 @@ class ActionMap:
     space: spaces.Space
     mode: str = ""
 
-    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool) -> tuple[float, int]:
+    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool,
+                  base: int | None = None) -> tuple[float, int]:
         """Sparsity and pruned-weight count ``action`` asks for on a layer with weights ``weight``.
 
-        ``dense`` says the weights are still the dense model's (lets the sigma mode use a precomputed table).
+        ``dense`` says the weights are still the dense model's (lets the sigma mode use a precomputed table);
+        ``base`` is the prior-relative mode's base count (ignored by the other modes).
         """
         raise NotImplementedError
 
@@ -73,7 +86,8 @@ class ContinuousSparsity(ActionMap):
             raise InvalidActionError(f"action {a} is outside the action space [-1, 1]")
         return min(max(a, -1.0), 1.0)
 
-    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool) -> tuple[float, int]:
+    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool,
+                  base: int | None = None) -> tuple[float, int]:
         s = self.low + (self.value(action) + 1.0) * 0.5 * (self.high - self.low)
         s = min(max(s, 0.0), 1.0)
         return s, int(round(s * weight.numel()))
@@ -113,7 +127,8 @@ class DiscreteSparsity(ActionMap):
         self.grid = [float(s) for s in grid]
         self.space = spaces.Discrete(len(self.grid))
 
-    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool) -> tuple[float, int]:
+    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool,
+                  base: int | None = None) -> tuple[float, int]:
         s = self.grid[discrete_index(action, len(self.grid))]
         return s, int(round(s * weight.numel()))
 
@@ -141,13 +156,36 @@ class SigmaThreshold(ActionMap):
         """Cache the counts of every layer's dense weights (valid while a layer is untouched)."""
         self._dense_counts = {i: self.counts(w) for i, w in enumerate(weights)}
 
-    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool) -> tuple[float, int]:
+    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool,
+                  base: int | None = None) -> tuple[float, int]:
         index = discrete_index(action, len(self.grid))
         table = self._dense_counts.get(layer_index) if dense else None
         if table is None:
             table = self.counts(weight)
         k = table[index]
         return k / weight.numel(), k
+
+
+class PriorRelative(ContinuousSparsity):
+    """A scalar in [-1, 1] moving the layer's base count in logit space (see the module docstring)."""
+
+    mode = "prior-relative"
+
+    def __init__(self, scale: float) -> None:
+        super().__init__(-1.0, 1.0)
+        self.scale = float(scale)
+
+    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool,
+                  base: int | None = None) -> tuple[float, int]:
+        if base is None:  # pragma: no cover - the env always passes it in this mode
+            raise PurlError("the prior-relative action needs the layer's base count")
+        n = weight.numel()
+        a = self.value(action)
+        if a == 0.0:
+            return base / n, int(base)
+        p = min(max(base / n, 0.5 / n), 1.0 - 0.5 / n)
+        s = 1.0 / (1.0 + math.exp(-(math.log(p / (1.0 - p)) + self.scale * a)))
+        return s, int(round(s * n))
 
 
 def make_action_map(cfg: EnvConfig) -> ActionMap:
@@ -158,4 +196,6 @@ def make_action_map(cfg: EnvConfig) -> ActionMap:
         return DiscreteSparsity(cfg.sparsity_grid)
     if cfg.action == "sigma":
         return SigmaThreshold(cfg.sigma_grid)
+    if cfg.action == "prior-relative":
+        return PriorRelative(cfg.prior_scale)
     raise PurlError(f"env.action: unknown action mode '{cfg.action}'")  # pragma: no cover (pydantic checks)

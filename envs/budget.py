@@ -3,9 +3,11 @@
 Every step the agent's requested count for layer ``i`` is clipped to ``[lo, hi]``:
 
 * always: ``counts[i] <= hi <= max_pruned[i]`` from :class:`purl.pruning.constraints.Constraints`
-  (Minimum Threshold floor, ``keep_dense``, ``max_sparsity``) and from the action range
+  (Minimum Threshold floor, ``keep_dense``, ``max_sparsity``), from the action range
   (``floor(env.max_sparsity x n)``: the wall never forces a layer further than the agent could
-  ask), and a layer never loses pruned weights (``lo >= counts[i]``; with ``passes > 1`` later
+  ask) and from the no-collapse floor (``env.min_layer_weights``, default one weight per output
+  channel/feature, so no action and no budget path disconnects a layer), and a layer never loses
+  pruned weights (``lo >= counts[i]``; with ``passes > 1`` later
   passes can only prune more, so no pruned weight is ever resurrected);
 * with the budget on (``env.budget``, default), let ``T = round(target_sparsity x total)``:
 
@@ -84,20 +86,50 @@ class Budget:
             raise AssertionError(f"budget bounds crossed on layer {i}: lo={lo} > hi={hi}")
         return lo, hi
 
-    @staticmethod
-    def clip(count: int, lo: int, hi: int) -> int:
-        return lo if count < lo else hi if count > hi else count
+    def spread(self, i: int, prior: Sequence[int], prior_suffix: Sequence[int], done_in_pass: int) -> int:
+        """Base count of layer ``i`` for the prior-relative action: the prior's count, rescaled so that
+        the layers from ``i`` on, at their prior proportions, prune exactly what the target still needs.
+
+        What earlier layers pruned beyond (or short of) their prior is thus spread over all the remaining
+        layers in proportion to their prior counts, never dumped onto the last ones. Without a budget the
+        base is the prior's count.
+        """
+        if not self.enabled:
+            return int(prior[i])
+        need = self.target_count - done_in_pass
+        rest = prior_suffix[i]
+        if need == rest:
+            return int(prior[i])
+        if rest <= 0:  # the prior prunes nothing from here on: share by the layers' caps instead
+            room = self.suffix_max[i]
+            return int(round(self.max_pruned[i] * need / room)) if room else 0
+        return int(round(prior[i] * need / rest))
 
 
-def layer_caps(cfg: ConstraintsConfig, layers: Sequence[PrunableLayer], action_max: float = 1.0) -> list[int]:
-    """Largest pruned count of each layer: the shared constraints (``config.constraints``), and no more
-    than the agent itself could ask for (``floor(action_max x n)``, i.e. ``env.max_sparsity``).
+def default_floor(layer: PrunableLayer, min_layer_weights: str | int) -> int:
+    """Weights ``layer`` keeps at least under any action: one per output channel/feature (``"outputs"``),
+    or the given count; never more than the layer has."""
+    keep = int(layer.weight.shape[0]) if min_layer_weights == "outputs" else int(min_layer_weights)
+    return min(max(keep, 0), layer.numel)
 
-    The second cap keeps the action wall from forcing a layer beyond the action range, which would
-    otherwise let the budget collapse a layer (prune it completely) that the agent never asked to.
+
+def layer_caps(
+    cfg: ConstraintsConfig,
+    layers: Sequence[PrunableLayer],
+    action_max: float = 1.0,
+    min_layer_weights: str | int = 0,
+) -> list[int]:
+    """Largest pruned count of each layer: the shared constraints (``config.constraints``: Minimum
+    Threshold, keep_dense, max_sparsity), no more than the agent itself could ask for
+    (``floor(action_max x n)``, i.e. ``env.max_sparsity``), and the no-collapse floor
+    (:func:`default_floor`, ``env.min_layer_weights``).
+
+    The second cap keeps the action wall from forcing a layer beyond the action range; the floor keeps
+    every layer, the output layer included, connected whatever the policy does, also without MT.
     """
     try:
         caps = Constraints.from_config(cfg).max_pruned(layers)
     except PruningError as exc:  # e.g. a keep_dense pattern that matches no layer
         raise ConfigError(f"constraints: {exc}") from None
-    return [min(int(caps[layer.name]), floor_count(action_max, layer.numel)) for layer in layers]
+    return [min(int(caps[layer.name]), floor_count(action_max, layer.numel),
+                layer.numel - default_floor(layer, min_layer_weights)) for layer in layers]

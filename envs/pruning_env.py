@@ -15,12 +15,19 @@ Details:
 * Fine-tuning: SGD (momentum 0.9, no weight decay, ``lr=env.finetune_lr``), a fresh optimiser
   each episode, masks attached (pruned weights stay zero); batch order and augmentation are
   seeded from the episode's seed (``reset(seed=...)`` seeds ``np_random``, which draws it).
-* Evaluation caching (``env.cache_evaluations`` and ``finetune_steps == 0``): accuracies are
-  memoised by the tuple of per-layer pruned counts, so repeated action prefixes cost nothing;
-  the dense accuracy is evaluated once at construction (reset never evaluates).
-* BatchNorm recalibration (``env.bn_recalibration_batches`` > 0): before each evaluation the
-  BatchNorm running statistics are re-estimated on that many fixed train-split batches, since a
-  pruned BN network evaluated with the dense statistics can score at chance (docs/RESULTS.md).
+* Scoring is :class:`purl.evaluator.RewardEvaluator`'s. With ``finetune_steps == 0``: accuracies
+  are memoised by the tuple of per-layer pruned counts (``env.cache_evaluations``), and a prefix
+  cache keeps the reward split's activations in front of the next layer, so a step runs only the
+  rest of the network (``env.activation_cache_mb``; identical accuracies). The dense accuracy is
+  evaluated once at construction (reset never evaluates).
+* BatchNorm recalibration (``env.bn_recalibration_batches``, default ``auto``: on exactly when the
+  model has BatchNorm layers): before each evaluation the BatchNorm running statistics are
+  re-estimated on fixed train-split batches, since a pruned BN network evaluated with the dense
+  statistics scores at chance (docs/RESULTS.md). With the prefix cache only the suffix's BatchNorm
+  layers are re-estimated.
+* ``prior-relative`` action (:mod:`envs.actions`, :mod:`envs.prior`): each step's base count is the
+  prior allocation's, rescaled by :meth:`envs.budget.Budget.spread` so deviations are spread over the
+  remaining layers in proportion to the prior.
 * Without fine-tuning, first-pass masks come from a per-layer stable magnitude ranking of the
   dense weights (int32, computed on first use), identical to :func:`~purl.pruning.magnitude_mask`.
 
@@ -30,10 +37,11 @@ Step ``info`` keys: ``layer`` (pruned by this step), ``layer_index``, ``pass``,
 ``dense_flops``, ``reward_components`` (name -> float, summing to the reward), ``evaluations``
 (real evaluations so far in this env), ``target_sparsity``, ``target_accuracy``; on the last step
 also ``purl_episode`` (``return``, ``components``, ``accuracy``, ``global_sparsity``, ``flops``,
-``layer_sparsities``, ``meets_target``, ``length``, ``dense_accuracy``, ``target_sparsity``,
-``target_accuracy``). ``meets_target``: accuracy >= the accuracy target and global sparsity >= the
-target (within 1e-9, or by count: at least ``round(target x prunable weights)`` pruned, which is
-what the budget lands on). Reset ``info``: ``layer`` (the first layer to prune), ``accuracy`` and
+``layer_sparsities``, ``reaches_target``, ``meets_target``, ``length``, ``dense_accuracy``, ``target_sparsity``,
+``target_accuracy``). ``reaches_target``: at least ``round(target x prunable weights)`` pruned (what
+the budget lands on; :meth:`PruningEnv.reaches_target`, the one rule the callbacks and the result
+selection use too); ``meets_target``: ``reaches_target`` and accuracy >= the accuracy target.
+Reset ``info``: ``layer`` (the first layer to prune), ``accuracy`` and
 ``dense_accuracy``, ``global_sparsity`` (0), ``flops``, ``dense_flops``, ``layer_sparsities``
 (empty), ``evaluations``, ``target_sparsity``, ``target_accuracy``.
 """
@@ -50,18 +58,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from envs.actions import SigmaThreshold, make_action_map
+from envs.actions import PriorRelative, SigmaThreshold, make_action_map
 from envs.budget import Budget, layer_caps
 from envs.observation import ObservationBuilder, observation_space
+from envs.prior import prior_counts
 from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
-from purl.config import ExperimentConfig, apply_overrides, config_from_dict, load_config, read_yaml
+from purl.config import AUTO_BN_BATCHES, ExperimentConfig, apply_overrides, config_from_dict, load_config, read_yaml
 from purl.errors import ConfigError, PurlError
+from purl.evaluator import RewardEvaluator, has_batchnorm
 from purl.pruning import MaskState, find_prunable_layers, magnitude_mask
+from purl.pruning.constraints import Constraints
 from purl.runtime import resolve_device
 from purl.task import Task, build_task
-from purl.training import recalibrate_batchnorm
-
-MAX_CACHED_EVALUATIONS = 100_000
 
 _TASKS: dict[str, Task] = {}
 
@@ -170,30 +178,36 @@ class PruningEnv(gym.Env):
             self._suffix_macs[i] = self._suffix_macs[i + 1] + self._macs[i]
 
         # --- constraints, budget, actions, reward
-        caps = layer_caps(self.config.constraints, layers, ecfg.max_sparsity)
+        caps = layer_caps(self.config.constraints, layers, ecfg.max_sparsity, ecfg.min_layer_weights)
         self.budget = Budget(self._numels, caps, ecfg.target_sparsity, enabled=ecfg.budget, names=self.layer_names)
         self.target_sparsity = ecfg.target_sparsity
         self.action_map = make_action_map(ecfg)
+        self.prior: list[int] | None = None  # the prior-relative mode's per-layer counts (envs/prior.py)
+        if isinstance(self.action_map, PriorRelative):
+            self.prior = prior_counts(ecfg.prior, layers, ecfg.target_sparsity,
+                                      Constraints.from_config(self.config.constraints), self.budget.max_pruned,
+                                      self.budget.target_count)
+            self._prior_suffix = [sum(self.prior[i:]) for i in range(self.n_layers + 1)]
         self.action_space = self.action_map.space
         self.observation_space = observation_space()
         self.reward_fn = make_reward(ecfg.reward, ecfg.reward_kwargs)
 
-        # --- reward-validation split (the only data a reward looks at)
-        self._x, self._y = self.task.data.tensors("val", dev, ecfg.val_samples)
-        self._n_val = int(self._y.shape[0])
-        self._eval_batch = self.config.data.eval_batch_size
+        # --- reward-validation split (the only data a reward looks at), scored by one evaluator
+        x, y = self.task.data.tensors("val", dev, ecfg.val_samples)
         self._finetune_steps = ecfg.finetune_steps
-        self._cache_enabled = bool(ecfg.cache_evaluations and ecfg.finetune_steps == 0)
-        self._acc_cache: dict[tuple[int, ...], float] = {}
         # fixed train-split batches (eval transforms) for BatchNorm recalibration, so that an
-        # evaluation stays a deterministic function of the masks and the cache stays valid
-        n_cal = ecfg.bn_recalibration_batches * self.config.data.batch_size
-        calibration = self.task.data.tensors("train", dev, n_cal)[0] if n_cal else None
-        self._calibration = list(calibration.split(self.config.data.batch_size)) if calibration is not None else []
-        self.evaluations = 0
-        self.dense_accuracy = self._evaluate(recalibrate=False)
-        if self._cache_enabled:
-            self._acc_cache[tuple([0] * self.n_layers)] = self.dense_accuracy
+        # evaluation stays a deterministic function of the masks and the caches stay valid
+        self.bn_recalibration_batches = (
+            (AUTO_BN_BATCHES if has_batchnorm(self.model) else 0) if ecfg.bn_recalibration_batches == "auto"
+            else int(ecfg.bn_recalibration_batches))
+        n_cal = self.bn_recalibration_batches * self.config.data.batch_size
+        calibration = self.task.data.tensors("train", dev, n_cal)[0].split(self.config.data.batch_size) if n_cal else ()
+        fixed_weights = ecfg.finetune_steps == 0  # then a layer's pruned count determines its weights
+        self.evaluator = RewardEvaluator(
+            self.model, self.layer_names, x, y, batch_size=self.config.data.eval_batch_size,
+            calibration=calibration, memoize=bool(ecfg.cache_evaluations and fixed_weights),
+            prefix_cache_mb=ecfg.activation_cache_mb if fixed_weights else 0.0)
+        self.dense_accuracy = self.evaluator.dense_accuracy()
         self.target_accuracy = (
             float(ecfg.target_accuracy) if ecfg.target_accuracy is not None
             else max(self.dense_accuracy - ecfg.accuracy_drop, 0.0)
@@ -214,6 +228,16 @@ class PruningEnv(gym.Env):
         self._ready = False
         self._data_seed = 0
         self._clear_episode()
+
+    def reaches_target(self, pruned: int) -> bool:
+        """The one rule for "at the target sparsity": at least ``round(target x prunable weights)`` pruned
+        (what the budget lands on exactly; a fraction test would miss it by rounding)."""
+        return pruned >= self.budget.target_count
+
+    @property
+    def evaluations(self) -> int:
+        """Real (not memoised) evaluations of the pruned network so far in this env."""
+        return self.evaluator.evaluations
 
     # ------------------------------------------------------------------ episode state
     def _clear_episode(self) -> None:
@@ -259,7 +283,7 @@ class PruningEnv(gym.Env):
             "flops": self.dense_flops,
             "dense_flops": self.dense_flops,
             "layer_sparsities": {},
-            "evaluations": self.evaluations,
+            "evaluations": self.evaluator.evaluations,
             "target_sparsity": self.target_sparsity,
             "target_accuracy": self.target_accuracy,
         }
@@ -273,8 +297,12 @@ class PruningEnv(gym.Env):
         n = self._numels[i]
         weight = self._weights[i]
         dense_weights = self._pass == 0 and not self._finetuned
-        requested, k = self.action_map.requested(action, weight, i, dense_weights)
         lo, hi = self._bounds
+        base = None
+        if self.prior is not None:
+            spread = self.budget.spread(i, self.prior, self._prior_suffix, self._done_in_pass)
+            base = lo if spread < lo else hi if spread > hi else spread
+        requested, k = self.action_map.requested(action, weight, i, dense_weights, base=base)
         k = lo if k < lo else hi if k > hi else k
         current = self._counts[i]
         if k != current:
@@ -291,7 +319,7 @@ class PruningEnv(gym.Env):
         self._visited[name] = applied
         if self._finetune_steps:
             self._finetune()
-        self._accuracy = self._current_accuracy()
+        self._accuracy = self.evaluator.accuracy(self._counts, next_layer=i + 1 if i + 1 < self.n_layers else None)
 
         # advance the pointer
         self._step += 1
@@ -325,7 +353,7 @@ class PruningEnv(gym.Env):
             "flops": flops,
             "dense_flops": self.dense_flops,
             "reward_components": components,
-            "evaluations": self.evaluations,
+            "evaluations": self.evaluator.evaluations,
             "target_sparsity": self.target_sparsity,
             "target_accuracy": self.target_accuracy,
         }
@@ -339,10 +367,9 @@ class PruningEnv(gym.Env):
                 "flops": flops,
                 "layer_sparsities": {nm: c / m for nm, c, m in zip(self.layer_names, self._counts, self._numels,
                                                                  strict=True)},
-                "meets_target": bool(
-                    (global_sparsity >= self.target_sparsity - 1e-9 or self._total_pruned >= self.budget.target_count)
-                    and self._accuracy >= self.target_accuracy
-                ),
+                "reaches_target": self.reaches_target(self._total_pruned),
+                "meets_target": bool(self.reaches_target(self._total_pruned)
+                                     and self._accuracy >= self.target_accuracy),
                 "length": self._step,
                 "dense_accuracy": self.dense_accuracy,
                 "target_sparsity": self.target_sparsity,
@@ -423,36 +450,6 @@ class PruningEnv(gym.Env):
             rank[order] = torch.arange(weight.numel(), dtype=torch.int32, device=weight.device)
             rank = self._ranks[i] = rank.view(weight.shape)
         return rank >= k
-
-    def _current_accuracy(self) -> float:
-        if not self._cache_enabled:
-            return self._evaluate()
-        key = tuple(self._counts)
-        acc = self._acc_cache.get(key)
-        if acc is None:
-            acc = self._evaluate()
-            if len(self._acc_cache) < MAX_CACHED_EVALUATIONS:
-                self._acc_cache[key] = acc
-        return acc
-
-    def _evaluate(self, recalibrate: bool = True) -> float:
-        """Top-1 accuracy on the reward-validation tensors (one host sync), after re-estimating the
-        BatchNorm statistics on the fixed calibration batches when ``env.bn_recalibration_batches`` > 0."""
-        if recalibrate and self._calibration:
-            recalibrate_batchnorm(self.model, self._calibration)
-        return self._top1()
-
-    @torch.inference_mode()
-    def _top1(self) -> float:
-        self.evaluations += 1
-        x, y, bs = self._x, self._y, self._eval_batch
-        if self._n_val <= bs:
-            correct = (self.model(x).argmax(1) == y).sum()
-        else:
-            correct = torch.zeros((), dtype=torch.long, device=y.device)
-            for start in range(0, self._n_val, bs):
-                correct += (self.model(x[start:start + bs]).argmax(1) == y[start:start + bs]).sum()
-        return int(correct) / self._n_val
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         while True:

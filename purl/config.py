@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from purl.errors import ConfigError
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+AUTO_BN_BATCHES = 4  # env.bn_recalibration_batches 'auto' on a model with BatchNorm
 OpenFraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -118,7 +119,19 @@ class EnvConfig(Section):
         None, description="accuracy target on the reward split; None = dense accuracy - accuracy_drop"
     )
     accuracy_drop: Fraction = 0.02
-    action: Literal["sparsity-continuous", "sparsity-discrete", "sigma"] = "sparsity-continuous"
+    action: Literal["prior-relative", "sparsity-continuous", "sparsity-discrete", "sigma"] = "sparsity-continuous"
+    prior: str = Field(
+        "global-mp", description="allocator whose allocation at the target the prior-relative action adjusts "
+        "(global-mp, erk, lamp, uniform, ...; computed under the same constraints)"
+    )
+    prior_scale: PositiveFloat = Field(
+        2.0, description="prior-relative action: layer sparsity = sigmoid(logit(prior) + prior_scale * action)"
+    )
+    min_layer_weights: Literal["outputs"] | NonNegativeInt = Field(
+        "outputs", description="floor on the weights every layer keeps under any action or budget path: "
+        "'outputs' = one per output channel/feature (default), an integer = that many, 0 = none; "
+        "the Minimum Threshold floor (constraints.min_threshold) applies on top"
+    )
     min_sparsity: Fraction = 0.0
     max_sparsity: Fraction = Field(
         0.999, description="largest sparsity an action may set; the budget wall never forces a layer beyond it"
@@ -135,9 +148,14 @@ class EnvConfig(Section):
     reward_kwargs: dict[str, Any] = Field(default_factory=dict)
     val_samples: PositiveInt | None = None
     cache_evaluations: bool = True
-    bn_recalibration_batches: NonNegativeInt = Field(
-        0, description="train batches to re-estimate BatchNorm statistics on before each reward evaluation; "
-        "0 = off. Without it a pruned BN network can score at chance until fine-tuned (docs/RESULTS.md)"
+    bn_recalibration_batches: Literal["auto"] | NonNegativeInt = Field(
+        "auto", description="train batches to re-estimate BatchNorm statistics on before each reward evaluation; "
+        f"'auto' = {AUTO_BN_BATCHES} when the model has BatchNorm layers, else 0; 0 = off. Without it a pruned "
+        "BN network can score at chance until fine-tuned (docs/RESULTS.md)"
+    )
+    activation_cache_mb: NonNegativeFloat = Field(
+        1024.0, description="memory for the reward split's activations in front of the next layer (prefix "
+        "cache: each step runs only the rest of the network); 0 = full forward passes"
     )
 
     @model_validator(mode="after")
@@ -146,6 +164,8 @@ class EnvConfig(Section):
             raise ValueError("min_sparsity must be <= max_sparsity")
         if not self.sparsity_grid or not self.sigma_grid:
             raise ValueError("sparsity_grid and sigma_grid must not be empty")
+        if self.action == "prior-relative" and self.passes != 1:
+            raise ValueError("action 'prior-relative' adjusts one allocation in one pass; set passes: 1")
         return self
 
 
@@ -161,6 +181,11 @@ class AgentConfig(Section):
     policy_kwargs: dict[str, Any] = Field(default_factory=dict)
     checkpoint_every: PositiveInt = 1000
     progress_bar: bool = True
+    rerank_candidates: NonNegativeInt = Field(
+        4, description="re-rank this many of the search's most accurate allocations (plus the prior) by a "
+        "short fine-tune on the reward split before reporting one; 0 = rank by one-shot reward-split accuracy"
+    )
+    rerank_steps: PositiveInt = Field(40, description="SGD steps of the re-ranking fine-tune (train split)")
 
 
 class MethodSpec(Section):

@@ -65,6 +65,8 @@ def finetune_and_measure(
         "theoretical_speedup": stats.theoretical_speedup,
         "collapsed_layers": stats.collapsed_layers,
         "n_collapsed": len(stats.collapsed_layers),
+        "near_collapsed_layers": stats.near_collapsed_layers,
+        "n_near_collapsed": len(stats.near_collapsed_layers),
         "layer_sparsity": stats.layer_sparsity,
     })
     return row

@@ -336,7 +336,7 @@ def test_episodes_never_touch_the_test_split(task):
 
 def test_val_samples_subsamples_the_reward_split(task):
     env = PruningEnv(task=task, val_samples=50)
-    assert env._x.shape[0] == 50
+    assert env.evaluator.n == 50 and sum(int(y.numel()) for _, y in env.evaluator.chunks) == 50
 
 
 # ----------------------------------------------------------------------------- errors
@@ -490,7 +490,12 @@ def test_bn_recalibration_is_deterministic_and_restores_accuracy(bn_task):
         rewards, infos, _ = run_episode(env, actions[: env.n_steps], seed=0)
         return rewards, infos[-1]["accuracy"]
 
-    plain = final()
+    plain = final(bn_recalibration_batches=0)  # explicitly off
     recalibrated = final(bn_recalibration_batches=4)
     assert recalibrated == final(bn_recalibration_batches=4)  # a deterministic function of the masks
     assert recalibrated[1] > plain[1]  # stale dense statistics hurt the pruned BN network
+    assert final() == recalibrated  # the default 'auto' recalibrates a BN model with AUTO_BN_BATCHES (4)
+
+
+def test_bn_recalibration_auto_is_off_without_batchnorm(task):
+    assert PruningEnv(task=task).bn_recalibration_batches == 0  # the quick MLP has no BatchNorm

@@ -17,12 +17,16 @@ CSV_COLUMNS: list[str] = [
     "label", "method", "schedule", "min_threshold", "target_sparsity", "seed", "status", "error",
     "achieved_sparsity", "before_test_top1", "before_test_top5", "after_test_top1", "after_test_top5",
     "dense_test_top1", "dense_test_top5", "nonzero_params", "total_params", "dense_flops", "sparse_flops",
-    "compression_ratio", "theoretical_speedup", "n_collapsed", "collapsed_layers", "finetune_steps",
-    "wall_time_s", "search_episodes", "search_env_steps", "search_evaluations", "search_wall_time_s",
-    "attempts", "layer_sparsity", "learning_curve",
+    "compression_ratio", "theoretical_speedup", "n_collapsed", "collapsed_layers", "n_near_collapsed",
+    "near_collapsed_layers",
+    "finetune_steps", "wall_time_s", "search_episodes", "search_env_steps", "search_evaluations",
+    "search_wall_time_s", "policy_source", "attempts", "layer_sparsity", "learning_curve",
 ]
-JSON_COLUMNS = {"collapsed_layers", "layer_sparsity", "learning_curve"}
-TEXT_COLUMNS = {"label", "method", "schedule", "status", "error"}
+JSON_COLUMNS = {"collapsed_layers", "near_collapsed_layers", "layer_sparsity", "learning_curve"}
+TEXT_COLUMNS = {"label", "method", "schedule", "status", "error", "policy_source"}
+INT_COLUMNS = {"seed", "n_collapsed", "n_near_collapsed", "nonzero_params", "total_params", "dense_flops",
+               "sparse_flops", "finetune_steps", "search_episodes", "search_env_steps", "search_evaluations",
+               "attempts"}
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,7 @@ def _decode(column: str, text: str) -> Any:
         number = float(text)
     except ValueError:
         return text
-    return int(number) if number.is_integer() and column in {"seed", "n_collapsed", "nonzero_params",
-                                                              "total_params", "dense_flops", "sparse_flops",
-                                                              "finetune_steps", "search_episodes",
-                                                              "search_env_steps", "search_evaluations",
-                                                              "attempts"} else number
+    return int(number) if number.is_integer() and column in INT_COLUMNS else number
 
 
 class ResultsTable:

@@ -27,6 +27,7 @@ SUMMARY_COLUMNS: list[tuple[str, str, bool, str]] = [
     ("compression_ratio", "compression", True, "{:.1f}x"),
     ("theoretical_speedup", "FLOPs speedup", True, "{:.2f}x"),
     ("n_collapsed", "collapsed layers", False, "{:.1f}"),
+    ("n_near_collapsed", "near-collapsed layers", False, "{:.1f}"),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from purl.pruning.layers import PRUNABLE_TYPES, PrunableLayer, find_prunable_layers
 from purl.pruning.masks import MaskState, magnitude_mask, pruned_count
-from purl.pruning.metrics import LayerProfile, PruningStats, profile_model, pruning_stats
+from purl.pruning.metrics import LayerProfile, PruningStats, near_collapsed_layers, profile_model, pruning_stats
 
 __all__ = [
     "PRUNABLE_TYPES",
@@ -15,4 +15,5 @@ __all__ = [
     "profile_model",
     "pruned_count",
     "pruning_stats",
+    "near_collapsed_layers",
 ]

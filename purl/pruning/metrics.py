@@ -102,6 +102,7 @@ class PruningStats:
     compression_ratio: float
     theoretical_speedup: float
     collapsed_layers: list[str] = field(default_factory=list)
+    near_collapsed_layers: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -134,4 +135,15 @@ def pruning_stats(
         compression_ratio=total / nonzero if nonzero else math.inf,
         theoretical_speedup=dense_flops / sparse_flops if sparse_flops else math.inf,
         collapsed_layers=[name for name in pruned if pruned[name] == numels[name]],
+        near_collapsed_layers=near_collapsed_layers(profiles, pruned),
     )
+
+
+def near_collapsed_layers(profiles: Mapping[str, LayerProfile], pruned: Mapping[str, int]) -> list[str]:
+    """Layers left with fewer weights than output channels/features (collapsed ones included).
+
+    Such a layer cannot feed every output even in principle: an output layer kept at 1 of 640
+    weights is not "collapsed" (it has a weight) but is as good as disconnected.
+    """
+    return [name for name, count in pruned.items()
+            if profiles[name].numel - count < min(profiles[name].out_channels, profiles[name].numel)]
