@@ -37,7 +37,7 @@ from _common import (
     set_threads,
 )
 
-DEFAULT_TIMESTEPS = {"lenet5": 300, "resnet20": 132}
+DEFAULT_TIMESTEPS = {"lenet5": 400, "resnet20": 1100}  # ResNet-20: 50 episodes of 22 steps
 DEFAULT_FINETUNE = {"lenet5": 1, "resnet20": 1}
 #: PPO rollout per model (LeNet-5: 4 steps/episode, 25 episodes per rollout; ResNet-20: 22 steps/episode,
 #: 2 episodes per rollout so that even a 132-step search (6 episodes) gets PPO updates)
