@@ -146,6 +146,11 @@ ALGORITHMS.add("ddpg", AlgorithmSpec(DDPG, ("continuous",), _deterministic_actor
                help="Deep Deterministic Policy Gradient (off-policy; env.action=sparsity-continuous)")
 
 
+#: initial log-std of Gaussian (PPO/A2C) policies on the prior-relative action, unless agent.policy_kwargs
+#: sets it: measured on mnist5k ResNet-20 at 95% (issue #11), -1.5 ended 86.4 vs 83.1 with SB3's 0.0
+PRIOR_LOG_STD_INIT = -1.5
+
+
 def list_algorithms() -> dict[str, str]:
     """Algorithm name -> one-line description, for ``purl list agents``."""
     return ALGORITHMS.describe()
@@ -345,8 +350,13 @@ def make_agent(
     policy: Any = agent.policy
     if ":" in policy:
         policy = _policy_class(spec, policy)
+    policy_kwargs = _policy_kwargs(agent.policy_kwargs)
+    accepted = accepted_policy_kwargs(spec, agent.policy) if ":" not in agent.policy else None
+    if config.env.action == "prior-relative" and accepted is not None and "log_std_init" in accepted:
+        # start close to the prior: std exp(-1.5) = 0.22 in action units (0.45 in logit at prior_scale 2)
+        policy_kwargs.setdefault("log_std_init", PRIOR_LOG_STD_INIT)
     try:
-        return spec.cls(policy, env, policy_kwargs=_policy_kwargs(agent.policy_kwargs) or None,
+        return spec.cls(policy, env, policy_kwargs=policy_kwargs or None,
                         seed=config.seed if seed is None else seed, **params)
     except (TypeError, ValueError, AssertionError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

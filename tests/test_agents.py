@@ -298,3 +298,16 @@ def test_subproc_workers_build_their_own_task_from_the_cache(agent_config, quick
     run = train_agent(config, output_dir=tmp_path, task=quick_task, progress=False)
     assert run.env_steps == 12 and run.episodes == 4  # one 6-step rollout per worker
     assert run.evaluations >= 2  # counted across both workers
+
+
+def test_prior_relative_gaussian_policies_start_close_to_the_prior(agent_config, quick_task) -> None:
+    from agents.algorithms import PRIOR_LOG_STD_INIT, make_agent
+    from envs import PruningEnv
+
+    env = PruningEnv(quick_task.config, task=quick_task, action="prior-relative")
+    default = make_agent(agent_config("env.action=prior-relative"), env)
+    assert float(default.policy.log_std.detach()[0]) == PRIOR_LOG_STD_INIT
+    explicit = make_agent(agent_config("env.action=prior-relative", "agent.policy_kwargs={log_std_init: 0.5}"), env)
+    assert float(explicit.policy.log_std.detach()[0]) == 0.5
+    other = make_agent(agent_config("env.action=sparsity-continuous"), env)
+    assert float(other.policy.log_std.detach()[0]) == 0.0  # SB3's own default elsewhere
