@@ -63,14 +63,17 @@ def prior_episode(env: Any, seed: int) -> dict[str, Any] | None:
     the env has no prior (an action mode other than ``prior-relative``)."""
     if getattr(env, "prior", None) is None:
         return None
-    env.reset(seed=seed)
-    zero = np.zeros(env.action_space.shape, dtype=env.action_space.dtype)
-    while True:
-        _, _, terminated, truncated, info = env.step(zero)
-        if terminated or truncated:
-            summary = dict(info["purl_episode"])
-            summary["evaluations"] = int(info.get("evaluations", 0))
-            return summary
+    return policy_episode(_ZeroAction(env.action_space), env, seed=seed)
+
+
+class _ZeroAction:
+    """A policy that always plays the zero action (the prior-relative mode's prior allocation)."""
+
+    def __init__(self, space: Any) -> None:
+        self.action = np.zeros(space.shape, dtype=space.dtype)
+
+    def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        return self.action, None
 
 
 def choose_allocation(task: Task, config: ExperimentConfig, run: AgentRun, greedy: dict[str, Any],

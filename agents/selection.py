@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from agents.callbacks import reaches_target
 from purl.config import AUTO_BN_BATCHES, ExperimentConfig
-from purl.evaluator import has_batchnorm
+from purl.evaluator import calibration_batches, has_batchnorm
 from purl.pruning import near_collapsed_layers
 from purl.runtime import seed_everything
 from purl.task import Task
@@ -116,9 +116,8 @@ def short_finetune_score(task: Task, sparsities: Mapping[str, float], *, steps: 
         masks.apply()
         model.eval()
     if has_batchnorm(model):
-        calibration = task.data.tensors("train", device, AUTO_BN_BATCHES * cfg.data.batch_size)[0]
         with torch.no_grad():
-            recalibrate_batchnorm(model, list(calibration.split(cfg.data.batch_size)))
+            recalibrate_batchnorm(model, calibration_batches(task.data, device, AUTO_BN_BATCHES, cfg.data.batch_size))
     x, y = task.data.tensors("val", device, val_samples)
     return evaluate_tensors(model, x, y, batch_size=cfg.data.eval_batch_size).top1
 

@@ -65,7 +65,7 @@ from envs.prior import prior_counts
 from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
 from purl.config import AUTO_BN_BATCHES, ExperimentConfig, apply_overrides, config_from_dict, load_config, read_yaml
 from purl.errors import ConfigError, PurlError
-from purl.evaluator import RewardEvaluator, has_batchnorm
+from purl.evaluator import RewardEvaluator, calibration_batches, has_batchnorm
 from purl.pruning import MaskState, find_prunable_layers, magnitude_mask
 from purl.pruning.constraints import Constraints
 from purl.runtime import resolve_device
@@ -200,8 +200,8 @@ class PruningEnv(gym.Env):
         self.bn_recalibration_batches = (
             (AUTO_BN_BATCHES if has_batchnorm(self.model) else 0) if ecfg.bn_recalibration_batches == "auto"
             else int(ecfg.bn_recalibration_batches))
-        n_cal = self.bn_recalibration_batches * self.config.data.batch_size
-        calibration = self.task.data.tensors("train", dev, n_cal)[0].split(self.config.data.batch_size) if n_cal else ()
+        calibration = calibration_batches(self.task.data, dev, self.bn_recalibration_batches,
+                                          self.config.data.batch_size)
         fixed_weights = ecfg.finetune_steps == 0  # then a layer's pruned count determines its weights
         self.evaluator = RewardEvaluator(
             self.model, self.layer_names, x, y, batch_size=self.config.data.eval_batch_size,

@@ -31,9 +31,17 @@ from torch import Tensor, nn
 from torch.fx import Node
 from torch.fx.node import map_arg
 
-__all__ = ["ForwardPlan", "RewardEvaluator", "has_batchnorm"]
+__all__ = ["ForwardPlan", "RewardEvaluator", "calibration_batches", "has_batchnorm"]
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
+
+
+def calibration_batches(data: Any, device: torch.device, n_batches: int, batch_size: int) -> list[Tensor]:
+    """The first ``n_batches`` train-split batches (eval transforms, fixed order) for BatchNorm recalibration,
+    so that a recalibrated score stays a deterministic function of the masks."""
+    if n_batches <= 0:
+        return []
+    return list(data.tensors("train", device, n_batches * batch_size)[0].split(batch_size))
 
 
 def has_batchnorm(model: nn.Module) -> bool:
