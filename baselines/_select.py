@@ -29,12 +29,23 @@ than ``torch.nn.utils.prune.global_unstructured`` (``topk`` over the concatenate
 ``benchmarks/bench_global_mp.py``. A histogram radix pass (``bincount`` on the top 16 bits of
 ``|w|``) was measured first: ``bincount`` is single-threaded on CPU and alone cost ~10 passes, so
 the sample takes the place of the first radix level.
+
+Threads (:func:`cpu_threads`): every op here is a memory-bound streaming pass, and with torch's
+OpenMP pool each one is a parallel region that waits for its slowest thread. On a machine where
+another process keeps a core busy, a descheduled worker stalls every region (ResNet-50 at 90 %:
+~2 s with 2 threads next to busy processes on 2 cores, 0.08 s with one thread, identical masks).
+So the selection runs with one thread when the keys are few (``PARALLEL_MIN_NUMEL``) or when no
+spare core is free at the time of the call (Linux: runnable threads of other processes, from
+``/proc/loadavg``), and with torch's thread count otherwise; torch's setting is restored on exit.
+Results never depend on the thread count (counts, comparisons and ``kthvalue`` are exact).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -55,6 +66,77 @@ BAND_MIN = 4096
 #: Safety stop for the refinement loop (bisection needs at most ~64 rounds on float64 bits).
 MAX_ROUNDS = 100
 _SAMPLE_SEED = 0x5EED
+#: Below this many keys per call the selection always runs on one CPU thread (sync costs dominate).
+PARALLEL_MIN_NUMEL = 1 << 21
+#: Force the CPU thread count of the selection (``None``: automatic, see :func:`cpu_threads`).
+SELECT_THREADS: int | None = None
+
+
+# ------------------------------------------------------------------------------------- threads
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _own_running_threads() -> int:
+    """Threads of this process currently runnable (state ``R``), e.g. OpenMP workers still spinning."""
+    running = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                stat = fh.read()
+            if stat[stat.rfind(")") + 2:].startswith("R"):
+                running += 1
+    except OSError:
+        return 1
+    return max(running, 1)
+
+
+def free_cpus() -> int:
+    """CPUs usable by this process that no other process's runnable thread occupies right now (>= 1).
+
+    Reads the instantaneous runnable-thread count of ``/proc/loadavg`` (Linux) minus this process's own
+    runnable threads; elsewhere returns the CPUs available to the process (no contention assumed).
+    """
+    cpus = _available_cpus()
+    try:
+        with open("/proc/loadavg") as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return cpus
+    others = max(0, running - _own_running_threads())
+    return max(1, cpus - others)
+
+
+def choose_threads(numel: int, current: int | None = None) -> int:
+    """CPU threads for a selection over ``numel`` keys: 1 below :data:`PARALLEL_MIN_NUMEL`, else
+    ``min(current, free_cpus())`` (``current``: torch's thread count); :data:`SELECT_THREADS` overrides."""
+    current = torch.get_num_threads() if current is None else current
+    if SELECT_THREADS is not None:
+        return max(1, SELECT_THREADS)
+    if numel < PARALLEL_MIN_NUMEL or current <= 1:
+        return 1
+    return max(1, min(current, free_cpus()))
+
+
+@contextmanager
+def cpu_threads(numel: int) -> Iterator[int]:
+    """Run the block with :func:`choose_threads` ``(numel)`` torch CPU threads; torch's count is restored after.
+
+    Why: a pass split over threads waits for the slowest one, and next to a busy process that is the one
+    sharing its core. The choice only changes speed, never results.
+    """
+    previous = torch.get_num_threads()
+    n = choose_threads(numel, previous)
+    if n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if n != previous:
+            torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------------------------- keys
@@ -415,6 +497,11 @@ def select_smallest(src: KeySource, ids: Sequence[int], k: int) -> dict[int, Cut
         raise PruningError(f"cannot prune {k} of {total} weights")
     if k == 0 or k == total:
         return {i: Cut(n, 0 if k == 0 else n) for i, n in zip(ids, sizes, strict=True)}
+    with cpu_threads(total):  # one thread for few keys or on a busy machine (speed only; same result)
+        return _select_smallest(src, ids, sizes, total, k)
+
+
+def _select_smallest(src: KeySource, ids: list[int], sizes: list[int], total: int, k: int) -> dict[int, Cut]:
     dtype = src.dtype
     small = total <= EXACT_CUTOFF
     scanner = _Scanner(src, ids, unlimited=small)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import os
+import sys
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +54,35 @@ __all__ = [
 
 class LayerCollapseWarning(UserWarning):
     """Every weight of some layer was pruned: the network is disconnected there."""
+
+
+def _package_dir(module: str) -> str | None:
+    spec = sys.modules.get(module)
+    path = getattr(spec, "__file__", None)
+    return os.path.dirname(os.path.abspath(path)) + os.sep if path else None
+
+
+#: Frames in these directories are library internals, never "the user's call" of a warning.
+_INTERNAL_DIRS: tuple[str, ...] = tuple(
+    d for d in (_package_dir(__package__ or "baselines"), _package_dir("purl"), _package_dir("torch")) if d
+)
+
+
+def user_stacklevel(internal: Sequence[str] = _INTERNAL_DIRS) -> int:
+    """``stacklevel`` for a ``warnings.warn`` issued by the caller that points at the user's call site.
+
+    Walks out of frames whose file lies under ``internal`` (this package, ``purl`` and ``torch``: the
+    ``torch.no_grad`` decorator adds ``torch/utils/_contextlib.py`` frames, so a fixed ``stacklevel``
+    lands there). Python < 3.12 has no ``warnings.warn(skip_file_prefixes=...)``, hence the walk. When
+    every frame is internal (e.g. the ``purl`` CLI), the outermost one is used.
+    """
+    prefixes = tuple(internal)
+    frame = sys._getframe(1)  # the function that calls warnings.warn: stacklevel 1
+    level = 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(prefixes):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def filter_layers(
@@ -235,7 +266,7 @@ class Allocator(ABC):
                 f"(layer collapse, the network is disconnected): {shown}. "
                 "Use a Minimum Threshold (min_threshold) or a lower sparsity to avoid it.",
                 LayerCollapseWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return PruningResult(counts, {layer.name: layer.numel for layer in layers}, collapsed, info)
 

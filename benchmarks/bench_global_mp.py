@@ -1,6 +1,11 @@
 """Benchmark: our Global MP vs ``torch.nn.utils.prune.global_unstructured`` on ResNet-50 (CPU).
 
-Run ``python benchmarks/bench_global_mp.py [--sparsity 0.9] [--repeats 5] [--threads N] [--output DIR]``.
+Run ``python benchmarks/bench_global_mp.py [--sparsity 0.9] [--repeats 5] [--threads N] [--contend [N]]
+[--output DIR]``.
+
+``--contend [N]`` repeats all timings while N (default 1) extra processes spin on a core each (a pure-Python
+busy loop in a subprocess, killed afterwards) and prints the quiet and contended medians and ratios side by
+side: Global MP must stay fast next to a busy neighbour (target >= 25x torch in both).
 
 Measures, side by side in one process (medians over at least 5 repeats; every (c) run and every (b)
 run is paired with (a) runs right around it, so that both see the same machine load; the ratio of
@@ -51,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from baselines import global_magnitude_prune  # noqa: E402
+from baselines import _select, global_magnitude_prune  # noqa: E402
 from purl.pruning import MaskState, find_prunable_layers  # noqa: E402
 
 TARGETS = {"speedup_vs_torch": 25.0, "cost_in_elementwise_passes": 20.0, "peak_memory_x": 2.0}
@@ -69,6 +74,24 @@ def build_model(seed: int) -> nn.Module:
             fan_in = w[0].numel()
             w.normal_(0.0, math.sqrt(2.0 / fan_in))
     return model
+
+
+#: A competing process: one pure-Python busy loop keeps one core fully busy (no torch, no threads).
+_SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextlib.contextmanager
+def contender(processes: int = 1, seconds: float = 3600.0):  # type: ignore[no-untyped-def]
+    """Keep ``processes`` cores busy with spinning subprocesses for the block (killed on exit, even on error)."""
+    procs = [subprocess.Popen([sys.executable, "-c", _SPIN.format(seconds=seconds)]) for _ in range(processes)]
+    try:
+        time.sleep(0.5)  # let them get scheduled
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def timed(fn) -> float:  # type: ignore[no-untyped-def]
@@ -121,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads for all three measurements (default: torch's default)")
+    parser.add_argument("--contend", type=int, nargs="?", const=1, default=0, metavar="N",
+                        help="also measure with N (default 1) competing busy processes and print both ratios")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -155,33 +180,43 @@ def main(argv: list[str] | None = None) -> int:
     def run_pass() -> float:
         return timed(lambda: sum(w.abs().sum() for w in weights))
 
-    # (a) and (c) interleaved; each (a) is paired with the mean of the (c) runs around it
-    t_ours, t_pass, pairs_ac = [], [], []
-    for _ in range(repeats):
-        before, ours, after = run_pass(), run_ours(), run_pass()
-        t_ours.append(ours)
-        t_pass += [before, after]
-        pairs_ac.append(ours / ((before + after) / 2))
+    def phase() -> dict[str, list[float]]:
+        """Timings of (a), (b), (c) under the current machine load (paired as described above)."""
+        t_ours, t_pass, pairs_ac = [], [], []
+        for _ in range(repeats):  # (a) and (c) interleaved; each (a) paired with the mean of the (c) around it
+            before, ours, after = run_pass(), run_ours(), run_pass()
+            t_ours.append(ours)
+            t_pass += [before, after]
+            pairs_ac.append(ours / ((before + after) / 2))
+        t_torch, pairs_ba = [], []
+        for _ in range(repeats):
+            copy_model = copy.deepcopy(dense_model)
+            params = [(layer.module, "weight") for layer in find_prunable_layers(copy_model)]
+            ours_before = run_ours()
+            t_torch.append(
+                timed(lambda params=params: torch_prune.global_unstructured(
+                    params, pruning_method=torch_prune.L1Unstructured, amount=s))
+            )
+            ours_after = run_ours()
+            t_ours += [ours_before, ours_after]
+            pairs_ba.append(t_torch[-1] / ((ours_before + ours_after) / 2))
+            copy_layers = find_prunable_layers(copy_model)
+            if not torch_masks:
+                torch_masks.update({layer.name: layer.module.weight_mask.bool().clone() for layer in copy_layers})
+            for layer in copy_layers:
+                torch_prune.remove(layer.module, "weight")
+            del copy_model, params, copy_layers
+        return {"ours": t_ours, "torch": t_torch, "pass": t_pass, "pairs_ac": pairs_ac, "pairs_ba": pairs_ba,
+                "load": [os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan],
+                "select_threads": [float(_select.choose_threads(n_weights))]}
 
-    t_torch, pairs_ba = [], []
     torch_masks: dict[str, torch.Tensor] = {}
-    for r in range(repeats):
-        copy_model = copy.deepcopy(dense_model)
-        params = [(layer.module, "weight") for layer in find_prunable_layers(copy_model)]
-        ours_before = run_ours()
-        t_torch.append(
-            timed(lambda params=params: torch_prune.global_unstructured(
-                params, pruning_method=torch_prune.L1Unstructured, amount=s))
-        )
-        ours_after = run_ours()
-        t_ours += [ours_before, ours_after]
-        pairs_ba.append(t_torch[-1] / ((ours_before + ours_after) / 2))
-        copy_layers = find_prunable_layers(copy_model)
-        if r == 0:
-            torch_masks = {layer.name: layer.module.weight_mask.bool().clone() for layer in copy_layers}
-        for layer in copy_layers:
-            torch_prune.remove(layer.module, "weight")
-        del copy_model, params, copy_layers
+    phases = {"quiet": phase()}
+    if args.contend:
+        with contender(args.contend):
+            phases["contended"] = phase()
+    t = phases["quiet"]
+    t_ours, t_torch, t_pass, pairs_ac, pairs_ba = t["ours"], t["torch"], t["pass"], t["pairs_ac"], t["pairs_ba"]
 
     # mask agreement (ours through a MaskState, on the dense model); the in-place path must agree too
     restore()
@@ -236,10 +271,27 @@ def main(argv: list[str] | None = None) -> int:
         "peak_memory_x": memory["peak_extra_bytes"] / weight_bytes if memory else None,
         "memory_method": "subprocess: reset VmHWM via /proc/self/clear_refs, report VmHWM - VmRSS around one call",
         "torch": torch.__version__,
+        "select_threads": int(t["select_threads"][0]),
+        "contenders": args.contend,
     }
+    for name, times in phases.items():
+        if name == "quiet":
+            continue
+        mo, mt, mp = (statistics.median(times[key]) for key in ("ours", "torch", "pass"))
+        row.update({
+            f"{name}_ours_ms": mo * 1e3,
+            f"{name}_torch_global_unstructured_ms": mt * 1e3,
+            f"{name}_elementwise_pass_ms": mp * 1e3,
+            f"{name}_speedup_vs_torch": mt / mo,
+            f"{name}_cost_in_elementwise_passes": mo / mp,
+            f"{name}_speedup_vs_torch_paired_median": statistics.median(times["pairs_ba"]),
+            f"{name}_load_average_1min": times["load"][0],
+            f"{name}_select_threads": int(times["select_threads"][0]),
+        })
 
     args.output.mkdir(parents=True, exist_ok=True)
     stem = "bench_global_mp" if args.threads is None else f"bench_global_mp_threads{args.threads}"
+    stem += "_contend" if args.contend else ""
     (args.output / f"{stem}.json").write_text(json.dumps(row, indent=2) + "\n")
     with open(args.output / f"{stem}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(row))
@@ -276,6 +328,17 @@ def main(argv: list[str] | None = None) -> int:
               f"vs {weight_bytes / 2**20:.1f} MiB)")
     else:
         print("peak memory: not measured (needs Linux /proc)")
+    if args.contend:
+        print(f"\nside by side (medians; 'contended' = {args.contend} extra busy process(es) spinning; "
+              "'quiet' = no extra process, whatever else the machine runs):")
+        print(f"{'phase':10s} {'(a) ours ms':>12s} {'(b) torch ms':>13s} {'(c) pass ms':>12s} "
+              f"{'(b)/(a)':>9s} {'paired':>8s} {'(a)/(c)':>8s} {'sel.thr':>8s} {'load1':>6s}  target (b)/(a) >= 25x")
+        for name, times in phases.items():
+            mo, mt, mp = (statistics.median(times[key]) for key in ("ours", "torch", "pass"))
+            ratio = mt / mo
+            print(f"{name:10s} {mo * 1e3:12.1f} {mt * 1e3:13.1f} {mp * 1e3:12.1f} {ratio:8.1f}x "
+                  f"{statistics.median(times['pairs_ba']):7.1f}x {mo / mp:7.1f}x {int(times['select_threads'][0]):8d} "
+                  f"{times['load'][0]:6.1f}  {'PASS' if ratio >= TARGETS['speedup_vs_torch'] else 'MISS'}")
     print(f"results written to {args.output}/{stem}.{{json,csv}}")
     return 0
 
