@@ -42,7 +42,7 @@ def test_tiny_compare_writes_every_file_with_the_right_rows(run_cli, tmp_path: P
                  "results.json", "config.yaml"):
         assert (out / name).is_file(), name
     summary = (out / "summary.md").read_text()
-    assert "| 0.9 | global-mp | 1 |" in summary and "| 0.5 | uniform | 1 |" in summary
+    assert "| 0.9 | Global MP | 1 |" in summary and "| 0.5 | Uniform | 1 |" in summary
     assert "**" in summary  # a best value is marked
     assert "global-mp" in result.out and "summary" in result.out
 

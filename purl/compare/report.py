@@ -1,22 +1,146 @@
-"""``summary.md`` and PNG plots of a comparison, regenerated from ``results.csv`` alone.
+"""``summary.md`` and the plots of a comparison, regenerated from ``results.csv`` (and its ``config.yaml``).
 
-Plots (ShrinkBench-style, Blalock et al. 2020): top-1 against compression ratio
-(log2 axis) and against FLOPs, one line per method with mean +- std over seeds;
-the per-layer sparsity profile of every method at one target; and the agent's
-learning curve (episode return against env steps).
+Plots (ShrinkBench-style, Blalock et al. 2020), each written as PNG and SVG: top-1
+against compression ratio (log2 axis) and against FLOPs (log10 axis, increasing to
+the right), one line per method with mean +- std over seeds; the per-layer sparsity
+profile of every method at one target; and the agent's learning curve (episode
+return against env steps). Methods are shown by :func:`display_name` ("Global MP",
+"Global MP + MT", "PPO agent", ...) everywhere: tables, legends.
+
+The comparison's config (passed in, or the folder's saved ``config.yaml``) supplies
+``compare.profile_sparsity`` and the agents' algorithms, so ``purl report`` redraws
+exactly what ``purl compare`` drew.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from purl.checkpoint import atomic_write_bytes
 from purl.compare.cells import ResultsTable
+from purl.errors import PurlError
 from purl.results import write_text
+
+if TYPE_CHECKING:
+    from purl.config import ExperimentConfig
+
+PLOT_FORMATS: tuple[str, ...] = ("png", "svg")
+"""Every plot is written once per format, side by side (``name.png``, ``name.svg``)."""
+
+METHOD_DISPLAY_NAMES: dict[str, str] = {
+    "global-mp": "Global MP",
+    "uniform": "Uniform",
+    "uniform-plus": "Uniform+",
+    "erk": "ERK",
+    "lamp": "LAMP",
+    "random": "Random",
+    "layerwise": "Layer-wise",
+}
+"""Allocator name (``compare.methods``' ``method``) -> how reports show it."""
+
+_LABEL_SUFFIXES = {"mt", "gradual", "oneshot"}
+
+
+# ----------------------------------------------------------------------------- method names
+
+
+def _algo_name(algo: str) -> str:
+    """``ppo`` -> ``PPO``; ``mypkg.algos:MyPPO`` -> ``MyPPO``."""
+    return algo.rsplit(":", 1)[-1] if ":" in algo else algo.upper()
+
+
+def _generated_label(label: str, method: str, min_threshold: float | None, schedule: str | None) -> bool:
+    """True when ``label`` is the method's own name, optionally with suffixes that match its settings
+    (``global-mp+mt`` for Global MP with a Minimum Threshold); False for a label the user chose."""
+    if label == method:
+        return True
+    rest = label.lower()
+    if not rest.startswith(method.lower()):
+        return False
+    rest = rest[len(method):]
+    for sep in "+-_ ":
+        rest = rest.replace(sep, " ")
+    tokens = set(rest.split())
+    if not tokens or not tokens <= _LABEL_SUFFIXES:
+        return False
+    if "mt" in tokens and not min_threshold:
+        return False
+    return "gradual" not in tokens or schedule == "gradual"
+
+
+def display_name(label: str, method: str | None = None, *, min_threshold: float | None = None,
+                 schedule: str | None = None, algo: str | None = None) -> str:
+    """How a comparison method is shown in summary.md and plot legends (the one place that decides).
+
+    A label the user chose (``{label: my run, method: lamp}``) is shown as written. A label that is
+    just the method's name (``global-mp``, ``erk``, ``agent``, or ``global-mp+mt`` for a method with a
+    Minimum Threshold) is shown by the method's display name: "Global MP", "ERK", "PPO agent" (from
+    ``algo``; "RL agent" when unknown), with " + MT" when ``min_threshold`` is set and " (gradual)"
+    for the gradual schedule. A user allocator ``pkg.mod:Class`` is shown as ``Class``.
+    """
+    method = method or label
+    if not _generated_label(label, method, min_threshold, schedule):
+        return label
+    if method == "agent":
+        name = f"{_algo_name(algo)} agent" if algo else "RL agent"
+    elif method in METHOD_DISPLAY_NAMES:
+        name = METHOD_DISPLAY_NAMES[method]
+    elif ":" in method:
+        name = method.rsplit(":", 1)[-1]
+    else:
+        name = label
+    if min_threshold:
+        name += " + MT"
+    if schedule == "gradual":
+        name += " (gradual)"
+    return name
+
+
+def agent_algorithms(config: ExperimentConfig | None) -> dict[str, str]:
+    """Label -> RL algorithm of every ``agent`` method of ``config.compare`` (its kwargs may override
+    ``agent.algo``, dotted ``{"agent.algo": "sac"}`` or nested ``{agent: {algo: sac}}``)."""
+    if config is None:
+        return {}
+    algos: dict[str, str] = {}
+    for spec in config.compare.method_specs():
+        if spec.method != "agent":
+            continue
+        kwargs = dict(spec.kwargs)
+        nested = kwargs.get("agent")
+        algo = kwargs.get("agent.algo") or (nested.get("algo") if isinstance(nested, dict) else None)
+        algos[spec.label] = str(algo or config.agent.algo)
+    return algos
+
+
+def method_names(rows: Sequence[dict[str, Any]], config: ExperimentConfig | None = None) -> dict[str, str]:
+    """Label -> display name for every label in ``rows`` (see :func:`display_name`); names kept unique."""
+    algos = agent_algorithms(config)
+    names: dict[str, str] = {}
+    for row in rows:
+        label = row["label"]
+        if label not in names:
+            names[label] = display_name(label, row.get("method"), min_threshold=row.get("min_threshold"),
+                                        schedule=row.get("schedule"), algo=row.get("algo") or algos.get(label))
+    shown = list(names.values())
+    return {label: name if shown.count(name) == 1 else f"{name} ({label})" for label, name in names.items()}
+
+
+def saved_config(directory: str | Path) -> ExperimentConfig | None:
+    """The ``config.yaml`` a ``purl compare`` run saved in ``directory`` (None when there is none).
+
+    Only parsed (YAML + schema), never executed: nothing it names is imported. Raises ConfigError
+    when it exists but is not a valid config.
+    """
+    from purl.config import load_config
+
+    path = Path(directory) / "config.yaml"
+    return load_config(path) if path.is_file() else None
 
 SUMMARY_COLUMNS: list[tuple[str, str, bool, str]] = [
     # (row key, header, higher is better, format)
@@ -51,8 +175,13 @@ def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
     return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison summary") -> str:
-    """Mean +- std per method and target sparsity; the best value of each column (per target) in bold."""
+def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison summary",
+                     names: Mapping[str, str] | None = None) -> str:
+    """Mean +- std per method and target sparsity; the best value of each column (per target) in bold.
+
+    ``names`` maps labels to the names shown (default: :func:`method_names` of ``rows``).
+    """
+    names = dict(names) if names is not None else method_names(rows)
     ok = _ok_rows(rows)
     lines = [f"# {title}", "", "Mean ± std over seeds (n = number of seeds). Accuracies on the test split, "
              "which no method used for any decision. Best per target sparsity in **bold**.", ""]
@@ -69,7 +198,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
             if len(shown) > 1:  # mark a winner only where methods differ
                 best[key] = max(shown) if higher else min(shown)
         for label, group in by_label.items():
-            cells = [f"{target:g}", label, str(len(group))]
+            cells = [f"{target:g}", names.get(label, label), str(len(group))]
             for key, _, _, fmt in SUMMARY_COLUMNS:
                 mean, std = stats[label][key]
                 if math.isnan(mean):
@@ -86,13 +215,15 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
     if failed:
         lines += ["", "## Failed cells", ""]
         for r in failed:
-            lines.append(f"- {r['label']} @ {float(r['target_sparsity']):g}, seed {r['seed']}: {r.get('error')}")
+            name = names.get(r["label"], r["label"])
+            lines.append(f"- {name} @ {float(r['target_sparsity']):g}, seed {r['seed']}: {r.get('error')}")
     agent = [r for r in ok if r.get("search_env_steps")]
     if agent:
         lines += ["", "## Agent search cost", "", "| target | method | seed | episodes | env steps | evaluations | "
                   "search time (s) |", "|---|---|---:|---:|---:|---:|---:|"]
         for r in agent:
-            lines.append(f"| {float(r['target_sparsity']):g} | {r['label']} | {r['seed']} | {r['search_episodes']} "
+            name = names.get(r["label"], r["label"])
+            lines.append(f"| {float(r['target_sparsity']):g} | {name} | {r['seed']} | {r['search_episodes']} "
                          f"| {r['search_env_steps']} | {r['search_evaluations']} "
                          f"| {float(r['search_wall_time_s']):.1f} |")
     return "\n".join(lines) + "\n"
@@ -101,13 +232,33 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
 # ----------------------------------------------------------------------------- plots
 
 
-def _pyplot():
+def _pyplot():  # noqa: ANN202 - matplotlib.pyplot, imported lazily (the CLI starts faster without it)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Any, stem: Path) -> dict[str, Path]:
+    """Write ``fig`` as ``stem.<fmt>`` for every format in PLOT_FORMATS, each atomically; close it.
+
+    SVGs carry no date and fixed element ids, so regenerating an unchanged report gives identical files.
+    """
+    plt = _pyplot()
+    written: dict[str, Path] = {}
+    try:
+        with plt.rc_context({"svg.hashsalt": "purl-report"}):
+            for fmt in PLOT_FORMATS:
+                path = stem.with_suffix(f".{fmt}")
+                metadata = {"Date": None} if fmt == "svg" else None
+                atomic_write_bytes(path, lambda handle, fmt=fmt, metadata=metadata: fig.savefig(
+                    handle, format=fmt, dpi=120, bbox_inches="tight", metadata=metadata))
+                written[fmt] = path
+    finally:
+        plt.close(fig)
+    return written
 
 
 def _method_series(rows: Sequence[dict[str, Any]], x_key: str) -> dict[str, list[tuple[float, float, float]]]:
@@ -122,27 +273,43 @@ def _method_series(rows: Sequence[dict[str, Any]], x_key: str) -> dict[str, list
     return {label: sorted(points) for label, points in series.items()}
 
 
-def _accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, xlabel: str, base: int, path: Path,
-                   invert: bool = False) -> Path:
+def _legend_outside(ax: Any, fontsize: int = 8) -> None:
+    """Legend to the right of the axes, so it never covers data."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def _accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, xlabel: str, base: int, stem: Path, *,
+                   title: str, names: Mapping[str, str], x_format: str) -> dict[str, Path]:
+    """Top-1 after fine-tuning (mean +- std over seeds) against ``x_key`` on a log axis increasing to the right."""
+    from matplotlib.ticker import EngFormatter, FixedLocator, FuncFormatter, NullFormatter
+
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for label, points in _method_series(rows, x_key).items():
         xs, ys, dys = zip(*points, strict=True)
-        ax.errorbar(xs, ys, yerr=dys, marker="o", capsize=3, label=label)
+        ax.errorbar(xs, ys, yerr=dys, marker="o", capsize=3, label=names.get(label, label))
     dense = [float(r["dense_test_top1"]) for r in rows if r.get("dense_test_top1") is not None]
     if dense:
-        ax.axhline(statistics.fmean(dense), color="gray", linestyle="--", linewidth=1, label="dense")
+        ax.axhline(statistics.fmean(dense), color="gray", linestyle="--", linewidth=1, label="dense model")
     ax.set_xscale("log", base=base)
-    if invert:
-        ax.invert_xaxis()
+    if x_format == "ratio":  # ticks at the grid's own compression ratios (2x, 4x, ... or 5x, 10x, ...)
+        ticks = sorted({round(1.0 / (1.0 - float(r["target_sparsity"])), 1) for r in rows
+                        if float(r["target_sparsity"]) < 1.0})
+        if 0 < len(ticks) <= 12:
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}x"))
+    else:  # 1M, 200k: minor ticks labelled only when the data span less than a decade
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        xs_all = [float(r[x_key]) for r in rows if r.get(x_key)]
+        narrow = bool(xs_all) and max(xs_all) < 10 * min(xs_all)
+        ax.xaxis.set_minor_formatter(EngFormatter(sep="") if narrow else NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test top-1 after fine-tuning (%)")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _legend_outside(ax)
+    return _save(fig, stem)
 
 
 def pick_profile_sparsity(rows: Sequence[dict[str, Any]], requested: float | None = None) -> float | None:
@@ -157,73 +324,111 @@ def pick_profile_sparsity(rows: Sequence[dict[str, Any]], requested: float | Non
     return max(groups, key=lambda t: (len(groups[t]), t))
 
 
-def layer_profile_plot(rows: Sequence[dict[str, Any]], target: float, path: Path) -> Path:
-    """Per-layer sparsity of every method at ``target`` (mean over seeds), one group of bars per layer."""
+def layer_profile_plot(rows: Sequence[dict[str, Any]], target: float, path: Path,
+                       names: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Per-layer sparsity of every method at ``target`` (mean over seeds), one group of bars per layer.
+
+    The legend sits below the axes (outside the bars); writes ``path`` and its siblings in PLOT_FORMATS.
+    """
     plt = _pyplot()
     by_label = _group(_ok_rows(rows)).get(target, {})
-    fig, ax = plt.subplots(figsize=(max(7, 0.45 * _n_layers(by_label) + 3), 4.5))
+    names = dict(names) if names is not None else method_names(rows)
+    fig, ax = plt.subplots(figsize=(max(7, 0.45 * _n_layers(by_label) + 3), 5), layout="constrained")
     width = 0.8 / max(len(by_label), 1)
-    names: list[str] = []
+    layers: list[str] = []
     for i, (label, group) in enumerate(by_label.items()):
-        layers = group[0]["layer_sparsity"] or {}
-        names = names or list(layers)
-        ys = [statistics.fmean(float(r["layer_sparsity"][n]) for r in group) for n in names]
-        ax.bar([j + i * width for j in range(len(names))], ys, width=width, label=label)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        layers = layers or list(group[0]["layer_sparsity"] or {})
+        ys = [statistics.fmean(float(r["layer_sparsity"][n]) for r in group) for n in layers]
+        ax.bar([j + i * width for j in range(len(layers))], ys, width=width, label=names.get(label, label))
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))])
+    ax.set_xticklabels(layers, rotation=60, ha="right", rotation_mode="anchor", fontsize=7)
     ax.set_ylim(0, 1.02)
-    ax.set_ylabel("layer sparsity")
-    ax.set_title(f"Per-layer sparsity at global sparsity {target:g}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    ax.set_xlabel("prunable layer (network order)")
+    ax.set_ylabel("layer sparsity (fraction of weights pruned)")
+    ax.set_title(f"Per-layer sparsity at target global sparsity {target:g} (mean over seeds)")
+    ax.grid(True, axis="y", alpha=0.3)
+    if by_label:
+        fig.legend(loc="outside lower center", ncol=min(len(by_label), 4), fontsize=8, frameon=False)
+    return _save(fig, Path(path))
 
 
 def _n_layers(by_label: dict[str, list[dict[str, Any]]]) -> int:
     return max((len(g[0]["layer_sparsity"] or {}) for g in by_label.values()), default=0)
 
 
-def learning_curve_plot(rows: Sequence[dict[str, Any]], path: Path, window: int = 20) -> Path | None:
-    """Agent episode return against env steps (moving average), one line per agent cell."""
+def learning_curve_plot(rows: Sequence[dict[str, Any]], path: Path, window: int = 20,
+                        names: Mapping[str, str] | None = None) -> dict[str, Path] | None:
+    """Agent episode return against env steps (moving average), one line per agent cell; None without agents."""
     curves = [(r, r["learning_curve"]) for r in _ok_rows(rows) if r.get("learning_curve")]
     if not curves:
         return None
+    names = dict(names) if names is not None else method_names(rows)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    # one colour per (method, target), one line style per seed: many cells stay tellable apart
+    colours: dict[tuple[str, float], Any] = {}
+    seeds = sorted({int(row["seed"]) for row, _ in curves})
+    styles = ["-", "--", ":", "-."]
     for row, curve in curves:
         steps = [float(p[0]) for p in curve]
         returns = [float(p[1]) for p in curve]
         smooth = [statistics.fmean(returns[max(0, i - window + 1):i + 1]) for i in range(len(returns))]
-        ax.plot(steps, smooth, label=f"{row['label']} @ {float(row['target_sparsity']):g}, seed {row['seed']}")
-    ax.set_xlabel("env steps")
+        name = names.get(row["label"], row["label"])
+        key = (row["label"], float(row["target_sparsity"]))
+        colour = colours.setdefault(key, f"C{len(colours) % 10}")
+        ax.plot(steps, smooth, color=colour, linestyle=styles[seeds.index(int(row["seed"])) % len(styles)],
+                label=f"{name} @ {float(row['target_sparsity']):g}, seed {row['seed']}")
+    ax.set_xlabel("env steps (one step = one layer pruned)")
     ax.set_ylabel(f"episode return (moving average of {window})")
+    ax.set_title("Agent learning curves (target sparsity, seed)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _legend_outside(ax, fontsize=7)
+    return _save(fig, Path(path))
 
 
-def write_report(directory: str | Path, *, profile_sparsity: float | None = None,
-                 title: str | None = None) -> dict[str, Path]:
-    """Regenerate ``summary.md`` and the plots in ``directory`` from its ``results.csv``."""
+def write_report(directory: str | Path, *, profile_sparsity: float | None = None, title: str | None = None,
+                 config: ExperimentConfig | None = None) -> dict[str, Path]:
+    """Regenerate ``summary.md`` and the plots (PNG + SVG) in ``directory`` from its ``results.csv``.
+
+    ``config`` is the comparison's config; when None the folder's saved ``config.yaml`` is used if it is
+    valid (a warning otherwise). It supplies ``compare.profile_sparsity`` (``profile_sparsity`` wins when
+    given) and the agents' algorithms for their display names. Returns name -> path of every file written
+    (``<plot>`` for the PNG, ``<plot>_svg`` for the SVG).
+    """
     directory = Path(directory)
+    if config is None:
+        try:
+            config = saved_config(directory)
+        except PurlError as exc:
+            warnings.warn(f"ignoring {directory / 'config.yaml'}: {exc}", stacklevel=2)
+    if profile_sparsity is None and config is not None:
+        profile_sparsity = config.compare.profile_sparsity
     rows = ResultsTable.read(directory / "results.csv")
+    names = method_names(rows, config)
     ok = _ok_rows(rows)
-    written = {"summary": write_text(directory / "summary.md", summary_markdown(rows, title or "Comparison summary"))}
+    written = {"summary": write_text(directory / "summary.md",
+                                     summary_markdown(rows, title or "Comparison summary", names))}
+    plots: dict[str, dict[str, Path] | None] = {}
     if ok:
-        written["accuracy_vs_compression"] = _accuracy_plot(
-            ok, "compression_ratio", "compression ratio (log2)", 2, directory / "accuracy_vs_compression.png")
-        written["accuracy_vs_flops"] = _accuracy_plot(
-            ok, "sparse_flops", "FLOPs per sample after pruning (MACs, log10)", 10,
-            directory / "accuracy_vs_flops.png", invert=True)
+        plots["accuracy_vs_compression"] = _accuracy_plot(
+            ok, "compression_ratio",
+            "compression ratio = dense / non-zero weights (log2 scale; right = more pruned)", 2,
+            directory / "accuracy_vs_compression", title="Test accuracy vs compression (mean ± std over seeds)",
+            names=names, x_format="ratio")
+        plots["accuracy_vs_flops"] = _accuracy_plot(
+            ok, "sparse_flops",
+            "FLOPs per sample after pruning, in MACs (log10 scale, increasing to the right; left = more pruned)",
+            10, directory / "accuracy_vs_flops", title="Test accuracy vs FLOPs (mean ± std over seeds)",
+            names=names, x_format="eng")
         target = pick_profile_sparsity(ok, profile_sparsity)
         if target is not None:
-            written["layer_profile"] = layer_profile_plot(ok, target, directory / "layer_profile.png")
-        curve = learning_curve_plot(ok, directory / "learning_curve.png")
-        if curve is not None:
-            written["learning_curve"] = curve
+            plots["layer_profile"] = layer_profile_plot(ok, target, directory / "layer_profile", names)
+        plots["learning_curve"] = learning_curve_plot(ok, directory / "learning_curve", names=names)
+    for name, files in plots.items():
+        if files is None:
+            continue
+        written[name] = files["png"]
+        for fmt, path in files.items():
+            if fmt != "png":
+                written[f"{name}_{fmt}"] = path
     return written
