@@ -43,8 +43,8 @@ DEFAULT_FINETUNE = {"lenet5": 1, "resnet20": 1}
 #: 2 episodes per rollout so that even a 132-step search (6 episodes) gets PPO updates)
 PPO_HYPERPARAMS = {"lenet5": "{n_steps: 100, batch_size: 50, n_epochs: 5, learning_rate: 0.001}",
                    "resnet20": "{n_steps: 44, batch_size: 22, n_epochs: 5, learning_rate: 0.001}"}
-COPY = ("summary.md", "results.csv", "accuracy_vs_compression.png", "accuracy_vs_flops.png",
-        "layer_profile.png", "learning_curve.png")
+COPY = ("summary.md", "results.csv") + tuple(f"{plot}.{ext}" for plot in (
+    "accuracy_vs_compression", "accuracy_vs_flops", "layer_profile", "learning_curve") for ext in ("png", "svg"))
 
 
 

@@ -48,10 +48,13 @@ from _common import (
 
 TARGET = 0.9
 REWARDS = ("purl", "amc")
-#: agent name -> config overrides (PPO: continuous sparsity action; DQN: discrete sparsity grid)
+#: agent name -> config overrides (PPO: continuous sparsity action, or the Global-MP-relative action of the
+#: shipped mnist5k configs; DQN: discrete sparsity grid)
 AGENTS: dict[str, list[str]] = {
     "ppo": ["agent.algo=ppo", "env.action=sparsity-continuous",
             "agent.hyperparams={learning_rate: 0.001, n_epochs: 5}"],
+    "ppo-prior": ["agent.algo=ppo", "env.action=prior-relative", "env.prior=global-mp",
+                  "agent.hyperparams={learning_rate: 0.001, n_epochs: 5}"],
     "dqn": ["agent.algo=dqn", "env.action=sparsity-discrete", "agent.hyperparams={learning_rate: 0.001}"],
 }
 DEFAULT_TIMESTEPS = {"lenet5": 600, "resnet20": 176}
@@ -89,7 +92,7 @@ def run_one(task, model: str, agent: str, reward: str, seed: int, timesteps: int
     else:
         overrides = common_overrides(args) + AGENTS[agent] + [f"env.reward={reward}",
                                                               f"agent.total_timesteps={timesteps}"]
-        if agent == "ppo" and model in PPO_ROLLOUT:
+        if agent.startswith("ppo") and model in PPO_ROLLOUT:
             overrides.append(PPO_ROLLOUT[model])
         config = task_config(model, overrides, device=args.device, cache_dir=args.cache_dir)
         start = time.perf_counter()
