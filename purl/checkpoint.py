@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from purl.errors import CheckpointError
+from purl.errors import CheckpointError, OutputError
 
 FORMAT = "purl-checkpoint-v1"
 
@@ -31,17 +31,40 @@ def _umask() -> int:
     return mask
 
 
+def write_failure(path: Path, exc: OSError) -> OutputError:
+    """The one-line :class:`OutputError` for an OSError raised while writing ``path`` (keeps errno etc.)."""
+    if isinstance(exc, OutputError):
+        return exc
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return OutputError(f"cannot write '{path}': {reason}; earlier files there are intact (writes are atomic), "
+                       "free space or fix the folder's permissions and rerun", exc)
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Call ``write(file_object)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    A failure leaves the old file untouched. An OSError (read-only folder, full disk) becomes an
+    :class:`~purl.errors.OutputError`, which is still an OSError but prints as one line in the CLI.
+    """
+    tmp: str | None = None
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # deepest first
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        for folder in created:  # leave no empty folders behind; a folder that got files stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError):
+            raise write_failure(path, exc) from exc
         raise
 
 
@@ -77,6 +100,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt bytes surface as any of many types (IndexError, KeyError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if len(first) > 120:  # torch's weights-only failure is a paragraph; its first sentence says it all
+            first = first.split(". ")[0]
         raise CheckpointError(f"checkpoint '{path}' is corrupt or not a PuRL checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(
         payload.get("state_dict"), dict

@@ -17,13 +17,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from purl.errors import ConfigError
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 AUTO_BN_BATCHES = 4  # env.bn_recalibration_batches 'auto' on a model with BatchNorm
 OpenFraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+def _check_target_sparsity(value: float) -> float:
+    if not 0.0 <= value < 1.0:  # also rejects NaN
+        raise ValueError("a target sparsity must be in [0, 1): 1.0 would prune every weight and collapse "
+                         "every layer")
+    return value
+
+
+# The one rule for a target global sparsity (prune.sparsity, compare.sparsities, env.target_sparsity).
+TargetSparsity = Annotated[float, AfterValidator(_check_target_sparsity)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0.0)]
@@ -97,7 +108,7 @@ class PruneConfig(Section):
     """One pruning run: method, target global sparsity, one-shot or gradual."""
 
     method: str = "global-mp"
-    sparsity: Fraction = 0.9
+    sparsity: TargetSparsity = 0.9
     schedule: Literal["oneshot", "gradual"] = "oneshot"
     gradual_frequency: PositiveInt = 10
     gradual_start: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
@@ -114,7 +125,7 @@ class PruneConfig(Section):
 class EnvConfig(Section):
     """The pruning MDP: targets, action mode, reward design and per-step retraining."""
 
-    target_sparsity: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    target_sparsity: TargetSparsity = 0.9
     target_accuracy: Fraction | None = Field(
         None, description="accuracy target on the reward split; None = dense accuracy - accuracy_drop"
     )
@@ -202,7 +213,7 @@ class CompareConfig(Section):
     """A head-to-head grid: methods x target sparsities x seeds on one task."""
 
     methods: list[str | MethodSpec] = Field(default_factory=lambda: ["agent", "global-mp", "uniform", "lamp"])
-    sparsities: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(default_factory=lambda: [0.5, 0.75, 0.9])
+    sparsities: list[TargetSparsity] = Field(default_factory=lambda: [0.5, 0.75, 0.9])
     seeds: list[int] = Field(default_factory=lambda: [0])
     profile_sparsity: Fraction | None = None
     executor: Literal["local", "ray"] = "local"
@@ -338,9 +349,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file '{path}' cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    if data is None:  # empty, only comments, or `null`: running the built-in defaults would be a silent surprise
+        raise ConfigError(f"config file '{path}' is empty (no sections, only comments or null); give at least "
+                          "one section such as 'data:' or 'model:', or omit --config for the built-in defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must contain a mapping of sections, got {type(data).__name__}")
     return data

@@ -31,3 +31,28 @@ class PruningError(PurlError):
 
 class DataError(PurlError):
     """A dataset is missing on disk, malformed or misconfigured."""
+
+
+class OutputError(PurlError, OSError):
+    """An output folder or file cannot be written (read-only folder, full disk, a file in the way).
+
+    Also an :class:`OSError` (with ``errno``, ``strerror`` and ``filename`` of the underlying error when
+    there is one), so code that catches ``OSError`` around a save keeps working; ``str()`` is the
+    one-line message.
+    """
+
+    def __init__(self, message: str, cause: OSError | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if cause is not None:
+            self.errno, self.strerror, self.filename = cause.errno, cause.strerror, cause.filename
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # noqa: ANN204 - picklable (Ray) despite the OSError base
+        return (type(self), (self.message,))
+
+
+class ResultsError(PurlError):
+    """A results table (``results.csv``) is unreadable or is not a PuRL results table."""

@@ -19,9 +19,10 @@ from torch import nn
 from purl.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from purl.config import ExperimentConfig
 from purl.data import DataBundle, build_data
-from purl.errors import PurlError
+from purl.errors import CheckpointError, PurlError
 from purl.models import build_model
 from purl.pruning import LayerProfile, MaskState, PrunableLayer, find_prunable_layers, profile_model
+from purl.results import check_writable
 from purl.runtime import seed_everything
 from purl.training import Accuracy, evaluate, train
 
@@ -92,11 +93,16 @@ def build_task(
     from_cache = path.is_file() and not retrain
     seconds = 0.0
     if from_cache:
-        payload = load_checkpoint(path)
-        load_weights(model, payload, path)
+        try:
+            payload = load_checkpoint(path)
+            load_weights(model, payload, path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; this is the cached dense model: rebuild it with `purl pretrain "
+                                  "--retrain` and the same --config and overrides") from None
         seconds = float(payload["meta"].get("pretrain_seconds", 0.0))
         model.to(device)
     else:
+        check_writable(path.parent, what="dense-model cache folder (cache_dir)")  # before training, not after
         model.to(device)
         loader = data.loader("train", config.data.batch_size, seed=config.seed,
                              num_workers=config.data.num_workers, pin_memory=device.type == "cuda")

@@ -187,13 +187,14 @@ def test_missing_or_malformed_file(tmp_path: Path):
     (tmp_path / "broken.yaml").write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "broken.yaml")
-    (tmp_path / "empty.yaml").write_text("")
-    assert load_config(tmp_path / "empty.yaml") == ExperimentConfig()
+    (tmp_path / "empty.yaml").write_text("")  # an empty file is an error, not a silent run of the defaults
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(tmp_path / "empty.yaml")
 
 
 def test_validation_on_assignment():
     config = load_config(QUICK_CONFIG)
-    with pytest.raises(ValueError, match="less than or equal to 1"):
+    with pytest.raises(ValueError, match=r"target sparsity must be in \[0, 1\)"):
         config.prune.sparsity = 2.0
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from purl.config import ExperimentConfig, load_config, save_config
 from purl.errors import ConfigError
-from purl.results import write_json
+from purl.results import check_writable, write_json
 from purl.runtime import configure_threads
 
 
@@ -39,10 +39,22 @@ def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -
     return config
 
 
-def output_dir(args: argparse.Namespace, config: ExperimentConfig, command: str) -> Path:
-    """The run's output folder (created). The resolved config is written only by :func:`finish`,
-    so a run that fails never overwrites the config of an earlier good run in the same folder."""
+def planned_output_dir(args: argparse.Namespace, config: ExperimentConfig, command: str) -> Path:
+    """The run's output folder, checked for writability but NOT created.
+
+    Call it before any heavy work: a read-only location, a full disk or a file in the way is one
+    :class:`~purl.errors.OutputError` line at once. The folder appears with the first file the run
+    writes (atomic writes create parents), so a run that fails early (a bad model name, a missing
+    dataset) leaves no empty folder behind.
+    """
     out = args.output if args.output is not None else Path("runs") / config.name / command
+    return check_writable(out)
+
+
+def output_dir(args: argparse.Namespace, config: ExperimentConfig, command: str) -> Path:
+    """The run's output folder (checked and created). The resolved config is written only by :func:`finish`,
+    so a run that fails never overwrites the config of an earlier good run in the same folder."""
+    out = planned_output_dir(args, config, command)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. --output names an existing file, or a read-only location

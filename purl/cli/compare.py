@@ -2,8 +2,12 @@
 
 Every cell (method x target sparsity x seed) uses the same cached dense model,
 data split, fine-tuning budget and evaluation. Finished cells are appended to
-``results.csv`` immediately; a re-run skips them, so an interrupted comparison
-resumes where it stopped. At the end ``summary.md`` and the plots are written.
+``results.csv`` immediately; a re-run skips them (and says how many), so an
+interrupted comparison resumes where it stopped. A damaged ``results.csv`` (a
+row cut short, garbage) is repaired on a re-run: the good rows are kept, the
+original is kept as ``results.csv.damaged-<time>`` and the lost cells run again.
+The output folder is checked for writability before any work and is created by
+the first result written. At the end ``summary.md`` and the plots are written.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from purl.cli.common import add_common_arguments, config_from_args, output_dir
+from purl.cli.common import add_common_arguments, config_from_args, planned_output_dir
 
 RUNNERS = {"agent": "agents.run:compare_cell", "baseline": "baselines.run:compare_cell"}
 
@@ -56,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, overrides)
     validate_methods(config)
     device = resolve_device(config.device)
+    out = planned_output_dir(args, config, "compare")  # checked now, created by the first result written
     if config.compare.executor == "ray":  # before any work, so a missing Ray fails fast
         from purl.compare.ray_executor import RayExecutor
 
         executor = RayExecutor(config.compare, device=str(device))
-    out = output_dir(args, config, "compare")
     start = time.perf_counter()
     task = build_task(config, device, progress=not args.quiet)
     print(f"dense {config.model.name} on {config.data.name}: test top-1 {100 * task.dense_test.top1:.2f}%"

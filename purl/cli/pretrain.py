@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from purl.cli.common import add_common_arguments, config_from_args, finish, output_dir
+from purl.cli.common import add_common_arguments, config_from_args, finish, planned_output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     device = resolve_device(config.device)
-    out = output_dir(args, config, "pretrain")
+    out = planned_output_dir(args, config, "pretrain")
     start = time.perf_counter()
     task = build_task(config, device, progress=not args.quiet, retrain=args.retrain)
     params = sum(p.numel() for p in task.model.parameters())

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from baselines import get_allocator
     from baselines.run import run_baseline
     from purl.checkpoint import save_checkpoint
-    from purl.cli.common import config_from_args, finish, output_dir
+    from purl.cli.common import config_from_args, finish, planned_output_dir
     from purl.config import MethodSpec
     from purl.runtime import resolve_device
     from purl.task import build_task
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, [f"{k}={v}" for k, v in flags.items() if v is not None])
     get_allocator(config.prune.method, **config.prune.method_kwargs)  # unknown method: fail before any work
     device = resolve_device(config.device)
-    out = output_dir(args, config, "prune")
+    out = planned_output_dir(args, config, "prune")  # checked, created by the first write
     start = time.perf_counter()
     task = build_task(config, device, progress=not args.quiet)
     spec = MethodSpec(label=config.prune.method, method=config.prune.method, schedule=config.prune.schedule,

@@ -13,6 +13,7 @@ and returns the measured row (see :func:`purl.pipeline.finetune_and_measure`).
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -139,11 +140,24 @@ def run_comparison(
     method is closed at the end (also on error or interruption).
     """
     table = ResultsTable(output / "results.csv")
+    repaired = table.repair()  # a damaged results.csv: keep the good rows, back up the original, re-run the rest
+    if repaired:
+        print(f"warning: {repaired}", file=sys.stderr, flush=True)
     done = table.finished()
     specs = {s.label: s for s in config.compare.method_specs()}
-    pending = [c for c in plan_cells(config) if c.key not in done]
-    total = len(plan_cells(config))
+    planned = plan_cells(config)
+    pending = [c for c in planned if c.key not in done]
+    total = len(planned)
+    if len(pending) < total:
+        print(f"resuming: {total - len(pending)} of {total} cells already finished in {table.path}, "
+              f"running {len(pending)}", flush=True)
+    planned_keys = {c.key for c in planned}
     bar = tqdm(total=total, initial=total - len(pending), desc="compare", unit="cell", disable=not progress)
+
+    def finished_count() -> int:
+        """Cells of this grid with a row (rows of other grids in the same file are not counted)."""
+        return sum((r["label"], f"{float(r['target_sparsity']):.6g}", int(r["seed"])) in planned_keys
+                   for r in table.rows)
 
     def job_for(cell: Cell) -> CellJob:
         kind = AGENT if cell.method == AGENT else "baseline"
@@ -160,7 +174,7 @@ def run_comparison(
                 table.add(outcome.row)
                 bar.update(1)
                 if report is not None:
-                    report(outcome, len(table.rows), total)
+                    report(outcome, finished_count(), total)
     finally:
         bar.close()
         close = getattr(executor, "close", None)  # e.g. RayExecutor: shut down the Ray it started
