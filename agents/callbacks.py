@@ -12,15 +12,23 @@ network) and
   while no episode meets the target), at x = env steps so far;
 * appends it to ``episodes.csv`` (learning curves for reports);
 * keeps the *best* episode: the highest return among episodes that meet the
-  target (``meets_target``: target sparsity and target accuracy), saving the
-  policy at that moment to ``best_model.zip`` and the allocation to
-  ``best_episode.json``; and, as a fallback for runs where no episode meets the
-  accuracy target, the *best-return* episode: the highest return among episodes
-  that reach the target sparsity (kept in ``last.json``);
+  target (``meets_target``: the target sparsity by the env's count rule,
+  :func:`reaches_target`; and, only when ``env.target_accuracy`` is set
+  explicitly, ``meets_accuracy_target`` too), saving the policy at that moment
+  to ``best_model.zip`` and the allocation to ``best_episode.json``; and the
+  *best-return* episode: the highest return among episodes that reach the
+  target sparsity (kept in ``last.json``);
+* stops the search at exactly ``budget`` env steps (:func:`planned_steps`:
+  ``agent.total_timesteps``, rounded up to whole rollouts as SB3 does): SB3
+  only checks its budget between rollouts, so a run resumed from a checkpoint
+  taken mid-rollout (Ctrl-C) would otherwise overshoot by up to one rollout; a
+  rollout that ends exactly at the budget still ends normally (and is learnt
+  from), so an uninterrupted run is unchanged;
 * every ``checkpoint_every`` env steps writes ``checkpoints/last.zip`` (plus
   ``checkpoints/last_replay_buffer.pkl`` for off-policy algorithms) and
   ``checkpoints/last.json`` (num_timesteps, episodes, evaluations, wall time,
-  best so far). Checkpoints are taken at the start of a rollout, i.e. after the
+  best so far, and the run's config and seed, so a resume can check it
+  continues the same run: :func:`check_state`). Checkpoints are taken at the start of a rollout, i.e. after the
   previous rollout was learnt from, so a resumed run continues from a
   consistent state. Every file is written to a temporary name and renamed, so a
   crash mid-write leaves the previous good file in place; the JSON is written
@@ -45,13 +53,20 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Figure, TensorBoardOutputFormat
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.type_aliases import TrainFrequencyUnit
+from stable_baselines3.common.utils import should_collect_more_steps
 
 from purl.checkpoint import atomic_write_bytes
+from purl.errors import CheckpointError
 from purl.results import write_json
 
 EPISODES_CSV = "episodes.csv"
 EPISODE_FIELDS = ["episode", "env_step", "return", "accuracy", "global_sparsity", "flops", "meets_target",
                   "wall_time_s"]
+# what every last.json holds; a resume refuses a state without one of them (see check_state)
+STATE_KEYS = ("algo", "num_timesteps", "episodes", "evaluations", "wall_time_s", "best", "best_return",
+              "best_accuracy", "top_accurate")
 BEST_MODEL = "best_model.zip"
 BEST_EPISODE = "best_episode.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -83,6 +98,38 @@ def save_model_atomic(model: BaseAlgorithm, path: Path) -> None:
 def save_replay_buffer_atomic(model: OffPolicyAlgorithm, path: Path) -> None:
     """``model.save_replay_buffer`` to a temporary file renamed over ``path``."""
     atomic_write_bytes(path, lambda handle: model.save_replay_buffer(handle))
+
+
+def planned_steps(model: BaseAlgorithm, total_timesteps: int) -> int:
+    """Env steps an uninterrupted SB3 run of ``total_timesteps`` takes: SB3 checks its budget only between
+    rollouts, so it is rounded up to whole rollouts (``n_steps x n_envs`` on-policy; ``train_freq`` steps x
+    ``n_envs`` off-policy). A resumed run is stopped at exactly this count too."""
+    n_envs = int(getattr(model, "n_envs", 1) or 1)
+    chunk = n_envs
+    if isinstance(model, OnPolicyAlgorithm):
+        chunk = int(model.n_steps) * n_envs
+    elif isinstance(model, OffPolicyAlgorithm) and getattr(model.train_freq, "unit", None) == TrainFrequencyUnit.STEP:
+        chunk = int(model.train_freq.frequency) * n_envs
+    return -(-int(total_timesteps) // chunk) * chunk
+
+
+def check_state(state: dict[str, Any] | None, path: Path) -> dict[str, Any]:
+    """``last.json``'s dict when it is a complete resume state, else CheckpointError naming what is damaged.
+
+    The state holds the only copy of the search's record (best, best-return, most accurate and top
+    accurate episodes, counters): resuming without it would silently report a worse allocation and
+    a wrong search cost, so a damaged state is an error rather than a fresh start from the model.
+    """
+    advice = ("its search record (best episodes, step and episode counts) is lost, so a resume would report a "
+              "degraded result; run again without --resume into a new --output (this folder's results.json "
+              "and pruned.pt are left as they are)")
+    if state is None:
+        what = "is missing" if not path.is_file() else "is not a readable JSON object"
+        raise CheckpointError(f"cannot resume: checkpoint state '{path}' {what}; {advice}")
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"cannot resume: checkpoint state '{path}' lacks {', '.join(missing)}; {advice}")
+    return state
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -120,11 +167,20 @@ class PurlCallback(BaseCallback):
     :param target_sparsity: the env's target; episodes reaching it are candidates for ``best_return``.
     :param state: a previous checkpoint's ``last.json`` when resuming (episode count, evaluations,
         wall time and best episodes carry on from it).
+    :param budget: stop the search at this many env steps in all (:func:`planned_steps`); None = SB3's.
+    :param accuracy_target: an explicitly set accuracy target (``env.target_accuracy``) the best episode
+        must also meet; None = the best episode is judged on the target sparsity only.
+    :param run: what identifies the run (``config``: its dict, ``seed``), saved in ``last.json``.
     """
 
     def __init__(self, output_dir: str | Path, *, checkpoint_every: int = 1000, figure_every: int = 100,
-                 target_sparsity: float = 0.0, state: dict[str, Any] | None = None, verbose: int = 0) -> None:
+                 target_sparsity: float = 0.0, state: dict[str, Any] | None = None, budget: int | None = None,
+                 accuracy_target: float | None = None, run: dict[str, Any] | None = None,
+                 verbose: int = 0) -> None:
         super().__init__(verbose)
+        self.budget = budget
+        self.accuracy_target = accuracy_target
+        self.run = dict(run or {})
         self.output_dir = Path(output_dir)
         self.checkpoint_every = checkpoint_every
         self.figure_every = max(1, figure_every)
@@ -169,6 +225,7 @@ class PurlCallback(BaseCallback):
             "best_return": self.best_return,
             "best_accuracy": self.best_accuracy,
             "top_accurate": self.top_accurate,
+            **self.run,
         }
 
     # ------------------------------------------------------------------ SB3 hooks
@@ -184,7 +241,20 @@ class PurlCallback(BaseCallback):
             episode = info.get("purl_episode")
             if episode is not None:
                 self._on_episode(episode)
-        return True
+        if self.budget is None or self.model.num_timesteps < self.budget:
+            return True
+        return self._rollout_ends_now()  # at the budget: stop, unless SB3 ends the rollout here anyway
+
+    def _rollout_ends_now(self) -> bool:
+        """Whether the rollout being collected ends with this step (then SB3's own budget check stops the
+        run after learning from it; stopping here instead would drop that rollout's update)."""
+        if isinstance(self.model, OnPolicyAlgorithm):
+            return int(self.locals.get("n_steps", 0)) + 1 >= int(self.locals.get("n_rollout_steps", 0))
+        if isinstance(self.model, OffPolicyAlgorithm) and "train_freq" in self.locals:
+            episodes = int(self.locals.get("num_collected_episodes", 0)) + int(np.sum(self.locals.get("dones", 0)))
+            return not should_collect_more_steps(self.locals["train_freq"],
+                                                 int(self.locals.get("num_collected_steps", 0)), episodes)
+        return False
 
     def _on_rollout_start(self) -> None:
         if self.checkpoint_every and self.model.num_timesteps - self._last_checkpoint >= self.checkpoint_every:
@@ -207,7 +277,9 @@ class PurlCallback(BaseCallback):
             "accuracy": float(episode["accuracy"]),
             "global_sparsity": float(episode["global_sparsity"]),
             "flops": float(episode["flops"]),
-            "meets_target": bool(episode.get("meets_target", True)),
+            "meets_target": reaches_target(episode, self.target_sparsity),  # the sparsity rule only
+            "meets_accuracy_target": (None if self.accuracy_target is None
+                                      else float(episode["accuracy"]) >= self.accuracy_target - 1e-12),
             "reaches_target": reaches_target(episode, self.target_sparsity),
             "wall_time_s": round(self.wall_time_s, 3),
             "layer_sparsities": {k: float(v) for k, v in episode["layer_sparsities"].items()},
@@ -230,7 +302,8 @@ class PurlCallback(BaseCallback):
             self.best_accuracy = record
         if at_target:
             self._keep_top_accurate(record)
-        if record["meets_target"] and (self.best is None or record["return"] > self.best["return"]):
+        qualifies = record["meets_target"] and record["meets_accuracy_target"] is not False
+        if qualifies and (self.best is None or record["return"] > self.best["return"]):
             self.best = record
             save_model_atomic(self.model, self.output_dir / BEST_MODEL)
             write_json(self.output_dir / BEST_EPISODE, record)
@@ -300,3 +373,33 @@ def truncate_episodes_csv(output_dir: str | Path, max_step: int) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_bytes(path, lambda handle: handle.write(buffer.getvalue().encode()))
+
+
+class TqdmProgress(BaseCallback):
+    """The search's progress bar: tqdm on stderr like every other PuRL bar (SB3's own bar is rich on stdout).
+
+    :param total: the run's budget (``agent.total_timesteps``); the bar starts at the resumed step.
+    """
+
+    def __init__(self, total: int, desc: str = "search") -> None:
+        super().__init__(0)
+        self.total = int(total)
+        self.desc = desc
+        self._bar: Any = None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        start = min(int(self.model.num_timesteps), self.total)
+        self._bar = tqdm(total=self.total, initial=start, desc=self.desc, unit="step", dynamic_ncols=True,
+                         leave=False)
+
+    def _on_step(self) -> bool:
+        if self._bar is not None:
+            self._bar.update(max(0, min(int(self.model.num_timesteps), self.total) - self._bar.n))
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

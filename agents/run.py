@@ -7,9 +7,21 @@ the agent in the same table as Global Magnitude Pruning.
 Which allocation is reported: see :mod:`agents.selection` (candidates from the search and, in the
 ``prior-relative`` mode, the prior itself; near-collapsed ones dropped; ranked on the reward split,
 re-ranked by a short fine-tune). Every candidate's allocation is recorded (``best_episode_*``,
-``most_accurate_episode_*``, ``best_return_episode_*``, ``prior_*``, ``deterministic_*`` fields), with
+``most_accurate_episode_*``, ``best_return_episode_*``, ``prior_*``, ``deterministic_policy_*`` fields), with
 ``policy_source`` naming the one that was pruned, fine-tuned and measured, and ``policy_proxy`` its
 re-ranking score.
+
+The reported allocation is usually *not* what the trained policy does when run deterministically: it is
+the best allocation the search found. So the row says which it is (``reported_allocation``:
+``best-search-episode``, ``deterministic-policy`` or ``prior``) and gives both side by side:
+``best_search_episode_*`` (the reported search episode, or, when the policy or the prior was reported,
+the search's most accurate episode at the target; ``best_search_episode_source`` names it) and
+``deterministic_policy_*`` (one greedy rollout of the trained policy), each with its one-shot
+reward-split accuracy and return. Only the reported allocation is fine-tuned and tested.
+
+``*_meets_target`` is the sparsity rule only (:func:`agents.callbacks.reaches_target`, the env's count
+rule); ``*_meets_accuracy_target`` is filled only when ``env.target_accuracy`` is set (else None), and
+``target_accuracy`` is that setting.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from agents.callbacks import EPISODES_CSV
+from agents.callbacks import EPISODES_CSV, reaches_target
 from agents.policy import apply_policy, default_constraints, policy_episode
 from agents.selection import Candidate, choose, gather
 from agents.training import AgentRun, train_agent
@@ -45,17 +57,39 @@ class AgentOutcome:
     run: AgentRun
 
 
-def _episode_fields(prefix: str, episode: dict[str, Any] | None) -> dict[str, Any]:
+SEARCH_SOURCES = ("best-episode", "most-accurate-episode", "best-return-episode", "top-accurate")
+REPORTED = {"prior": "prior", "deterministic": "deterministic-policy"}  # anything else: best-search-episode
+
+
+def _episode_fields(prefix: str, episode: dict[str, Any] | None, config: ExperimentConfig) -> dict[str, Any]:
+    """One allocation's fields: return, one-shot reward-split accuracy, sparsity, targets met, per-layer map.
+
+    ``meets_target`` is the sparsity rule only; ``meets_accuracy_target`` only when an accuracy target is set.
+    """
     if episode is None:
         return {f"{prefix}_return": None, f"{prefix}_accuracy": None, f"{prefix}_global_sparsity": None,
-                f"{prefix}_meets_target": None, f"{prefix}_layer_sparsity": None}
+                f"{prefix}_meets_target": None, f"{prefix}_meets_accuracy_target": None,
+                f"{prefix}_layer_sparsity": None}
+    target_accuracy = config.env.target_accuracy
     return {
         f"{prefix}_return": float(episode["return"]),
         f"{prefix}_accuracy": float(episode["accuracy"]),
         f"{prefix}_global_sparsity": float(episode["global_sparsity"]),
-        f"{prefix}_meets_target": bool(episode.get("meets_target", True)),
+        f"{prefix}_meets_target": reaches_target(episode, config.env.target_sparsity),
+        f"{prefix}_meets_accuracy_target": (None if target_accuracy is None
+                                            else float(episode["accuracy"]) >= float(target_accuracy) - 1e-12),
         f"{prefix}_layer_sparsity": {k: float(v) for k, v in episode["layer_sparsities"].items()},
     }
+
+
+def best_search_episode(chosen: Candidate, run: AgentRun) -> tuple[str | None, dict[str, Any] | None]:
+    """(source, episode) of the best allocation the search found: the reported one when it came from the
+    search, else the search's most accurate episode at the target (None when there is none)."""
+    if chosen.source.startswith(SEARCH_SOURCES):
+        return chosen.source, chosen.episode
+    if run.best_accuracy is not None:
+        return "most-accurate-episode", run.best_accuracy
+    return None, None
 
 
 def prior_episode(env: Any, seed: int) -> dict[str, Any] | None:
@@ -117,6 +151,7 @@ def search_and_prune(
     select_start = time.perf_counter()
     chosen = choose_allocation(task, config, run, greedy, prior, seed)
     select_seconds = time.perf_counter() - select_start
+    search_source, search_episode = best_search_episode(chosen, run)
     model, masks = apply_policy(task, chosen.sparsities, default_constraints(task))
     measured = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
     row: dict[str, Any] = {
@@ -127,15 +162,19 @@ def search_and_prune(
         "schedule": "oneshot",
         "seed": seed,
         "target_sparsity": config.env.target_sparsity,
+        "target_accuracy": config.env.target_accuracy,
         **measured,
         "policy_source": chosen.source,
+        "reported_allocation": REPORTED.get(chosen.source, "best-search-episode"),
         "policy_proxy": chosen.proxy,
         "selection_wall_time_s": select_seconds,
-        **_episode_fields("prior", prior),
-        **_episode_fields("best_episode", run.best),
-        **_episode_fields("most_accurate_episode", run.best_accuracy),
-        **_episode_fields("best_return_episode", run.best_return),
-        **_episode_fields("deterministic", greedy),
+        "best_search_episode_source": search_source,
+        **_episode_fields("best_search_episode", search_episode, config),
+        **_episode_fields("deterministic_policy", greedy, config),
+        **_episode_fields("prior", prior, config),
+        **_episode_fields("best_episode", run.best, config),
+        **_episode_fields("most_accurate_episode", run.best_accuracy, config),
+        **_episode_fields("best_return_episode", run.best_return, config),
         **run.search_cost(),
         "learning_curve": learning_curve(output_dir),
         "search_evaluations": run.evaluations + int(greedy.get("evaluations", 0))
@@ -164,7 +203,8 @@ def run_agent_method(
     ``collapsed_layers``, ``layer_sparsity``, ``wall_time_s`` (search +
     fine-tuning), the search cost (``search_episodes``, ``search_env_steps``,
     ``search_evaluations``, ``search_wall_time_s``), ``learning_curve``,
-    ``policy_source`` and every candidate allocation.
+    ``policy_source``, ``reported_allocation`` and every candidate allocation
+    (see the module docs).
     """
     return search_and_prune(task, config, output_dir=output_dir, seed=seed, progress=progress, resume=resume).row
 

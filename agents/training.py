@@ -8,8 +8,18 @@ The steps, in order:
    and a checkpoint in ``output_dir/checkpoints``, load it (and its replay buffer);
 4. log to ``output_dir/tb`` with SB3's logger and learn the remaining
    ``agent.total_timesteps - num_timesteps`` steps (``reset_num_timesteps=False``
-   on resume, so step counts and curves continue);
+   on resume, so step counts and curves continue); the callback stops the
+   search at exactly the env steps of an uninterrupted run
+   (:func:`agents.callbacks.planned_steps`: ``agent.total_timesteps`` rounded up
+   to whole rollouts), also when the resumed checkpoint was taken mid-rollout;
 5. on Ctrl-C, save a checkpoint and re-raise; at the end, save one too.
+
+A resume refuses, with one :class:`~purl.errors.CheckpointError` line and before any
+work, a checkpoint whose state (``last.json``) is missing, unreadable or incomplete, or
+that was made with another config or seed (:func:`check_resume`): continuing either
+would silently report a degraded or a different run. Resuming loads the SB3 zip
+(``checkpoints/last.zip``), which SB3 unpickles with cloudpickle: only resume folders
+you trust.
 
 The returned :class:`AgentRun` holds the trained model, the best episode seen
 (highest return among episodes meeting the target) and the search cost.
@@ -24,6 +34,7 @@ from typing import Any
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
@@ -34,7 +45,10 @@ from agents.callbacks import (
     CHECKPOINT_DIR,
     EPISODES_CSV,
     PurlCallback,
+    TqdmProgress,
+    check_state,
     checkpoint_paths,
+    planned_steps,
     read_json,
     truncate_episodes_csv,
 )
@@ -92,12 +106,58 @@ def _clear_previous_run(out: Path) -> None:
         event_file.unlink()
 
 
-def _load_checkpoint(config: ExperimentConfig, out: Path, venv: Any, agent_device: str) -> tuple[BaseAlgorithm,
-                                                                                              dict[str, Any]]:
-    """The last checkpoint's model (with its replay buffer) bound to ``venv``, and its state JSON."""
+# keys that may differ between a run and its resume: checkpointing changes nothing; a larger
+# agent.total_timesteps extends the search (a smaller one than the checkpoint's steps is an error)
+RESUME_IGNORED = ("agent.checkpoint_every", "agent.total_timesteps")
+
+
+def has_checkpoint(out: str | Path) -> bool:
+    """Whether ``out/checkpoints`` holds any checkpoint file (complete or not)."""
+    return any(path.exists() for path in checkpoint_paths(out).values())
+
+
+def check_resume(config: ExperimentConfig, out: str | Path, seed: int) -> dict[str, Any]:
+    """The checkpoint state of ``out`` when a resume may continue it, else CheckpointError (one line).
+
+    Checks that ``last.zip`` and a complete ``last.json`` are there (:func:`agents.callbacks.check_state`)
+    and that the state was written by a run with the same config (:func:`agents.sweep.config_differences`,
+    ignoring ``RESUME_IGNORED``: a larger ``agent.total_timesteps`` extends the search) and the same seed.
+    A state written before configs were saved in it is checked against ``out/config.yaml`` when there is one.
+    """
+    import yaml
+
+    from agents.sweep import config_differences
+
+    paths = checkpoint_paths(out)
+    if not paths["model"].is_file():
+        raise CheckpointError(f"cannot resume: '{paths['model']}' is missing (other checkpoint files are there); "
+                              "run again without --resume into a new --output")
+    state = check_state(read_json(paths["state"]), paths["state"])
+    saved_config, where = state.get("config"), paths["state"]
+    if saved_config is None and (Path(out) / "config.yaml").is_file():
+        try:
+            saved_config, where = yaml.safe_load((Path(out) / "config.yaml").read_text()), Path(out) / "config.yaml"
+        except (OSError, yaml.YAMLError):
+            saved_config = None
+    if isinstance(saved_config, dict):
+        diff = [k for k in config_differences(saved_config, config)
+                if not any(k == key or k.startswith(key + ".") for key in RESUME_IGNORED)]
+        if diff:
+            raise CheckpointError(f"cannot resume: the run in '{out}' was made with a different config "
+                                  f"(differing keys: {', '.join(diff)}; saved in '{where}'); use the same config "
+                                  "or another --output")
+    if state.get("seed") is not None and int(state["seed"]) != int(seed):
+        raise CheckpointError(f"cannot resume: the run in '{out}' was made with seed {state['seed']}, not {seed}; "
+                              "use the same seed or another --output")
+    return state
+
+
+def _load_checkpoint(config: ExperimentConfig, out: Path, venv: Any, agent_device: str,
+                     state: dict[str, Any]) -> tuple[BaseAlgorithm, dict[str, Any]]:
+    """The last checkpoint's model (with its replay buffer) bound to ``venv``, and its checked state."""
     spec = validate_agent_config(config)
     paths = checkpoint_paths(out)
-    state = read_json(paths["state"]) or {}
+    state = dict(state)
     saved = state.get("algo")
     if saved and saved != spec.name:
         raise CheckpointError(f"cannot resume: '{paths['model']}' holds a {saved} agent but agent.algo is "
@@ -106,9 +166,12 @@ def _load_checkpoint(config: ExperimentConfig, out: Path, venv: Any, agent_devic
         model = spec.cls.load(paths["model"], env=venv, device=agent_device)
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         raise CheckpointError(f"cannot resume from '{paths['model']}': {str(exc).splitlines()[0]}") from None
+    if int(state["num_timesteps"]) != int(model.num_timesteps):  # written as a pair; a crash between the two
+        raise CheckpointError(f"cannot resume: '{paths['model']}' is at env step {model.num_timesteps} but "
+                              f"'{paths['state']}' at {state['num_timesteps']} (the checkpoint pair is torn); "
+                              "run again without --resume into a new --output")
     if isinstance(model, OffPolicyAlgorithm) and paths["replay_buffer"].is_file():
         model.load_replay_buffer(paths["replay_buffer"])
-    state["num_timesteps"] = int(model.num_timesteps)
     return model, state
 
 
@@ -132,9 +195,11 @@ def train_agent(
     :param device: where the environments evaluate the pruned network when no ``task`` is given
         (else the task's device); the agent's own small networks run on
         ``agent.hyperparams.device``, default CPU.
-    :param resume: continue from ``output_dir/checkpoints/last.zip`` when it exists (else start fresh).
+    :param resume: continue from ``output_dir/checkpoints/last.zip`` when there is no checkpoint file at all
+        start fresh; a damaged checkpoint or one of another config/seed is a CheckpointError
+        (:func:`check_resume`), raised before any work.
     :param task: the already built task, shared by in-process environments (built when None).
-    :param progress: show SB3's progress bar (also needs ``agent.progress_bar``).
+    :param progress: show the search's tqdm progress bar on stderr (also needs ``agent.progress_bar``).
     :param seed: the agent's and environments' seed (default ``config.seed``).
     :param figure_every: episodes between per-layer sparsity figures in TensorBoard.
     :param torch_threads: PyTorch intra-op threads while learning (restored afterwards); None keeps
@@ -147,31 +212,44 @@ def train_agent(
     out.mkdir(parents=True, exist_ok=True)
     seed = config.seed if seed is None else seed
     agent_device = str(config.agent.hyperparams.get("device", "cpu"))
+    can_resume = resume and has_checkpoint(out)
+    checked = check_resume(config, out, seed) if can_resume else {}  # before building anything
     venv = make_vec_env(config, seed=seed, task=task, device=str(task.device if task is not None else device))
     try:
-        can_resume = resume and checkpoint_paths(out)["model"].is_file()
         if can_resume:
-            model, state = _load_checkpoint(config, out, venv, agent_device)
+            model, state = _load_checkpoint(config, out, venv, agent_device, checked)
+            if model.num_timesteps > planned_steps(model, config.agent.total_timesteps):
+                raise CheckpointError(f"cannot resume: the checkpoint in '{out}' already holds {model.num_timesteps} "
+                                      f"env steps, more than agent.total_timesteps={config.agent.total_timesteps}; "
+                                      "use a budget of at least that or another --output")
             truncate_episodes_csv(out, state["num_timesteps"])
         else:
             _clear_previous_run(out)
             model, state = make_agent(config, venv, seed=seed), {}
         model.set_logger(configure(str(out / TB_DIR), ["tensorboard"]))
         callback = PurlCallback(out, checkpoint_every=config.agent.checkpoint_every, figure_every=figure_every,
-                                target_sparsity=config.env.target_sparsity, state=state if can_resume else None)
+                                target_sparsity=config.env.target_sparsity, state=state if can_resume else None,
+                                budget=planned_steps(model, config.agent.total_timesteps),
+                                accuracy_target=config.env.target_accuracy,
+                                run={"config": config.to_dict(), "seed": int(seed)})
         callback.init_callback(model)  # so that an interrupt before the first step can still checkpoint
         remaining = config.agent.total_timesteps - model.num_timesteps
         if remaining > 0:
             threads = torch.get_num_threads()
             if torch_threads is not None:
                 torch.set_num_threads(torch_threads)
+            callbacks: list[Any] = [callback]
+            if progress and config.agent.progress_bar:  # one bar style in the CLI: tqdm (SB3's is rich)
+                callbacks.append(TqdmProgress(config.agent.total_timesteps))
             try:
-                model.learn(remaining, callback=callback, reset_num_timesteps=not can_resume,
-                            progress_bar=progress and config.agent.progress_bar)
+                model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not can_resume,
+                            progress_bar=False)
             except KeyboardInterrupt:
                 callback.save_checkpoint()  # resume with --resume from exactly here
                 raise
             finally:
+                for extra in callbacks[1:]:  # close the bar on Ctrl-C too (idempotent)
+                    extra.on_training_end()
                 torch.set_num_threads(threads)
         return AgentRun(model=model, output_dir=out, best=callback.best, best_return=callback.best_return,
                         best_accuracy=callback.best_accuracy, top_accurate=list(callback.top_accurate),

@@ -249,11 +249,11 @@ def test_run_agent_method_returns_a_results_row(agent_config, quick_task, tmp_pa
     assert row["method"] == "agent" and row["algo"] == "ppo" and row["target_sparsity"] == 0.5
     assert row["achieved_sparsity"] == pytest.approx(0.5, abs=1e-4)
     prefix = {"best-episode": "best_episode", "most-accurate-episode": "most_accurate_episode",
-              "best-return-episode": "best_return_episode", "deterministic": "deterministic",
+              "best-return-episode": "best_return_episode", "deterministic": "deterministic_policy",
               "prior": "prior"}.get(row["policy_source"])
     if prefix is not None:  # top-accurate-<k> candidates have no column of their own
         assert row["layer_sparsity"] == pytest.approx(row[f"{prefix}_layer_sparsity"])
-    assert row["deterministic_layer_sparsity"] is not None and row["best_return_episode_return"] is not None
+    assert row["deterministic_policy_layer_sparsity"] is not None and row["best_return_episode_return"] is not None
     assert row["search_env_steps"] == 2 * EPISODE and row["search_episodes"] == 2
     assert row["search_evaluations"] >= 1 and len(row["learning_curve"]) == 2
     for key in ("before_test_top1", "after_test_top1", "before_test_top5", "after_test_top5", "dense_flops",

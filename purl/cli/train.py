@@ -4,7 +4,13 @@ Single run (no ``--seeds``/``--grid``). Writes to the output folder: ``config.ya
 (resolved), ``tb/`` (TensorBoard), ``checkpoints/`` (last model, replay buffer, state),
 ``best_model.zip`` and ``best_episode.json``, ``episodes.csv``, ``pruned.pt`` (the pruned,
 fine-tuned network with its masks) and ``results.json`` (the same row ``purl compare``
-records for the agent). ``--resume`` continues an interrupted run from its last checkpoint.
+records for the agent). ``--resume`` continues an interrupted run from its last checkpoint; it
+refuses (one line, exit 2, before any work, nothing overwritten) a folder without a checkpoint, a
+damaged checkpoint (its ``last.json`` holds the search's only record of the best episodes) and a
+checkpoint made with another config or seed (:func:`agents.training.check_resume`). The output
+folder is checked for writability before any work, and a write that fails late is one line too.
+The summary names the reported allocation (``reported_allocation``: usually the best episode the
+search found) next to what the trained policy does when run deterministically.
 
 Sweep (``--seeds 0 1 2`` and/or ``--grid KEY=V1,V2,...``, repeatable): one full run per
 (grid point, seed) in ``<output>/runs/<slug>/`` (each with the files above, so
@@ -18,8 +24,51 @@ by top-level commas (``[0.5,0.9]`` stays one value). A re-run skips finished uni
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from purl.cli.common import add_common_arguments, config_from_args, finish, output_dir
+from purl.errors import OutputError, PurlError
+
+
+def check_writable(out: Path) -> None:
+    """OutputError unless a file can be created in ``out`` and in the subfolders a run writes into.
+
+    Local stand-in for a shared ``purl.cli.common`` helper: a run must not do all its work and then fail
+    writing its results.
+    """
+    for folder in [out, *(out / name for name in ("tb", "checkpoints") if (out / name).is_dir())]:
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise OutputError(f"cannot write to output folder '{folder}': {exc.strerror or exc}; "
+                              "choose another --output or make it writable", exc) from None
+
+
+def _allocation_lines(row: dict[str, Any]) -> list[str]:
+    """Which allocation was reported, and what the trained policy itself does (both on the reward split)."""
+    def describe(prefix: str) -> str:
+        if row.get(f"{prefix}_accuracy") is None:
+            return "none"
+        return (f"reward-split accuracy {100 * row[f'{prefix}_accuracy']:.2f}% one-shot, return "
+                f"{row[f'{prefix}_return']:.4f}, sparsity {row[f'{prefix}_global_sparsity']:.4f}")
+
+    kind = row.get("reported_allocation")
+    lines = []
+    if kind == "best-search-episode":
+        lines.append(f"reported: the best episode found during search ({row['policy_source']}): "
+                     f"{describe('best_search_episode')}")
+    else:
+        what = "trained policy, run deterministically" if kind == "deterministic-policy" else "prior allocation"
+        lines.append(f"reported: the {what} ({row['policy_source']})")
+        if row.get("best_search_episode_source"):
+            lines.append(f"best episode found during search ({row['best_search_episode_source']}, not reported): "
+                         f"{describe('best_search_episode')}")
+    note = "the reported allocation" if kind == "deterministic-policy" else "not the reported allocation"
+    lines.append(f"trained policy, run deterministically ({note}): {describe('deterministic_policy')}")
+    return lines
 
 
 def _seeds(text: str) -> list[int]:
@@ -75,13 +124,35 @@ def run(args: argparse.Namespace) -> int:
     spec = validate_agent_config(config)  # unknown algorithm / hyper-parameter: fail before any work
     device = resolve_device(config.device)
     out = output_dir(args, config, "train")
+    check_writable(out)
+    if args.resume:  # a missing, damaged or foreign checkpoint: fail before pre-training or searching
+        from agents.training import check_resume, has_checkpoint
+        from purl.errors import CheckpointError
+
+        if not has_checkpoint(out):
+            raise CheckpointError(f"cannot resume: '{out}' holds no checkpoint (checkpoints/last.zip); "
+                                  "run without --resume to start over")
+        check_resume(config, out, config.seed)
     task = build_task(config, device, progress=not args.quiet)
-    row, _ = train_and_save(task, config, out, seed=config.seed,
-                            progress=not args.quiet and config.agent.progress_bar, resume=args.resume)
+    try:
+        row, _ = train_and_save(task, config, out, seed=config.seed,
+                                progress=not args.quiet and config.agent.progress_bar, resume=args.resume)
+        return _finish(out, row, spec, config)
+    except (BrokenPipeError, PurlError):  # PurlError: already one line (OutputError is also an OSError)
+        raise
+    except OSError as exc:  # e.g. a full disk or a folder made read-only mid-run: one line, not a traceback
+        where = f" '{exc.filename}'" if exc.filename else ""
+        raise OutputError(f"cannot write{where}: {exc.strerror or exc}; the last checkpoint in '{out}' is kept, "
+                          "fix the cause and rerun with --resume", exc) from None
+
+
+def _finish(out: Path, row: dict[str, Any], spec: Any, config: Any) -> int:
+    """results.json, config.yaml and the printed summary of a single run."""
     return finish(out, row, [
         f"{spec.name} agent ({config.env.action}, reward {config.env.reward}) on {config.model.name}/"
         f"{config.data.name}: target sparsity {config.env.target_sparsity:.4f}, "
-        f"achieved {row['achieved_sparsity']:.4f} ({row['policy_source']} policy)",
+        f"achieved {row['achieved_sparsity']:.4f} ({row['policy_source']} allocation)",
+        *_allocation_lines(row),
         f"test top-1 {row['before_test_top1']:.2f}% before fine-tuning -> {row['after_test_top1']:.2f}% after "
         f"(dense {row['dense_test_top1']:.2f}%), FLOPs {row['sparse_flops']:,} / {row['dense_flops']:,}",
         f"search: {row['search_episodes']} episodes, {row['search_env_steps']} env steps, "
