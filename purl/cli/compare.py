@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     table = run_comparison(config, out, RUNNERS, executor=executor, device=str(device),
                            progress=not args.quiet, report=show)
-    written = write_report(out, profile_sparsity=config.compare.profile_sparsity)
+    written = write_report(out, profile_sparsity=config.compare.profile_sparsity, config=config)
     wall = time.perf_counter() - start
     failed = [r for r in table.rows if r["status"] != "ok"]
     save_config(config, out / "config.yaml")

@@ -24,27 +24,12 @@ by top-level commas (``[0.5,0.9]`` stays one value). A re-run skips finished uni
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from purl.cli.common import add_common_arguments, config_from_args, finish, output_dir
 from purl.errors import OutputError, PurlError
-
-
-def check_writable(out: Path) -> None:
-    """OutputError unless a file can be created in ``out`` and in the subfolders a run writes into.
-
-    Local stand-in for a shared ``purl.cli.common`` helper: a run must not do all its work and then fail
-    writing its results.
-    """
-    for folder in [out, *(out / name for name in ("tb", "checkpoints") if (out / name).is_dir())]:
-        try:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as exc:
-            raise OutputError(f"cannot write to output folder '{folder}': {exc.strerror or exc}; "
-                              "choose another --output or make it writable", exc) from None
+from purl.results import check_writable
 
 
 def _allocation_lines(row: dict[str, Any]) -> list[str]:
@@ -124,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     spec = validate_agent_config(config)  # unknown algorithm / hyper-parameter: fail before any work
     device = resolve_device(config.device)
     out = output_dir(args, config, "train")
-    check_writable(out)
+    for folder in (out, out / "tb", out / "checkpoints"):  # the subfolders a resumed run writes into
+        check_writable(folder)
     if args.resume:  # a missing, damaged or foreign checkpoint: fail before pre-training or searching
         from agents.training import check_resume, has_checkpoint
         from purl.errors import CheckpointError

@@ -25,10 +25,10 @@ CSV_COLUMNS: list[str] = [
     "compression_ratio", "theoretical_speedup", "n_collapsed", "collapsed_layers", "n_near_collapsed",
     "near_collapsed_layers",
     "finetune_steps", "wall_time_s", "search_episodes", "search_env_steps", "search_evaluations",
-    "search_wall_time_s", "policy_source", "attempts", "layer_sparsity", "learning_curve",
+    "search_wall_time_s", "algo", "policy_source", "attempts", "layer_sparsity", "learning_curve",
 ]
 JSON_COLUMNS = {"collapsed_layers", "near_collapsed_layers", "layer_sparsity", "learning_curve"}
-TEXT_COLUMNS = {"label", "method", "schedule", "status", "error", "policy_source"}
+TEXT_COLUMNS = {"label", "method", "schedule", "status", "error", "algo", "policy_source"}
 INT_COLUMNS = {"seed", "n_collapsed", "n_near_collapsed", "nonzero_params", "total_params", "dense_flops",
                "sparse_flops", "finetune_steps", "search_episodes", "search_env_steps", "search_evaluations",
                "attempts"}
