@@ -28,8 +28,8 @@ OpenFraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 def _check_target_sparsity(value: float) -> float:
     if not 0.0 <= value < 1.0:  # also rejects NaN
-        raise ValueError("a target sparsity must be in [0, 1): 1.0 would prune every weight and collapse "
-                         "every layer")
+        raise ValueError("a target sparsity must be in [0, 1) (at 1.0 every weight is pruned and every layer "
+                         "collapses)")
     return value
 
 
