@@ -3,6 +3,10 @@
 >>> import gymnasium, envs
 >>> env = gymnasium.make("purl/Pruning-v0")                     # the quick default task, on CPU
 >>> env = envs.PruningEnv("configs/mnist5k-lenet5.yaml", reward="amc", action="sigma")
+>>> venv = gymnasium.make_vec("purl/Pruning-v0", num_envs=2, vectorization_mode="async")  # forked workers
+
+Importing ``envs`` installs :func:`purl.runtime.install_fork_guard`, so workers forked from a process
+that already ran torch ops (gymnasium's ``AsyncVectorEnv``) run single-threaded instead of deadlocking.
 
 ``envs`` builds on the ``purl`` core only (``purl`` never imports ``envs``). See
 :mod:`envs.pruning_env` (the MDP and its ``info`` keys), :mod:`envs.observation` (feature table),
@@ -21,8 +25,13 @@ from envs.actions import InvalidActionError
 from envs.observation import FEATURES, N_FEATURES
 from envs.pruning_env import PruningEnv, resolve_config
 from envs.rewards import REWARDS, Reward, RewardContext, make_reward
+from purl.runtime import install_fork_guard
 
 ENV_ID = "purl/Pruning-v0"
+
+# Forked vector-env workers (gymnasium's AsyncVectorEnv, default ``fork`` context) would otherwise
+# deadlock in torch's inherited OpenMP pool on their first op; see purl.runtime.install_fork_guard.
+install_fork_guard()
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="envs.pruning_env:PruningEnv", nondeterministic=False)

@@ -1,7 +1,8 @@
-"""Device selection and seeding: the two things every command does first."""
+"""Device selection, seeding and thread settings: the things every command does first."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -38,3 +39,30 @@ def configure_threads(threads: int | None) -> None:
     """Set torch's intra-op CPU thread count when the config asks for one (None leaves torch's default)."""
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+_FORK_GUARD_INSTALLED = False
+
+
+def _single_threaded_child() -> None:
+    """``os.fork`` child hook: drop torch's intra-op threads to 1 before the child runs any op."""
+    torch.set_num_threads(1)
+
+
+def install_fork_guard() -> None:
+    """Make torch usable in processes forked after the parent ran parallel torch ops (idempotent).
+
+    A forked child inherits the parent's OpenMP bookkeeping but not its worker threads, so its first
+    parallel op (a matmul, a ``kthvalue``) waits forever on threads that do not exist: this is why
+    ``gymnasium.make_vec(..., vectorization_mode="async")`` (``multiprocessing``'s default ``fork``
+    context on Linux) hung. The guard registers an ``os.register_at_fork`` child hook that sets torch
+    to one intra-op thread, which never touches the stale pool; ``forkserver``/``spawn`` children
+    (SB3's ``SubprocVecEnv``, Ray) start fresh and are not affected. One thread is what every env
+    worker uses anyway (``agents.vec_env`` pins them to 1); raise it again in the child with
+    ``torch.set_num_threads`` only if the torch build does not use OpenMP. Installed on ``import envs``.
+    """
+    global _FORK_GUARD_INSTALLED
+    if _FORK_GUARD_INSTALLED or not hasattr(os, "register_at_fork"):
+        return
+    os.register_at_fork(after_in_child=_single_threaded_child)
+    _FORK_GUARD_INSTALLED = True

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 from pathlib import Path
+
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`([^`<]*?)\s*(?:<[^`>]*>)?`")  # :class:`~a.b.C`, :ref:`Text <target>`
+_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,16 +25,36 @@ def _optional(module: str, attr: str) -> dict[str, str]:
         return {}
 
 
-def _print(title: str, entries: dict[str, str]) -> None:
+def plain_text(text: str) -> str:
+    """Docstring text without reStructuredText markup, for the terminal.
+
+    Double-backtick literals and single-backtick text lose their backticks; roles keep their text
+    (``:class:`~purl.task.Task``` gives ``Task``, ``:ref:`Text <target>``` gives ``Text``); whitespace
+    runs become one space.
+    """
+
+    def role(match: re.Match[str]) -> str:
+        target = match.group(1).strip()
+        return target.rsplit(".", 1)[-1] if target.startswith("~") else target
+
+    text = _ROLE.sub(role, text)
+    text = _LITERAL.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
+    return " ".join(text.split())
+
+
+def _print(title: str, entries: dict[str, str], footer: str | None = None) -> None:
     print(f"{title}:")
     width = max((len(k) for k in entries), default=0)
     for name, text in entries.items():
-        print(f"  {name.ljust(width)}  {text}")
+        print(f"  {name.ljust(width)}  {plain_text(text)}")
+    if footer:
+        print(f"  ({plain_text(footer)})")
 
 
 def run(args: argparse.Namespace) -> int:
     from purl.data import list_datasets
     from purl.models import list_models
+    from purl.pruning.layers import describe_prunable
 
     sections = {
         "models": list_models,
@@ -40,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         "rewards": lambda: _optional("envs", "list_rewards"),
         "agents": lambda: _optional("agents", "list_algorithms"),
     }
+    footers = {"models": describe_prunable()}
     for name, lister in sections.items():
         if args.what in ("all", name):
-            _print(name, lister())
+            _print(name, lister(), footers.get(name))
     return 0

@@ -24,8 +24,9 @@ problems surface as a ConfigError at build time instead of deep inside training.
 materialises lazy modules. Train/eval flags and BatchNorm statistics are left unchanged.
 
 The zoo's own models use standard ``nn.Conv2d``/``nn.Linear``/``nn.BatchNorm2d`` layers (so the
-pruning core finds every prunable layer by type) and non-in-place ReLUs (so forward hooks on a layer
-see its unmodified output).
+pruning core finds every prunable layer by type; for any model, :mod:`purl.pruning.layers` states the
+rule: Conv/Linear weights plus ``nn.MultiheadAttention``'s projections, shown by ``purl list models``)
+and non-in-place ReLUs (so forward hooks on a layer see its unmodified output).
 """
 
 from __future__ import annotations

@@ -9,6 +9,14 @@ as if zero weights were skipped. Normalisation, activation, pooling and bias
 additions are not counted (they are a few percent and not prunable). Layers
 that are not prunable count dense in both totals.
 
+Attention (``nn.MultiheadAttention``): its input projections (``<mha>.in_proj_weight``,
+or ``q/k/v_proj_weight``) are profiled as linear layers, the query rows once per query
+token and the key/value rows once per key/value token; its ``out_proj`` once per query
+token (it is called functionally, so its own forward hook never fires). The two
+activation-by-activation products (``QK^T`` and ``softmax(.)V``) have no weights and
+are not counted. A packed ``in_proj_weight``'s sparse MACs use its overall density,
+exact for self-attention (as many query as key tokens).
+
 Compression ratio = prunable weights / non-zero prunable weights.
 Theoretical speedup = dense FLOPs / sparse FLOPs. A layer *collapses* when all
 of its weights are pruned (it then disconnects the network).
@@ -23,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from purl.pruning.layers import PRUNABLE_TYPES
+from purl.pruning.layers import PRUNABLE_TYPES, attention_params
 
 
 @dataclass(frozen=True)
@@ -58,12 +66,45 @@ def _layer_profile(name: str, module: nn.Module, output: torch.Tensor | None) ->
                         kernel, stride, module.groups, weight.numel(), weight.numel() * positions)  # type: ignore[arg-type]
 
 
+def _tokens(mha: nn.MultiheadAttention, x: object) -> int:
+    """Tokens per sample of an attention input: ``(L, E)``, ``(L, N, E)`` or, batch-first, ``(N, L, E)``."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        return 0
+    if x.dim() == 2:
+        return int(x.shape[0])
+    return int(x.shape[1] if mha.batch_first else x.shape[0])
+
+
+def _linear_profile(name: str, weight: torch.Tensor, positions: int) -> LayerProfile:
+    out_features, in_features = int(weight.shape[0]), int(weight.shape[1])
+    return LayerProfile(name, "linear", in_features, out_features, 1, 1, 1, weight.numel(),
+                        weight.numel() * positions)
+
+
+def _attention_profiles(name: str, mha: nn.MultiheadAttention, query: int, key: int) -> dict[str, LayerProfile]:
+    """Profiles of an attention module's input projections and ``out_proj`` for ``query``/``key`` tokens."""
+    prefix = f"{name}." if name else ""
+    profiles: dict[str, LayerProfile] = {}
+    for param in attention_params(mha):
+        weight = getattr(mha, param)
+        if param == "in_proj_weight":  # rows [q; k; v]: q rows per query token, k and v rows per key token
+            macs = (weight.numel() // 3) * (query + 2 * key)
+            profiles[prefix + param] = LayerProfile(prefix + param, "linear", int(weight.shape[1]),
+                                                    int(weight.shape[0]), 1, 1, 1, weight.numel(), macs)
+        else:
+            profiles[prefix + param] = _linear_profile(prefix + param, weight, query if param[0] == "q" else key)
+    profiles[prefix + "out_proj"] = _linear_profile(prefix + "out_proj", mha.out_proj.weight, query)
+    return profiles
+
+
 @torch.no_grad()
 def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, LayerProfile]:
-    """Profile every conv/linear layer with one dry forward pass of a zero sample of ``input_shape``.
+    """Profile every conv/linear layer and attention projection with one dry forward pass of a zero sample.
 
-    The pass runs in eval mode on the model's device; the model's mode is restored afterwards.
-    Layers the pass does not reach (e.g. GoogLeNet's auxiliary heads in eval mode) get 0 MACs.
+    The pass runs in eval mode on the model's device; the model's mode is restored afterwards. (The
+    hooks it attaches also keep ``nn.TransformerEncoderLayer`` off its fused inference path, which would
+    skip the submodule calls.) Layers the pass does not reach (e.g. GoogLeNet's auxiliary heads in eval
+    mode) get 0 MACs.
     """
     profiles: dict[str, LayerProfile] = {}
     handles = []
@@ -73,6 +114,14 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, L
                 if name not in profiles:
                     profiles[name] = _layer_profile(name, mod, out)
             handles.append(module.register_forward_hook(hook))
+        elif attention_params(module):
+            def attn_hook(mod: nn.Module, args: tuple, kwargs: dict, _out: object, name: str = name) -> None:
+                query = args[0] if args else kwargs.get("query")
+                key = args[1] if len(args) > 1 else kwargs.get("key", query)
+                for key_name, prof in _attention_profiles(name, mod, _tokens(mod, query),  # type: ignore[arg-type]
+                                                          _tokens(mod, key)).items():  # type: ignore[arg-type]
+                    profiles.setdefault(key_name, prof)
+            handles.append(module.register_forward_hook(attn_hook, with_kwargs=True))
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
@@ -86,6 +135,9 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, L
     for name, module in model.named_modules():
         if isinstance(module, PRUNABLE_TYPES) and name not in profiles:
             profiles[name] = _layer_profile(name, module, None)
+        elif attention_params(module):
+            for key_name, prof in _attention_profiles(name, module, 0, 0).items():  # type: ignore[arg-type]
+                profiles.setdefault(key_name, prof)
     return profiles
 
 
