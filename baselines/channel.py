@@ -1,0 +1,249 @@
+"""Channel-granularity allocators: how many channels each Torch-Pruning group keeps, for a FLOPs/params budget.
+
+They work on a :class:`~purl.pruning.channels.ChannelGraph` and return a *keep plan*
+``{group name: channels kept}`` for :func:`~purl.pruning.channels.prune_channels`. The budget is a
+**keep ratio** of a cost metric: ``metric="flops"`` (Conv/Linear MACs per sample, PuRL's FLOPs) or
+``metric="params"``; ``keep_ratio=0.5`` means "at most half of the dense model's MACs".
+
+* ``channel-global-mp``: Global Magnitude Pruning over channels. Every channel gets its group's norm
+  score (:func:`~purl.pruning.channels.channel_scores`) **divided by the mean score of its group**, and
+  channels are removed network-wide from the lowest normalised score up. Why normalise: raw norms are not
+  comparable across layers. A filter's L1 norm grows with its fan-in (``in_channels * k * k`` terms), so a
+  3x3 conv with 64 inputs has far larger norms than a 1x1 shortcut or the stem, and raw ranking would strip
+  the small-fan-in layers first (and BN-scale norms depend on each layer's learned scale). Dividing by the
+  group mean makes the score scale-free per layer (multiplying a layer's weights by any constant leaves its
+  scores unchanged) while keeping the within-layer spread, so Global MP still prunes layers unevenly where
+  their channels are unevenly important. The mean is used rather than the max so one outlier channel does
+  not compress the rest of its layer towards 0.
+* ``channel-uniform``: every group loses the same fraction of its channels (up to one channel).
+
+Both honour :class:`ChannelConstraints`: the Minimum Threshold expressed in channels (``min_channels``,
+every group keeps at least that many, a smaller group is left whole) and ``keep_dense`` patterns of group
+names that are never pruned.
+
+**Exactness.** Channels are discrete, so a cost target cannot be hit exactly. Both allocators remove
+channels one at a time in their order and stop at the first plan whose cost is ``<= target`` (binary search
+on the exact analytic cost, :meth:`ChannelGraph.macs`/:meth:`ChannelGraph.params`). The result is therefore
+never above the target and below it by less than the cost of the last channel removed, which is at most
+:func:`channel_tolerance` (the largest cost any single channel carries in the dense model). A target below
+what the constraints allow raises :class:`~purl.errors.PruningError` naming the reachable minimum.
+
+ERK, LAMP, uniform-plus and random have no channel version here: asking for one raises PruningError saying so.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import torch
+
+from purl.errors import PruningError
+from purl.pruning.channels import NORMS, ChannelGraph, ChannelGroup, channel_scores
+
+__all__ = [
+    "CHANNEL_ALLOCATORS",
+    "METRICS",
+    "ChannelConstraints",
+    "channel_cost",
+    "channel_global_mp",
+    "channel_tolerance",
+    "channel_uniform",
+    "get_channel_allocator",
+    "keep_for_ratio",
+]
+
+METRICS: tuple[str, ...] = ("flops", "params")
+#: weight-granularity allocators with no channel version (a clear error instead of a silent fallback)
+NO_CHANNEL_VERSION: tuple[str, ...] = ("erk", "lamp", "uniform-plus", "random", "layerwise")
+
+
+@dataclass(frozen=True)
+class ChannelConstraints:
+    """Per-group limits: ``min_channels`` kept at least (Minimum Threshold in channels), ``keep_dense`` groups."""
+
+    min_channels: int = 1
+    keep_dense: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_channels, bool) or not isinstance(self.min_channels, Integral) or self.min_channels < 1:
+            raise PruningError(
+                f"min_channels (the Minimum Threshold in channels) must be an integer >= 1, got {self.min_channels!r}"
+            )
+        if isinstance(self.keep_dense, str):
+            object.__setattr__(self, "keep_dense", (self.keep_dense,))
+
+    def removable(self, group: ChannelGroup) -> int:
+        """How many channels ``group`` may lose."""
+        if any(fnmatch.fnmatchcase(group.name, p) for p in self.keep_dense):
+            return 0
+        return max(group.size - self.min_channels, 0)
+
+
+def channel_cost(graph: ChannelGraph, keep: Mapping[str, int], metric: str = "flops") -> int:
+    """Exact cost of a keep plan: Conv/Linear MACs per sample (``"flops"``) or parameters (``"params"``)."""
+    _check_metric(metric)
+    return graph.macs(keep) if metric == "flops" else graph.params(keep)
+
+
+def _dense_cost(graph: ChannelGraph, metric: str) -> int:
+    return graph.dense_macs if metric == "flops" else graph.dense_params
+
+
+def channel_tolerance(graph: ChannelGraph, metric: str = "flops") -> int:
+    """Largest cost one channel removal saves from the dense model: the allocators' landing tolerance.
+
+    Removing a channel saves less once coupled groups have shrunk (costs are bilinear in the kept
+    fractions), so this dense-model maximum bounds every later step too.
+    """
+    dense = _dense_cost(graph, metric)
+    full = {g.name: g.size for g in graph.groups}
+    worst = 0
+    for group in graph.groups:
+        if group.size > 1:
+            worst = max(worst, dense - channel_cost(graph, {**full, group.name: group.size - 1}, metric))
+    return worst
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise PruningError(f"unknown budget metric '{metric}'; allowed: {', '.join(METRICS)}")
+
+
+def _check_ratio(keep_ratio: float, metric: str) -> float:
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, Real) or not 0.0 < float(keep_ratio) <= 1.0:
+        raise PruningError(
+            f"{metric} keep ratio must be a number in (0, 1] (the fraction of the dense {metric} kept), "
+            f"got {keep_ratio!r}"
+        )
+    return float(keep_ratio)
+
+
+def _land(
+    graph: ChannelGraph,
+    order: Sequence[str],
+    keep_ratio: float,
+    metric: str,
+    constraints: ChannelConstraints,
+    method: str,
+) -> dict[str, int]:
+    """Remove channels in ``order`` (a group name per removal) until the cost first drops to the target."""
+    _check_metric(metric)
+    ratio = _check_ratio(keep_ratio, metric)
+    dense = _dense_cost(graph, metric)
+    target = ratio * dense
+    sizes = {g.name: g.size for g in graph.groups}
+
+    def plan(k: int) -> dict[str, int]:
+        keep = dict(sizes)
+        for name in order[:k]:
+            keep[name] -= 1
+        return keep
+
+    lo, hi = 0, len(order)
+    floor_cost = channel_cost(graph, plan(hi), metric)
+    if floor_cost > target + 1e-9:
+        raise PruningError(
+            f"{method}: a {metric} keep ratio of {ratio:g} is below what the constraints allow "
+            f"(at least {floor_cost / dense:.4f} of the dense {metric} with min_channels={constraints.min_channels}"
+            f"{', keep_dense=' + ','.join(constraints.keep_dense) if constraints.keep_dense else ''}); "
+            f"raise the ratio or lower min_channels"
+        )
+    while lo < hi:  # smallest k whose cost is <= target (cost is non-increasing in k)
+        mid = (lo + hi) // 2
+        if channel_cost(graph, plan(mid), metric) <= target + 1e-9:
+            hi = mid
+        else:
+            lo = mid + 1
+    return plan(lo)
+
+
+def channel_global_mp(
+    graph: ChannelGraph,
+    keep_ratio: float,
+    *,
+    metric: str = "flops",
+    norm: str = "l1",
+    constraints: ChannelConstraints | None = None,
+) -> dict[str, int]:
+    """Channel Global MP: remove the channels of lowest group-mean-normalised ``norm`` until the budget holds."""
+    constraints = constraints or ChannelConstraints()
+    if norm not in NORMS:
+        raise PruningError(f"unknown channel norm '{norm}'; allowed: {', '.join(NORMS)}")
+    entries: list[tuple[float, int, int, str]] = []
+    for gi, group in enumerate(graph.groups):
+        allowed = constraints.removable(group)
+        if allowed == 0:
+            continue
+        scores = channel_scores(group, norm).double()
+        mean = float(scores.mean())
+        normalised = scores / mean if mean > 0 else torch.zeros_like(scores)
+        ranked = sorted(range(group.size), key=lambda i, s=normalised: (float(s[i]), i))[:allowed]
+        entries.extend((float(normalised[i]), gi, i, group.name) for i in ranked)
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    return _land(graph, [e[3] for e in entries], keep_ratio, metric, constraints, "channel-global-mp")
+
+
+def channel_uniform(
+    graph: ChannelGraph,
+    keep_ratio: float,
+    *,
+    metric: str = "flops",
+    norm: str = "l1",
+    constraints: ChannelConstraints | None = None,
+) -> dict[str, int]:
+    """Uniform channel pruning: every group loses the same fraction of its channels (within one channel).
+
+    Removals are interleaved by the fraction each group would reach (``j / size`` for its ``j``-th channel),
+    so at every point all groups' removed fractions differ by less than one channel. ``norm`` is unused
+    here (which channels go is decided by :func:`~purl.pruning.channels.prune_channels`).
+    """
+    del norm
+    constraints = constraints or ChannelConstraints()
+    entries: list[tuple[float, int, str]] = []
+    for gi, group in enumerate(graph.groups):
+        for j in range(1, constraints.removable(group) + 1):
+            entries.append((j / group.size, gi, group.name))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    return _land(graph, [e[2] for e in entries], keep_ratio, metric, constraints, "channel-uniform")
+
+
+def keep_for_ratio(
+    graph: ChannelGraph,
+    keep_ratio: float,
+    *,
+    metric: str = "flops",
+    method: str = "channel-uniform",
+    norm: str = "l1",
+    constraints: ChannelConstraints | None = None,
+) -> dict[str, int]:
+    """Turn a FLOPs (or params) keep ratio into channel counts per group with allocator ``method``."""
+    return get_channel_allocator(method)(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints)
+
+
+ChannelAllocator = Callable[..., dict[str, int]]
+
+#: channel allocator name -> function(graph, keep_ratio, *, metric, norm, constraints) -> keep plan
+CHANNEL_ALLOCATORS: dict[str, ChannelAllocator] = {
+    "channel-global-mp": channel_global_mp,
+    "channel-uniform": channel_uniform,
+}
+
+
+def get_channel_allocator(name: str) -> ChannelAllocator:
+    """The channel allocator called ``name``; a weight-only allocator raises PruningError saying so."""
+    if name in CHANNEL_ALLOCATORS:
+        return CHANNEL_ALLOCATORS[name]
+    allowed = ", ".join(CHANNEL_ALLOCATORS)
+    base = name.removeprefix("channel-") if isinstance(name, str) else name
+    twin = f"channel-{base}"
+    if twin in CHANNEL_ALLOCATORS:  # e.g. 'global-mp' at channel granularity
+        raise PruningError(f"allocator '{name}' prunes individual weights; at channel granularity use '{twin}'")
+    if base in NO_CHANNEL_VERSION:
+        raise PruningError(
+            f"allocator '{base}' has no channel version (it allocates individual weights); "
+            f"channel allocators: {allowed}"
+        )
+    raise PruningError(f"unknown channel allocator '{name}'; allowed: {allowed}")

@@ -1,0 +1,628 @@
+"""Structured (channel) pruning: coupled channel groups, channel norms, physical slimming, masked twin.
+
+Unstructured masks (:mod:`purl.pruning.masks`) never make a model faster on dense kernels. This module
+removes whole output channels instead, so the result is a physically smaller network. The dependency
+analysis and the removal itself are Torch-Pruning's (``torch_pruning.DependencyGraph``), not hand-written
+graph code: a *channel group* is one Torch-Pruning pruning group, i.e. every output channel that must be
+removed together (a conv and its BatchNorm, all branches of a residual addition, a depthwise conv and
+its producer, the channel slices of a concatenation) plus every consumer whose input channels go with them.
+
+API (all names are module names of the model, as in ``model.named_modules()``):
+
+* :func:`channel_graph` / :func:`channel_groups`: the prunable groups of a model for an example input.
+  The classifier's output layer (the conv/linear layer whose output is the model's output) is always
+  excluded, as are groups touching ``ignored_layers`` (names or :mod:`fnmatch` patterns).
+* :func:`channel_scores`: per-channel importance of a group, ``"l1"`` (default), ``"l2"`` or ``"bn"``.
+* :func:`prune_channels`: a deep copy with the lowest-scoring channels of each group physically removed.
+* :func:`mask_channels`: the same decision as structured zeros at the same shapes (the "masked twin").
+  It zeroes the removed channels' filters, biases and BatchNorm affine parameters **and** the consumers'
+  input-channel weights. The last part is what makes it equivalent: zeroing a conv's filter alone does
+  not zero its channel after BatchNorm (eval BN maps 0 to ``beta - gamma * mean / sqrt(var + eps)``), and
+  that constant would still reach the next layer, whereas the slimmed model has no such input at all.
+* :func:`measure_model`: parameters and MACs re-measured from a (slimmed) model itself.
+* :meth:`ChannelGraph.macs` / :meth:`ChannelGraph.params`: exact analytic cost of a keep-count plan
+  without slimming (used by the channel allocators to hit FLOPs and parameter budgets).
+
+MACs follow PuRL's convention (``docs/ARCHITECTURE.md``): multiply-accumulates of Conv/Linear layers for
+one sample, ``weight.numel() * output positions``; normalisation, activations and pooling are not counted.
+
+A *keep plan* is ``{group name: channels kept}``; groups not named keep all their channels. A group must
+keep at least one channel (removing all of them disconnects the network): a keep count of 0, a count
+above the group's size, an unknown group name or a removal fraction outside ``[0, 1)`` raises
+:class:`~purl.errors.PruningError` with one line saying what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from purl.errors import PruningError
+
+__all__ = [
+    "NORMS",
+    "ChannelGraph",
+    "ChannelGroup",
+    "ChannelLayer",
+    "ModelCost",
+    "channel_graph",
+    "channel_groups",
+    "channel_scores",
+    "find_classifier",
+    "keep_from_fraction",
+    "mask_channels",
+    "measure_model",
+    "prune_channels",
+    "removed_channels",
+]
+
+#: channel importance criteria accepted by :func:`channel_scores`
+NORMS: tuple[str, ...] = ("l1", "l2", "bn")
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_COMPUTE = (*_CONV, nn.Linear)
+_NORM_LAYERS = (nn.modules.batchnorm._BatchNorm,)
+
+
+def _tp() -> Any:
+    """Import Torch-Pruning lazily, with an actionable error when it is missing."""
+    try:
+        import torch_pruning
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise PruningError(
+            "channel pruning needs the 'torch-pruning' package; install it with: pip install torch-pruning"
+        ) from exc
+    return torch_pruning
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """One Torch-Pruning group: channels that are removed together, and what they cost.
+
+    ``producers`` are the conv/linear layers whose *output* channels are the group's channels (several
+    for a residual addition), ``consumers`` the conv/linear layers whose *input* channels shrink with
+    them, ``norms`` the BatchNorm layers in the group. ``macs`` is the dense MACs of every layer whose
+    input or output channels belong to the group, ``macs_share`` that divided by the model's dense MACs
+    (a layer between two groups counts in both, so shares sum to more than 1).
+    """
+
+    name: str
+    size: int
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    norms: tuple[str, ...]
+    macs: int
+    macs_share: float
+    modules: Mapping[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Every named module the group touches (producers, BatchNorms, consumers)."""
+        return (*self.producers, *self.norms, *self.consumers)
+
+
+@dataclass(frozen=True)
+class ChannelLayer:
+    """A conv/linear layer's dense cost and the groups its output and input channels belong to.
+
+    ``out_groups`` / ``in_groups`` map a group name to how many of this layer's output / input
+    channels (input *features* for a linear layer after a flatten) the group governs; channels no
+    group governs (the image channels, the classifier's outputs) never shrink.
+    """
+
+    name: str
+    macs: int
+    weight: int
+    bias: int
+    out_dim: int
+    in_dim: int
+    depthwise: bool
+    out_groups: Mapping[str, int]
+    in_groups: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Cost measured from a model itself: parameters, Conv/Linear MACs per sample, Torch-Pruning's ops."""
+
+    params: int
+    macs: int
+    ops: float  # Torch-Pruning's count_ops_and_params total (also counts BatchNorm, pooling, ...)
+
+
+def _set_eval(model: nn.Module) -> dict[nn.Module, bool]:
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    return modes
+
+
+def _restore(modes: Mapping[nn.Module, bool]) -> None:
+    for module, training in modes.items():
+        module.training = training
+
+
+def _as_tuple(example_inputs: Any) -> tuple[Any, ...]:
+    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+
+
+def _batch_size(example_inputs: Any) -> int:
+    first = _as_tuple(example_inputs)[0]
+    return int(first.shape[0]) if isinstance(first, Tensor) and first.dim() > 0 else 1
+
+
+def _first_tensor(out: Any) -> Tensor | None:
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    if isinstance(out, Mapping):
+        return next((v for v in out.values() if isinstance(v, Tensor)), None)
+    return None
+
+
+def _dense_costs(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int], str | None]:
+    """Per-sample MACs of every Conv/Linear layer that runs, and the classifier's name.
+
+    The classifier is the compute layer whose output tensor *is* the model's output; when the output is
+    transformed after the last layer (e.g. a softmax), the last compute layer to run.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    macs: dict[str, int] = {}
+    outputs: dict[int, str] = {}
+    order: list[str] = []
+    batch = _batch_size(example_inputs)
+
+    def hook(module: nn.Module, _inp: Any, out: Any) -> None:
+        name = names[module]
+        if isinstance(module, _CONV):
+            positions = out[0, 0].numel()
+        else:  # linear: one output row per leading position (a token axis, if any), per sample
+            positions = max(out.numel() // max(batch * out.shape[-1], 1), 1) if out.dim() > 1 else 1
+        macs[name] = macs.get(name, 0) + int(module.weight.numel() * positions)
+        outputs[id(out)] = name
+        order.append(name)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COMPUTE)]
+    modes = _set_eval(model)
+    try:
+        with torch.no_grad():
+            out = model(*_as_tuple(example_inputs))
+    finally:
+        _restore(modes)
+        for h in handles:
+            h.remove()
+    final = _first_tensor(out)
+    classifier = outputs.get(id(final)) if final is not None else None
+    if classifier is None and order:
+        classifier = order[-1]
+    return macs, classifier
+
+
+def find_classifier(model: nn.Module, example_inputs: Any) -> str | None:
+    """Name of the classifier's output layer (never channel-pruned: its outputs are the classes)."""
+    return _dense_costs(model, example_inputs)[1]
+
+
+def _resolve_ignored(model: nn.Module, patterns: Sequence[str] | None) -> list[str]:
+    if patterns is None:
+        return []
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    names = [n for n, _ in model.named_modules() if n]
+    chosen: list[str] = []
+    for pattern in patterns:
+        hits = [n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise PruningError(
+                f"ignored layer '{pattern}' matches no module of the model; use module names or fnmatch "
+                f"patterns such as 'layer3.*' (e.g. {', '.join(names[:4])}, ...)"
+            )
+        chosen.extend(h for h in hits if h not in chosen)
+    return chosen
+
+
+class ChannelGraph:
+    """Torch-Pruning's dependency graph of one model, its prunable channel groups and their costs.
+
+    Built by :func:`channel_graph`. It references ``model``'s own modules (no copy), so scores follow the
+    model's current weights; slimming always works on a deep copy (:func:`prune_channels`).
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Any, ignored_layers: Sequence[str] | None = None) -> None:
+        tp = _tp()
+        self.model = model
+        self.example_inputs = example_inputs
+        self._names = {m: n for n, m in model.named_modules()}
+        modules = dict(model.named_modules())
+        layer_macs, classifier = _dense_costs(model, example_inputs)
+        self.classifier = classifier
+        ignored = _resolve_ignored(model, ignored_layers)
+        if classifier is not None and classifier not in ignored:
+            ignored.append(classifier)
+        self.ignored_layers: tuple[str, ...] = tuple(ignored)
+        modes = _set_eval(model)  # tracing runs a forward: never update BatchNorm statistics
+        try:
+            with torch.enable_grad():
+                self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
+            raw = list(self.dg.get_all_groups(ignored_layers=[modules[n] for n in ignored]))
+        except PruningError:
+            raise
+        except Exception as exc:
+            raise PruningError(
+                f"Torch-Pruning cannot trace this model for channel pruning: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            _restore(modes)
+        depthwise_fn = tp.pruner.function.prune_depthwise_conv_out_channels
+        self.dense_macs = int(sum(layer_macs.values()))
+        self.dense_params = int(sum(p.numel() for p in model.parameters()))
+        out_groups: dict[str, dict[str, int]] = {}
+        in_groups: dict[str, dict[str, int]] = {}
+        depthwise: set[str] = set()
+        self._norm_groups: dict[str, str] = {}  # other parameterised module in a group -> that group
+        self._roots: dict[str, nn.Module] = {}
+        groups: list[ChannelGroup] = []
+        for group in raw:
+            root = group[0].dep.target.module
+            name = self._names[root]
+            size = len(group[0].idxs)
+            producers: list[str] = []
+            consumers: list[str] = []
+            norms: list[str] = []
+            for dep, idxs in group:
+                module = dep.target.module
+                mname = self._names.get(module) if isinstance(module, nn.Module) else None
+                if mname is None:
+                    continue  # functional ops (add, relu, reshape): nothing to prune or count
+                handler = dep.handler
+                is_out = self.dg.is_out_channel_pruning_fn(handler)
+                is_in = self.dg.is_in_channel_pruning_fn(handler)
+                if isinstance(module, _COMPUTE):
+                    if handler is depthwise_fn or (is_out and not is_in):
+                        out_groups.setdefault(mname, {})[name] = len(idxs)
+                        producers.append(mname)
+                        if handler is depthwise_fn:
+                            depthwise.add(mname)
+                    elif is_in and not is_out:
+                        in_groups.setdefault(mname, {})[name] = len(idxs)
+                        consumers.append(mname)
+                elif any(True for _ in module.parameters(recurse=False)):
+                    self._norm_groups[mname] = name
+                    norms.append(mname)
+            self._roots[name] = root
+            touched = set(producers) | set(consumers)
+            gmacs = int(sum(layer_macs.get(n, 0) for n in touched))
+            groups.append(
+                ChannelGroup(
+                    name=name,
+                    size=size,
+                    producers=tuple(dict.fromkeys(producers)),
+                    consumers=tuple(dict.fromkeys(consumers)),
+                    norms=tuple(dict.fromkeys(norms)),
+                    macs=gmacs,
+                    macs_share=gmacs / self.dense_macs if self.dense_macs else 0.0,
+                    modules={n: modules[n] for n in (*producers, *norms, *consumers)},
+                )
+            )
+        position = {n: i for i, n in enumerate(modules)}
+        groups.sort(key=lambda g: position[g.name])  # model order: the stem's group first
+        self.groups: list[ChannelGroup] = groups
+        self._by_name = {g.name: g for g in groups}
+        self.layers: dict[str, ChannelLayer] = {}
+        for name, macs in layer_macs.items():
+            module = modules[name]
+            if isinstance(module, nn.Linear):
+                out_dim, in_dim = module.out_features, module.in_features
+            else:
+                out_dim, in_dim = module.out_channels, module.in_channels
+            bias = getattr(module, "bias", None)
+            self.layers[name] = ChannelLayer(
+                name=name,
+                macs=macs,
+                weight=module.weight.numel(),
+                bias=bias.numel() if isinstance(bias, Tensor) else 0,
+                out_dim=out_dim,
+                in_dim=in_dim,
+                depthwise=name in depthwise,
+                out_groups=out_groups.get(name, {}),
+                in_groups=in_groups.get(name, {}),
+            )
+
+    # -- lookup ------------------------------------------------------------------------------------
+    def group(self, name: str) -> ChannelGroup:
+        """The group called ``name``; PruningError listing the allowed names otherwise."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise PruningError(
+                f"unknown channel group '{name}'; allowed: {', '.join(self._by_name) or '(none)'}"
+            ) from None
+
+    def check_keep(self, keep: Mapping[str, int]) -> dict[str, int]:
+        """Validate a keep plan and return it complete (every group, unnamed ones at full size)."""
+        if not isinstance(keep, Mapping):
+            raise PruningError(f"a channel keep plan must map group names to channel counts, got {type(keep).__name__}")
+        full = {g.name: g.size for g in self.groups}
+        for name, count in keep.items():
+            group = self.group(name)
+            if isinstance(count, bool) or not isinstance(count, Integral):
+                raise PruningError(f"channel group '{name}': keep count must be an integer, got {count!r}")
+            if count < 1:
+                raise PruningError(
+                    f"channel group '{name}' would keep {int(count)} of {group.size} channels, leaving the layer "
+                    f"with no channels; keep between 1 and {group.size}"
+                )
+            if count > group.size:
+                raise PruningError(
+                    f"channel group '{name}' has {group.size} channels, cannot keep {int(count)}; "
+                    f"keep between 1 and {group.size}"
+                )
+            full[name] = int(count)
+        return full
+
+    # -- costs of a plan -----------------------------------------------------------------------------
+    def _fractions(self, keep: Mapping[str, int]) -> dict[str, float]:
+        full = self.check_keep(keep)
+        return {g.name: full[g.name] / g.size for g in self.groups}
+
+    @staticmethod
+    def _side(shares: Mapping[str, int], dim: int, frac: Mapping[str, float]) -> float:
+        covered = sum(shares.values())
+        return (sum(n * frac[g] for g, n in shares.items()) + max(dim - covered, 0)) / dim if dim else 1.0
+
+    def _layer_fractions(self, layer: ChannelLayer, frac: Mapping[str, float]) -> tuple[float, float]:
+        f_out = self._side(layer.out_groups, layer.out_dim, frac)
+        f_in = 1.0 if layer.depthwise else self._side(layer.in_groups, layer.in_dim, frac)
+        return f_out, f_in
+
+    def macs(self, keep: Mapping[str, int]) -> int:
+        """Exact Conv/Linear MACs per sample of the model slimmed by ``keep`` (no slimming needed).
+
+        A layer's MACs scale with the kept fraction of its output channels times that of its input
+        channels (a depthwise conv: its channels only), which is exact for convolutions and linear
+        layers; :func:`measure_model` on the slimmed model gives the same number (tested).
+        """
+        frac = self._fractions(keep)
+        total = 0.0
+        for layer in self.layers.values():
+            f_out, f_in = self._layer_fractions(layer, frac)
+            total += layer.macs * f_out * f_in
+        return int(round(total))
+
+    def params(self, keep: Mapping[str, int]) -> int:
+        """Exact parameter count of the model slimmed by ``keep``.
+
+        Conv/Linear weights scale like their MACs, biases with the output side, BatchNorm (and any other
+        per-channel parameterised module inside a group) with its group; everything else is unchanged.
+        """
+        frac = self._fractions(keep)
+        total = float(self.dense_params)
+        for layer in self.layers.values():
+            f_out, f_in = self._layer_fractions(layer, frac)
+            total -= layer.weight * (1 - f_out * f_in) + layer.bias * (1 - f_out)
+        modules = dict(self.model.named_modules())
+        for name, group in self._norm_groups.items():
+            n = sum(p.numel() for p in modules[name].parameters(recurse=False))
+            total -= n * (1 - frac[group])
+        return int(round(total))
+
+    # -- scores and decisions ------------------------------------------------------------------------
+    def scores(self, name: str, norm: str = "l1") -> Tensor:
+        """Per-channel importance of group ``name`` (see :func:`channel_scores`)."""
+        return channel_scores(self.group(name), norm)
+
+    def removed(self, keep: Mapping[str, int], norm: str = "l1") -> dict[str, list[int]]:
+        """Channel indices each group loses: its ``size - keep`` lowest scores (ties: lower index first)."""
+        full = self.check_keep(keep)
+        plan: dict[str, list[int]] = {}
+        for group in self.groups:
+            drop = group.size - full[group.name]
+            if drop <= 0:
+                continue
+            scores = self.scores(group.name, norm).double()
+            order = sorted(range(group.size), key=lambda i: (float(scores[i]), i))
+            plan[group.name] = sorted(order[:drop])
+        return plan
+
+    def pruning_group(self, name: str, idxs: Sequence[int]) -> Any:
+        """Torch-Pruning's group removing channels ``idxs`` of group ``name`` (mapped to every coupled layer)."""
+        root = self._roots[name]
+        pruner = self.dg.get_pruner_of_module(root)
+        return self.dg.get_pruning_group(root, pruner.prune_out_channels, list(idxs))
+
+
+def channel_graph(
+    model: nn.Module, example_inputs: Any, ignored_layers: Sequence[str] | None = None
+) -> ChannelGraph:
+    """Build Torch-Pruning's dependency graph of ``model`` and its prunable channel groups."""
+    return ChannelGraph(model, example_inputs, ignored_layers)
+
+
+def channel_groups(
+    model: nn.Module, example_inputs: Any, ignored_layers: Sequence[str] | None = None
+) -> list[ChannelGroup]:
+    """The prunable channel groups of ``model`` (classifier outputs and ``ignored_layers`` excluded)."""
+    return channel_graph(model, example_inputs, ignored_layers).groups
+
+
+def channel_scores(group: ChannelGroup, norm: str = "l1") -> Tensor:
+    """Importance of each channel of ``group``; low scores are removed first.
+
+    ``"l1"`` / ``"l2"``: the L1 / L2 norm of the channel's output filters (weight rows and bias) over
+    every producer of the group taken together (a residual group's channel is the sum of several
+    convs' outputs, so all of them count). ``"bn"``: ``|gamma|`` of the group's BatchNorm layers,
+    summed (network slimming, Liu et al. 2017); a group without BatchNorm raises PruningError.
+    """
+    if norm not in NORMS:
+        raise PruningError(f"unknown channel norm '{norm}'; allowed: {', '.join(NORMS)}")
+    with torch.no_grad():
+        if norm == "bn":
+            bns = [group.modules[n] for n in group.norms if isinstance(group.modules[n], _NORM_LAYERS)]
+            bns = [b for b in bns if getattr(b, "weight", None) is not None]
+            if not bns:
+                raise PruningError(
+                    f"channel group '{group.name}' has no affine BatchNorm, so norm 'bn' cannot score it; "
+                    f"use 'l1' or 'l2'"
+                )
+            return sum(b.weight.detach().abs().float().cpu() for b in bns)
+        total = torch.zeros(group.size, dtype=torch.float64)
+        for name in group.producers:
+            module = group.modules[name]
+            rows = module.weight.detach().reshape(module.weight.shape[0], -1).double().cpu()
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, Tensor):
+                rows = torch.cat([rows, bias.detach().double().cpu()[:, None]], dim=1)
+            if rows.shape[0] != group.size:
+                continue  # a producer only partly in the group (split/cat): its rows do not align
+            total += rows.abs().sum(1) if norm == "l1" else rows.pow(2).sum(1)
+        return (total if norm == "l1" else total.sqrt()).float()
+
+
+def keep_from_fraction(groups: Sequence[ChannelGroup], fraction: float | Mapping[str, float]) -> dict[str, int]:
+    """Keep plan removing ``floor(fraction * size)`` channels of each group (one fraction or one per group).
+
+    ``fraction`` is the fraction of channels *removed*, in ``[0, 1)``: every group keeps at least one.
+    """
+    plan: dict[str, int] = {}
+    known = {g.name for g in groups}
+    if isinstance(fraction, Mapping):
+        unknown = sorted(set(fraction) - known)
+        if unknown:
+            raise PruningError(f"unknown channel group(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    for group in groups:
+        f = fraction.get(group.name, 0.0) if isinstance(fraction, Mapping) else fraction
+        if isinstance(f, bool) or not isinstance(f, Real) or not 0.0 <= float(f) < 1.0:
+            raise PruningError(
+                f"channel removal fraction for group '{group.name}' must be a number in [0, 1) "
+                f"(1 would leave no channels), got {f!r}"
+            )
+        removed = int(round(float(f) * group.size, 6) // 1)
+        plan[group.name] = max(group.size - removed, 1)
+    return plan
+
+
+def removed_channels(
+    model: nn.Module,
+    example_inputs: Any,
+    keep: Mapping[str, int],
+    *,
+    norm: str = "l1",
+    ignored_layers: Sequence[str] | None = None,
+) -> dict[str, list[int]]:
+    """Which channel indices of each group :func:`prune_channels` would remove (lowest ``norm`` scores)."""
+    return channel_graph(model, example_inputs, ignored_layers).removed(keep, norm)
+
+
+def prune_channels(
+    model: nn.Module,
+    example_inputs: Any,
+    keep: Mapping[str, int],
+    *,
+    norm: str = "l1",
+    ignored_layers: Sequence[str] | None = None,
+) -> nn.Module:
+    """A deep copy of ``model`` with each group's lowest-scoring channels physically removed.
+
+    Torch-Pruning removes each group's channels from every coupled layer (producers, BatchNorm,
+    consumers, residual partners), so the copy runs and has fewer parameters and MACs. ``model`` is
+    left untouched. Raises PruningError for a bad plan (see the module docstring).
+    """
+    graph = channel_graph(model, example_inputs, ignored_layers)
+    plan = graph.removed(keep, norm)  # validates keep, scores on the dense weights
+    slim = copy.deepcopy(model)
+    if not plan:
+        return slim
+    sgraph = channel_graph(slim, example_inputs, graph.ignored_layers)
+    modes = _set_eval(slim)
+    try:
+        for name, idxs in plan.items():
+            sgraph.pruning_group(name, idxs).prune()
+    finally:
+        _restore(modes)
+    return slim
+
+
+def mask_channels(
+    model: nn.Module,
+    example_inputs: Any,
+    keep: Mapping[str, int],
+    *,
+    norm: str = "l1",
+    ignored_layers: Sequence[str] | None = None,
+) -> nn.Module:
+    """The masked twin of :func:`prune_channels`: a deep copy, same shapes, removed channels zeroed.
+
+    For every removed channel it zeroes the producers' filter rows and biases, the affine parameters
+    of the group's BatchNorm layers (so the channel is exactly 0 after BN in eval mode) and the
+    consumers' input-channel weights (so nothing of the channel reaches the next layer). In eval mode
+    it computes the same function as the slimmed model, up to float rounding.
+    """
+    graph = channel_graph(model, example_inputs, ignored_layers)
+    plan = graph.removed(keep, norm)
+    twin = copy.deepcopy(model)
+    if not plan:
+        return twin
+    tgraph = channel_graph(twin, example_inputs, graph.ignored_layers)
+    depthwise_fn = _tp().pruner.function.prune_depthwise_conv_out_channels
+    names = tgraph._names
+    with torch.no_grad():
+        for name, idxs in plan.items():
+            for dep, dep_idxs in tgraph.pruning_group(name, idxs):
+                module = dep.target.module
+                if not isinstance(module, nn.Module) or module not in names:
+                    continue
+                index = torch.as_tensor(list(dep_idxs), dtype=torch.long)
+                handler = dep.handler
+                is_out = tgraph.dg.is_out_channel_pruning_fn(handler)
+                is_in = tgraph.dg.is_in_channel_pruning_fn(handler)
+                if isinstance(module, _COMPUTE):
+                    if handler is depthwise_fn or (is_out and not is_in):
+                        module.weight[index] = 0
+                        if module.bias is not None:
+                            module.bias[index] = 0
+                    elif is_in and not is_out:
+                        if isinstance(module, _CONV) and module.groups != 1:
+                            raise PruningError(
+                                f"mask_channels does not support grouped convolution '{names[module]}' as a "
+                                f"consumer; use prune_channels"
+                            )
+                        module.weight[:, index] = 0
+                elif isinstance(module, _NORM_LAYERS):
+                    if module.weight is not None:
+                        module.weight[index] = 0
+                        module.bias[index] = 0
+                    else:
+                        raise PruningError(
+                            f"mask_channels needs affine BatchNorm, '{names[module]}' has none; use prune_channels"
+                        )
+                elif any(True for _ in module.parameters(recurse=False)):
+                    raise PruningError(
+                        f"mask_channels does not support {type(module).__name__} ('{names[module]}') inside a "
+                        f"channel group; use prune_channels"
+                    )
+    return twin
+
+
+def measure_model(model: nn.Module, example_inputs: Any) -> ModelCost:
+    """Parameters and Conv/Linear MACs per sample of ``model`` as it is, plus Torch-Pruning's op count.
+
+    For a slimmed model this re-measures its real cost (no masks involved). MACs use PuRL's convention
+    (``weight.numel() * output positions`` of Conv/Linear layers); ``ops`` is
+    ``torch_pruning.utils.count_ops_and_params``'s total, which also counts BatchNorm and pooling.
+    """
+    tp = _tp()
+    macs, _ = _dense_costs(model, example_inputs)
+    modes = _set_eval(model)
+    try:
+        with torch.no_grad():
+            ops, params = tp.utils.count_ops_and_params(model, example_inputs)
+    finally:
+        _restore(modes)
+    return ModelCost(params=int(params), macs=int(sum(macs.values())), ops=float(ops))

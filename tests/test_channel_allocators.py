@@ -1,0 +1,123 @@
+"""Channel allocators (baselines/channel.py): FLOPs/params budgets land, constraints hold, clear errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from baselines.channel import (
+    ChannelConstraints,
+    channel_cost,
+    channel_global_mp,
+    channel_tolerance,
+    channel_uniform,
+    get_channel_allocator,
+    keep_for_ratio,
+)
+from purl.errors import PruningError
+from purl.models import build_model
+from purl.pruning.channels import channel_graph, measure_model, prune_channels
+
+torch.set_num_threads(1)
+X = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def resnet20() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("resnet-20", input_shape=(1, 8, 8), num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def graph(resnet20: nn.Module):
+    return channel_graph(resnet20, X)
+
+
+@pytest.mark.parametrize("method", ["channel-global-mp", "channel-uniform"])
+@pytest.mark.parametrize("metric", ["flops", "params"])
+@pytest.mark.parametrize("ratio", [0.7, 0.5, 0.25])
+def test_budget_lands_within_one_channel(graph, method: str, metric: str, ratio: float) -> None:
+    keep = keep_for_ratio(graph, ratio, metric=metric, method=method)
+    dense = graph.dense_macs if metric == "flops" else graph.dense_params
+    cost = channel_cost(graph, keep, metric)
+    target = ratio * dense
+    assert cost <= target  # never above the budget
+    assert target - cost < channel_tolerance(graph, metric)  # below it by less than one channel's cost
+    assert all(1 <= keep[g.name] <= g.size for g in graph.groups)
+
+
+@pytest.mark.parametrize("method", ["channel-global-mp", "channel-uniform"])
+def test_slimmed_model_has_the_budgeted_flops_and_runs(resnet20: nn.Module, graph, method: str) -> None:
+    keep = keep_for_ratio(graph, 0.5, method=method)
+    slim = prune_channels(resnet20, X, keep).eval()
+    cost = measure_model(slim, X)
+    assert cost.macs == channel_cost(graph, keep, "flops") <= 0.5 * graph.dense_macs
+    assert cost.params == channel_cost(graph, keep, "params")
+    for stage in (slim.layer1, slim.layer2, slim.layer3):  # residual additions still line up
+        widths = {b.conv2.out_channels for b in stage} | {b.bn2.num_features for b in stage}
+        widths |= {b.shortcut[0].out_channels for b in stage if isinstance(b.shortcut, nn.Sequential)}
+        assert len(widths) == 1
+    with torch.no_grad():
+        assert slim(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_uniform_fractions_differ_by_less_than_one_channel(graph) -> None:
+    keep = channel_uniform(graph, 0.4)
+    fractions = [(g.size - keep[g.name]) / g.size for g in graph.groups]
+    assert max(fractions) - min(fractions) <= 1 / min(g.size for g in graph.groups) + 1e-12
+
+
+def test_minimum_threshold_and_keep_dense(graph) -> None:
+    constraints = ChannelConstraints(min_channels=6, keep_dense=("layer3.*",))
+    for allocate in (channel_global_mp, channel_uniform):
+        keep = allocate(graph, 0.4, constraints=constraints)
+        for g in graph.groups:
+            assert keep[g.name] >= min(6, g.size)
+            if g.name.startswith("layer3."):
+                assert keep[g.name] == g.size
+    with pytest.raises(PruningError, match=r"min_channels \(the Minimum Threshold in channels\) must be"):
+        ChannelConstraints(min_channels=0)
+
+
+def test_global_mp_normalisation_is_per_layer_scale_free(resnet20: nn.Module, graph) -> None:
+    """Multiplying one layer's weights by 100 must not change the channel Global MP plan (raw norms would)."""
+    keep = channel_global_mp(graph, 0.5)
+    scaled = copy.deepcopy(resnet20)
+    with torch.no_grad():
+        scaled.layer2[1].conv1.weight.mul_(100.0)
+    keep_scaled = channel_global_mp(channel_graph(scaled, X), 0.5)
+    assert keep_scaled == keep
+    # and it is not uniform: channel importance spreads unevenly across groups
+    assert keep != channel_uniform(graph, 0.5)
+
+
+def test_unreachable_target_is_one_clear_line(graph) -> None:
+    with pytest.raises(PruningError) as info:
+        channel_global_mp(graph, 0.001, constraints=ChannelConstraints(min_channels=4))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("channel-global-mp: a flops keep ratio of 0.001 is below what the constraints allow")
+    assert "min_channels=4" in message
+
+
+@pytest.mark.parametrize("ratio", [0, 0.0, 1.5, -0.2, True, float("nan")])
+def test_bad_ratios(graph, ratio: float) -> None:
+    with pytest.raises(PruningError, match=r"flops keep ratio must be a number in \(0, 1\]"):
+        channel_uniform(graph, ratio)
+
+
+def test_allocator_names(graph) -> None:
+    assert get_channel_allocator("channel-global-mp") is channel_global_mp
+    for name in ("erk", "lamp", "channel-erk", "channel-lamp"):
+        base = name.removeprefix("channel-")
+        with pytest.raises(PruningError, match=f"allocator '{base}' has no channel version"):
+            get_channel_allocator(name)
+    with pytest.raises(PruningError, match="at channel granularity use 'channel-global-mp'"):
+        get_channel_allocator("global-mp")
+    with pytest.raises(PruningError, match="unknown channel allocator 'nope'; allowed: channel-global-mp, channel-u"):
+        get_channel_allocator("nope")
+    with pytest.raises(PruningError, match="unknown budget metric 'latency'; allowed: flops, params"):
+        channel_uniform(graph, 0.5, metric="latency")
