@@ -23,7 +23,9 @@ baseline) use :func:`run_agent_method`; ``purl train`` is its CLI.
 Modules: :mod:`agents.algorithms` (registry, :func:`make_agent`),
 :mod:`agents.vec_env` (vectorised envs), :mod:`agents.callbacks` (TensorBoard,
 best policy, checkpoints), :mod:`agents.training` (:func:`train_agent`),
-:mod:`agents.policy` (read and apply a policy), :mod:`agents.run` (the method).
+:mod:`agents.policy` (read and apply a policy), :mod:`agents.run` (the method: :class:`AgentMethod`,
+registered as ``agent`` in :data:`purl.methods.METHODS` on import), :mod:`agents.sweep` (``purl train
+--grid/--seeds`` as a compare grid).
 """
 
 from agents.algorithms import (
@@ -34,20 +36,36 @@ from agents.algorithms import (
     make_agent,
     validate_agent_config,
 )
-from agents.callbacks import PurlCallback
+from agents.callbacks import (
+    BestEpisodeTracker,
+    Checkpointer,
+    EpisodeCsv,
+    EpisodeTensorBoard,
+    ExactBudgetStop,
+    PurlCallback,
+    TqdmProgress,
+)
 from agents.policy import apply_policy, policy_episode, policy_sparsities
-from agents.run import AgentOutcome, run_agent_method, search_and_prune
-from agents.sweep import SweepResult, SweepUnit, parse_grid, plan_units, run_sweep  # noqa: F401 - sweeps
+from agents.run import AgentMethod, AgentOutcome, run_agent_method, search_and_prune, train_and_save
+from agents.sweep import parse_grid, sweep_config  # noqa: F401 - sweeps are compare grids of agents
 from agents.training import AgentRun, train_agent
-from agents.vec_env import EnvFactory, make_vec_env
+from agents.vec_env import make_vec_env
+from envs.factory import EnvFactory
 
 __all__ = [
     "ALGORITHMS",
+    "AgentMethod",
     "AgentOutcome",
     "AgentRun",
     "AlgorithmSpec",
+    "BestEpisodeTracker",
+    "Checkpointer",
+    "EpisodeCsv",
+    "EpisodeTensorBoard",
+    "ExactBudgetStop",
     "EnvFactory",
     "PurlCallback",
+    "TqdmProgress",
     "apply_policy",
     "get_algorithm",
     "list_algorithms",
@@ -58,5 +76,6 @@ __all__ = [
     "run_agent_method",
     "search_and_prune",
     "train_agent",
+    "train_and_save",
     "validate_agent_config",
 ]

@@ -1,42 +1,30 @@
-"""What happens around SB3's learning loop: per-episode logging, best-policy tracking, checkpoints.
+"""What happens around SB3's learning loop, as small SB3 callbacks composed with ``CallbackList``.
 
-:class:`PurlCallback` watches the ``info["purl_episode"]`` summary every PuRL
-environment emits when an episode ends (one pruning allocation of the whole
-network) and
+Each watches the ``info["purl_episode"]`` summary every PuRL environment emits when an episode ends (one
+pruning allocation of the whole network) or the loop's own hooks, and each works on its own SB3 loop:
 
-* logs it to TensorBoard through SB3's logger (``purl/episode_reward``,
-  ``purl/reward/<component>``, ``purl/final_accuracy``, ``purl/global_sparsity``,
-  ``purl/flops``; every ``figure_every`` episodes and at the end, bar charts of the
-  latest and best episode's per-layer sparsity as ``purl/layer_sparsity_latest``
-  / ``purl/layer_sparsity_best``; the best-return episode stands in for the best
-  while no episode meets the target), at x = env steps so far;
-* appends it to ``episodes.csv`` (learning curves for reports);
-* keeps the *best* episode: the highest return among episodes that meet the
-  target (``meets_target``: the target sparsity by the env's count rule,
-  :func:`reaches_target`; and, only when ``env.target_accuracy`` is set
-  explicitly, ``meets_accuracy_target`` too), saving the policy at that moment
-  to ``best_model.zip`` and the allocation to ``best_episode.json``; and the
-  *best-return* episode: the highest return among episodes that reach the
-  target sparsity (kept in ``last.json``);
-* stops the search at exactly ``budget`` env steps (:func:`planned_steps`:
-  ``agent.total_timesteps``, rounded up to whole rollouts as SB3 does): SB3
-  only checks its budget between rollouts, so a run resumed from a checkpoint
-  taken mid-rollout (Ctrl-C) would otherwise overshoot by up to one rollout; a
-  rollout that ends exactly at the budget still ends normally (and is learnt
-  from), so an uninterrupted run is unchanged;
-* every ``checkpoint_every`` env steps writes ``checkpoints/last.zip`` (plus
-  ``checkpoints/last_replay_buffer.pkl`` for off-policy algorithms) and
-  ``checkpoints/last.json`` (num_timesteps, episodes, evaluations, wall time,
-  best so far, and the run's config and seed, so a resume can check it
-  continues the same run: :func:`check_state`). Checkpoints are taken at the start of a rollout, i.e. after the
-  previous rollout was learnt from, so a resumed run continues from a
-  consistent state. Every file is written to a temporary name and renamed, so a
-  crash mid-write leaves the previous good file in place; the JSON is written
-  last and says which step the checkpoint holds.
+* :class:`EpisodeTensorBoard`: per-episode scalars through SB3's logger (``purl/episode_reward``,
+  ``purl/reward/<component>``, ``purl/final_accuracy``, ``purl/global_sparsity``, ``purl/flops``) at
+  x = env steps, and per-layer sparsity bar charts of the latest and best episode
+  (``purl/layer_sparsity_latest`` / ``purl/layer_sparsity_best``);
+* :class:`EpisodeCsv`: appends each episode to ``episodes.csv`` (learning curves for reports);
+* :class:`BestEpisodeTracker`: the *best* episode (highest return among episodes that meet the target:
+  the target sparsity by the env's count rule, :func:`envs.target.episode_meets_target`; and, only when
+  ``env.target_accuracy`` is set explicitly, ``meets_accuracy_target`` too), saving the policy at that
+  moment to ``best_model.zip`` and the allocation to ``best_episode.json``; the *best-return* and most
+  accurate episodes at the target sparsity and the most accurate distinct allocations (kept in
+  ``last.json``); the evaluation count;
+* :class:`Checkpointer`: every ``checkpoint_every`` env steps ``checkpoints/last.zip`` (plus
+  ``checkpoints/last_replay_buffer.pkl`` off-policy) and ``checkpoints/last.json`` (num_timesteps,
+  episodes, evaluations, wall time, best so far, and the run's config and seed, so a resume can check it
+  continues the same run: :func:`check_state`), at the start of a rollout, i.e. after the previous
+  rollout was learnt from; every file is written to a temporary name and renamed, the JSON last;
+* :class:`ExactBudgetStop`: stops the search at exactly ``budget`` env steps (:func:`planned_steps`), so a
+  run resumed from a checkpoint taken mid-rollout does not overshoot; an uninterrupted run is unchanged;
+* :class:`TqdmProgress`: the search's tqdm bar on stderr.
 
-Per-episode scalars are written straight to the logger's TensorBoard output
-(not via ``record``/``dump``), so they neither overwrite each other between
-SB3's own dumps nor flush SB3's pending training statistics early.
+:class:`PurlCallback` is the ``CallbackList`` of the first five that :func:`agents.training.train_agent`
+uses (sharing one :class:`SearchClock`), and exposes the run's record (``best``, ``episodes``, ...).
 """
 
 from __future__ import annotations
@@ -50,13 +38,14 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Figure, TensorBoardOutputFormat
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.common.utils import should_collect_more_steps
 
+from envs.target import episode_meets_target
 from purl.checkpoint import atomic_write_bytes
 from purl.errors import CheckpointError
 from purl.results import write_json
@@ -77,11 +66,9 @@ TOP_ACCURATE = 8  # distinct most-accurate allocations kept as result candidates
 
 
 def reaches_target(episode: dict[str, Any], target_sparsity: float) -> bool:
-    """Whether an episode summary is at the target sparsity: the env's own count rule
-    (``reaches_target``), or for records written before it, the global sparsity within 1e-9."""
-    if "reaches_target" in episode:
-        return bool(episode["reaches_target"])
-    return float(episode["global_sparsity"]) >= target_sparsity - 1e-9
+    """Whether an episode summary is at the target sparsity: :func:`envs.target.episode_meets_target`, the
+    env's count rule (kept here under its old name for :mod:`agents.run` and :mod:`agents.selection`)."""
+    return episode_meets_target(episode, target_sparsity)
 
 
 def checkpoint_paths(output_dir: str | Path) -> dict[str, Path]:
@@ -158,8 +145,325 @@ def layer_sparsity_figure(sparsities: dict[str, float], title: str) -> Any:
     return fig
 
 
-class PurlCallback(BaseCallback):
-    """Per-episode TensorBoard logging, episodes.csv, best-policy tracking and atomic periodic checkpoints.
+class SearchClock:
+    """Seconds spent learning, over this and earlier sessions of a run (``base``); shared by the callbacks
+    of one run so that they all report the same search time."""
+
+    def __init__(self, base: float = 0.0) -> None:
+        self.base = float(base)
+        self._started: float | None = None
+
+    def start(self) -> None:
+        """Start counting (no-op while running)."""
+        if self._started is None:
+            self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        """Stop counting; the running time is added to ``base`` (no-op when stopped)."""
+        if self._started is not None:
+            self.base += time.perf_counter() - self._started
+            self._started = None
+
+    @property
+    def seconds(self) -> float:
+        """Seconds so far, the running session included."""
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self.base + running
+
+
+class EpisodeCallback(BaseCallback):
+    """Base of the per-episode callbacks: finds each ``info["purl_episode"]`` and hands its record to
+    :meth:`_on_episode`. The record holds ``episode`` (1-based count, continued from ``episodes``),
+    ``env_step``, ``return``, ``accuracy``, ``global_sparsity``, ``flops``, ``meets_target`` and
+    ``reaches_target`` (the sparsity rule, :func:`envs.target.episode_meets_target`),
+    ``meets_accuracy_target`` (None unless ``accuracy_target`` is set), ``wall_time_s``,
+    ``layer_sparsities`` and ``components``.
+
+    :param target_sparsity: the env's target sparsity.
+    :param accuracy_target: an explicitly set accuracy target (``env.target_accuracy``); None = none.
+    :param episodes: episodes already counted (a resumed run's).
+    :param clock: the run's :class:`SearchClock` (shared between callbacks); None = a fresh one.
+    """
+
+    def __init__(self, *, target_sparsity: float = 0.0, accuracy_target: float | None = None, episodes: int = 0,
+                 clock: SearchClock | None = None, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.target_sparsity = float(target_sparsity)
+        self.accuracy_target = accuracy_target
+        self.episodes = int(episodes)
+        self.clock = clock if clock is not None else SearchClock()
+
+    @property
+    def wall_time_s(self) -> float:
+        """Seconds spent learning (this and earlier sessions of the run)."""
+        return self.clock.seconds
+
+    def _on_training_start(self) -> None:
+        self.clock.start()
+
+    def _on_training_end(self) -> None:
+        self.clock.stop()  # the search is over
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos") or []:
+            episode = info.get("purl_episode")
+            if episode is not None:
+                self.episodes += 1
+                self._on_episode(self.make_record(episode))
+        return True
+
+    def make_record(self, episode: dict[str, Any]) -> dict[str, Any]:
+        """The record of the episode just counted (``self.episodes``) from the env's summary."""
+        at_target = reaches_target(episode, self.target_sparsity)  # the sparsity rule only
+        return {
+            "episode": self.episodes,
+            "env_step": int(self.num_timesteps),
+            "return": float(episode["return"]),
+            "accuracy": float(episode["accuracy"]),
+            "global_sparsity": float(episode["global_sparsity"]),
+            "flops": float(episode["flops"]),
+            "meets_target": at_target,
+            "meets_accuracy_target": (None if self.accuracy_target is None
+                                      else float(episode["accuracy"]) >= self.accuracy_target - 1e-12),
+            "reaches_target": at_target,
+            "wall_time_s": round(self.wall_time_s, 3),
+            "layer_sparsities": {k: float(v) for k, v in episode["layer_sparsities"].items()},
+            "components": {k: float(v) for k, v in (episode.get("components") or {}).items()},
+        }
+
+    def _on_episode(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class EpisodeCsv(EpisodeCallback):
+    """Append every episode's record to ``output_dir/episodes.csv`` (:data:`EPISODE_FIELDS`; learning curves)."""
+
+    def __init__(self, output_dir: str | Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(output_dir) / EPISODES_CSV
+
+    def _on_episode(self, record: dict[str, Any]) -> None:
+        new = not self.path.is_file() or self.path.stat().st_size == 0
+        with self.path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=EPISODE_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(record)
+
+
+class BestEpisodeTracker(EpisodeCallback):
+    """Keep the search's record: the best episode (highest return among those that meet the target sparsity
+    and, when ``accuracy_target`` is set, that too; saved with the policy of that moment to
+    ``best_model.zip`` / ``best_episode.json``), the best-return and most accurate episodes at the target
+    sparsity, the :data:`TOP_ACCURATE` most accurate distinct allocations, and the evaluation count.
+
+    :param output_dir: where ``best_model.zip`` and ``best_episode.json`` go.
+    :param state: a previous checkpoint's ``last.json`` when resuming (counters and best episodes carry on).
+    """
+
+    def __init__(self, output_dir: str | Path, *, state: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        state = state or {}
+        kwargs.setdefault("episodes", int(state.get("episodes", 0)))
+        kwargs.setdefault("clock", SearchClock(float(state.get("wall_time_s", 0.0))))
+        super().__init__(**kwargs)
+        self.output_dir = Path(output_dir)
+        self.evaluations_base: int = int(state.get("evaluations", 0))
+        self.best: dict[str, Any] | None = state.get("best")
+        self.best_return: dict[str, Any] | None = state.get("best_return")
+        self.best_accuracy: dict[str, Any] | None = state.get("best_accuracy")
+        self.top_accurate: list[dict[str, Any]] = list(state.get("top_accurate") or [])
+        on_disk = read_json(self.output_dir / BEST_EPISODE) if state else None
+        if on_disk is not None and (self.best is None or on_disk.get("return", -np.inf) > self.best["return"]):
+            self.best = on_disk  # a best episode found after the last checkpoint (its model file is on disk)
+        self.latest: dict[str, Any] | None = None
+        self._eval_counts: dict[int, int] = {}
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations made by the environments (this and earlier sessions of the run)."""
+        return self.evaluations_base + sum(self._eval_counts.values())
+
+    def record_state(self) -> dict[str, Any]:
+        """The search record as ``last.json`` holds it (counters, best episodes)."""
+        return {"episodes": self.episodes, "evaluations": self.evaluations, "wall_time_s": self.wall_time_s,
+                "best": self.best, "best_return": self.best_return, "best_accuracy": self.best_accuracy,
+                "top_accurate": self.top_accurate}
+
+    def _on_step(self) -> bool:
+        for idx, info in enumerate(self.locals.get("infos") or []):
+            if "evaluations" in info:
+                self._eval_counts[idx] = int(info["evaluations"])
+        return super()._on_step()
+
+    def _on_episode(self, record: dict[str, Any]) -> None:
+        self.latest = record
+        if record["reaches_target"]:
+            if self.best_return is None or record["return"] > self.best_return["return"]:
+                self.best_return = record
+            if self.best_accuracy is None or record["accuracy"] > self.best_accuracy["accuracy"]:
+                self.best_accuracy = record
+            self._keep_top_accurate(record)
+        qualifies = record["meets_target"] and record["meets_accuracy_target"] is not False
+        if qualifies and (self.best is None or record["return"] > self.best["return"]):
+            self.best = record
+            save_model_atomic(self.model, self.output_dir / BEST_MODEL)
+            write_json(self.output_dir / BEST_EPISODE, record)
+
+    def _keep_top_accurate(self, record: dict[str, Any]) -> None:
+        """Keep the ``TOP_ACCURATE`` most accurate distinct allocations at the target (candidates for
+        the result's re-ranking, :mod:`agents.selection`)."""
+        same = [r for r in self.top_accurate if r["layer_sparsities"] == record["layer_sparsities"]]
+        if same:
+            return
+        self.top_accurate.append(record)
+        self.top_accurate.sort(key=lambda r: (-r["accuracy"], r["episode"]))
+        del self.top_accurate[TOP_ACCURATE:]
+
+
+class EpisodeTensorBoard(EpisodeCallback):
+    """Log every episode to the logger's TensorBoard output at x = env steps (``purl/episode_reward``,
+    ``purl/reward/<component>``, ``purl/final_accuracy``, ``purl/global_sparsity``, ``purl/flops``), and every
+    ``figure_every`` episodes and at the end bar charts of the latest and (with a ``tracker``) the best
+    episode's per-layer sparsity. Written straight to the TensorBoard output, not via ``record``/``dump``, so
+    they neither overwrite each other between SB3's dumps nor flush SB3's pending statistics early.
+
+    :param figure_every: episodes between per-layer sparsity figures.
+    :param tracker: the :class:`BestEpisodeTracker` whose best episode to draw; None = the latest only.
+    """
+
+    def __init__(self, *, figure_every: int = 100, tracker: BestEpisodeTracker | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.figure_every = max(1, figure_every)
+        self.tracker = tracker
+        self.latest: dict[str, Any] | None = None
+
+    def _on_episode(self, record: dict[str, Any]) -> None:
+        self.latest = record
+        values: dict[str, Any] = {
+            "purl/episode_reward": record["return"],
+            "purl/final_accuracy": record["accuracy"],
+            "purl/global_sparsity": record["global_sparsity"],
+            "purl/flops": record["flops"],
+        }
+        values.update({f"purl/reward/{k}": v for k, v in record["components"].items()})
+        self._write(values)
+        if self.episodes % self.figure_every == 0:
+            self.log_figures()
+
+    def _on_training_end(self) -> None:
+        super()._on_training_end()
+        self.log_figures()
+
+    def _write(self, values: dict[str, Any]) -> None:
+        """Write ``values`` at x = env steps to the logger's TensorBoard output, leaving SB3's pending values."""
+        excluded: dict[str, tuple[str, ...] | None] = {k: None for k in values}
+        for fmt in self.logger.output_formats:
+            if isinstance(fmt, TensorBoardOutputFormat):
+                fmt.write(values, excluded, step=int(self.num_timesteps))
+
+    def log_figures(self) -> None:
+        """The latest and the best episode's per-layer sparsity as figures (the best-return episode
+        stands in for the best while no episode meets the target)."""
+        figures = {}
+        latest = self.latest
+        if latest is not None:
+            figures["purl/layer_sparsity_latest"] = Figure(layer_sparsity_figure(
+                latest["layer_sparsities"], f"episode {latest['episode']}: "
+                f"return {latest['return']:.3f}, sparsity {latest['global_sparsity']:.3f}"), close=True)
+        tracker = self.tracker
+        best, label = (None, "")
+        if tracker is not None:
+            best, label = ((tracker.best, "best") if tracker.best is not None
+                           else (tracker.best_return, "best return, below target"))
+        if best is not None:
+            figures["purl/layer_sparsity_best"] = Figure(layer_sparsity_figure(
+                best["layer_sparsities"], f"{label} (episode {best['episode']}): "
+                f"return {best['return']:.3f}, accuracy {best['accuracy']:.3f}"), close=True)
+        if figures:
+            self._write(figures)
+
+
+class Checkpointer(BaseCallback):
+    """Every ``checkpoint_every`` env steps (at the start of a rollout, i.e. after the previous one was learnt
+    from) and at the end, write ``checkpoints/last.zip`` (+ ``last_replay_buffer.pkl`` off-policy) and then
+    ``checkpoints/last.json``, each atomically (the JSON last: it says which step the checkpoint holds).
+
+    :param output_dir: the run's folder.
+    :param tracker: the run's :class:`BestEpisodeTracker` (its record goes into ``last.json``).
+    :param checkpoint_every: env steps between checkpoints (0 = only at the end and on interrupt).
+    :param run: what identifies the run (``config``: its dict, ``seed``), saved in ``last.json``.
+    :param last_checkpoint: env step of the checkpoint resumed from.
+    """
+
+    def __init__(self, output_dir: str | Path, tracker: BestEpisodeTracker, *, checkpoint_every: int = 1000,
+                 run: dict[str, Any] | None = None, last_checkpoint: int = 0, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.output_dir = Path(output_dir)
+        self.tracker = tracker
+        self.checkpoint_every = checkpoint_every
+        self.run = dict(run or {})
+        self._last_checkpoint = int(last_checkpoint)
+
+    def state(self) -> dict[str, Any]:
+        """What ``last.json`` holds: enough to resume counting and best-tracking (:data:`STATE_KEYS`)."""
+        return {"algo": type(self.model).__name__, "num_timesteps": int(self.model.num_timesteps),
+                **self.tracker.record_state(), **self.run}
+
+    def _on_training_start(self) -> None:
+        self._last_checkpoint = max(self._last_checkpoint, int(self.model.num_timesteps))
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self.checkpoint_every and self.model.num_timesteps - self._last_checkpoint >= self.checkpoint_every:
+            self.save_checkpoint()
+
+    def _on_training_end(self) -> None:
+        self.save_checkpoint()
+
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoints/last.zip`` (+ replay buffer) and then ``last.json``, each atomically."""
+        paths = checkpoint_paths(self.output_dir)
+        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
+            save_replay_buffer_atomic(self.model, paths["replay_buffer"])
+        save_model_atomic(self.model, paths["model"])
+        write_json(paths["state"], self.state())
+        self._last_checkpoint = int(self.model.num_timesteps)
+
+
+class ExactBudgetStop(BaseCallback):
+    """Stop the search at exactly ``budget`` env steps (:func:`planned_steps`). SB3 checks its budget only
+    between rollouts, so a run resumed from a checkpoint taken mid-rollout would overshoot by up to one
+    rollout; a rollout that ends exactly at the budget still ends normally (and is learnt from), so an
+    uninterrupted run is unchanged."""
+
+    def __init__(self, budget: int, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.budget = int(budget)
+
+    def _on_step(self) -> bool:
+        if self.model.num_timesteps < self.budget:
+            return True
+        return self._rollout_ends_now()  # at the budget: stop, unless SB3 ends the rollout here anyway
+
+    def _rollout_ends_now(self) -> bool:
+        """Whether the rollout being collected ends with this step (then SB3's own budget check stops the
+        run after learning from it; stopping here instead would drop that rollout's update)."""
+        if isinstance(self.model, OnPolicyAlgorithm):
+            return int(self.locals.get("n_steps", 0)) + 1 >= int(self.locals.get("n_rollout_steps", 0))
+        if isinstance(self.model, OffPolicyAlgorithm) and "train_freq" in self.locals:
+            episodes = int(self.locals.get("num_collected_episodes", 0)) + int(np.sum(self.locals.get("dones", 0)))
+            return not should_collect_more_steps(self.locals["train_freq"],
+                                                 int(self.locals.get("num_collected_steps", 0)), episodes)
+        return False
+
+
+class PurlCallback(CallbackList):
+    """PuRL's standard set, composed with ``CallbackList``: :class:`EpisodeCsv`, :class:`BestEpisodeTracker`,
+    :class:`EpisodeTensorBoard`, :class:`Checkpointer` and (with ``budget``) :class:`ExactBudgetStop`,
+    sharing one :class:`SearchClock`. Each part works on its own SB3 loop too.
 
     :param output_dir: the run's folder.
     :param checkpoint_every: env steps between checkpoints (0 = only at the end and on interrupt).
@@ -177,188 +481,36 @@ class PurlCallback(BaseCallback):
                  target_sparsity: float = 0.0, state: dict[str, Any] | None = None, budget: int | None = None,
                  accuracy_target: float | None = None, run: dict[str, Any] | None = None,
                  verbose: int = 0) -> None:
-        super().__init__(verbose)
-        self.budget = budget
-        self.accuracy_target = accuracy_target
-        self.run = dict(run or {})
-        self.output_dir = Path(output_dir)
-        self.checkpoint_every = checkpoint_every
-        self.figure_every = max(1, figure_every)
-        state = state or {}
-        self.episodes: int = int(state.get("episodes", 0))
-        self.evaluations_base: int = int(state.get("evaluations", 0))
-        self.wall_time_base: float = float(state.get("wall_time_s", 0.0))
-        self.target_sparsity = float(target_sparsity)
-        self.best: dict[str, Any] | None = state.get("best")
-        self.best_return: dict[str, Any] | None = state.get("best_return")
-        self.best_accuracy: dict[str, Any] | None = state.get("best_accuracy")
-        self.top_accurate: list[dict[str, Any]] = list(state.get("top_accurate") or [])
-        on_disk = read_json(self.output_dir / BEST_EPISODE) if state else None
-        if on_disk is not None and (self.best is None or on_disk.get("return", -np.inf) > self.best["return"]):
-            self.best = on_disk  # a best episode found after the last checkpoint (its model file is on disk)
-        self.latest: dict[str, Any] | None = None
-        self._eval_counts: dict[int, int] = {}
-        self._last_checkpoint: int = int(state.get("num_timesteps", 0))
-        self._started: float | None = None
+        targets = {"target_sparsity": target_sparsity, "accuracy_target": accuracy_target, "verbose": verbose}
+        self.tracker = BestEpisodeTracker(output_dir, state=state, **targets)
+        shared = {**targets, "episodes": self.tracker.episodes, "clock": self.tracker.clock}
+        self.csv = EpisodeCsv(output_dir, **shared)
+        self.tensorboard = EpisodeTensorBoard(figure_every=figure_every, tracker=self.tracker, **shared)
+        self.checkpointer = Checkpointer(output_dir, self.tracker, checkpoint_every=checkpoint_every, run=run,
+                                         last_checkpoint=int((state or {}).get("num_timesteps", 0)),
+                                         verbose=verbose)
+        parts: list[BaseCallback] = [self.csv, self.tracker, self.tensorboard, self.checkpointer]
+        if budget is not None:
+            parts.append(ExactBudgetStop(budget, verbose))
+        super().__init__(parts)
 
-    # ------------------------------------------------------------------ counters
-    @property
-    def evaluations(self) -> int:
-        """Network evaluations made by the environments (this and earlier sessions of the run)."""
-        return self.evaluations_base + sum(self._eval_counts.values())
-
-    @property
-    def wall_time_s(self) -> float:
-        """Seconds spent learning (this and earlier sessions of the run)."""
-        running = time.perf_counter() - self._started if self._started is not None else 0.0
-        return self.wall_time_base + running
+    # the run's record, as train_agent and the tests read it
+    best = property(lambda self: self.tracker.best)
+    best_return = property(lambda self: self.tracker.best_return)
+    best_accuracy = property(lambda self: self.tracker.best_accuracy)
+    top_accurate = property(lambda self: self.tracker.top_accurate)
+    latest = property(lambda self: self.tracker.latest)
+    episodes = property(lambda self: self.tracker.episodes)
+    evaluations = property(lambda self: self.tracker.evaluations)
+    wall_time_s = property(lambda self: self.tracker.wall_time_s)
 
     def state(self) -> dict[str, Any]:
-        """What ``last.json`` holds: enough to resume counting and best-tracking."""
-        return {
-            "algo": type(self.model).__name__,
-            "num_timesteps": int(self.model.num_timesteps),
-            "episodes": self.episodes,
-            "evaluations": self.evaluations,
-            "wall_time_s": self.wall_time_s,
-            "best": self.best,
-            "best_return": self.best_return,
-            "best_accuracy": self.best_accuracy,
-            "top_accurate": self.top_accurate,
-            **self.run,
-        }
+        """What ``last.json`` holds (:meth:`Checkpointer.state`)."""
+        return self.checkpointer.state()
 
-    # ------------------------------------------------------------------ SB3 hooks
-    def _on_training_start(self) -> None:
-        self._started = time.perf_counter()
-        self._last_checkpoint = max(self._last_checkpoint, int(self.model.num_timesteps))
-
-    def _on_step(self) -> bool:
-        infos = self.locals.get("infos") or []
-        for idx, info in enumerate(infos):
-            if "evaluations" in info:
-                self._eval_counts[idx] = int(info["evaluations"])
-            episode = info.get("purl_episode")
-            if episode is not None:
-                self._on_episode(episode)
-        if self.budget is None or self.model.num_timesteps < self.budget:
-            return True
-        return self._rollout_ends_now()  # at the budget: stop, unless SB3 ends the rollout here anyway
-
-    def _rollout_ends_now(self) -> bool:
-        """Whether the rollout being collected ends with this step (then SB3's own budget check stops the
-        run after learning from it; stopping here instead would drop that rollout's update)."""
-        if isinstance(self.model, OnPolicyAlgorithm):
-            return int(self.locals.get("n_steps", 0)) + 1 >= int(self.locals.get("n_rollout_steps", 0))
-        if isinstance(self.model, OffPolicyAlgorithm) and "train_freq" in self.locals:
-            episodes = int(self.locals.get("num_collected_episodes", 0)) + int(np.sum(self.locals.get("dones", 0)))
-            return not should_collect_more_steps(self.locals["train_freq"],
-                                                 int(self.locals.get("num_collected_steps", 0)), episodes)
-        return False
-
-    def _on_rollout_start(self) -> None:
-        if self.checkpoint_every and self.model.num_timesteps - self._last_checkpoint >= self.checkpoint_every:
-            self.save_checkpoint()
-
-    def _on_training_end(self) -> None:
-        if self._started is not None:  # stop the clock: the search is over
-            self.wall_time_base += time.perf_counter() - self._started
-            self._started = None
-        self._log_figures()
-        self.save_checkpoint()
-
-    # ------------------------------------------------------------------ episodes
-    def _on_episode(self, episode: dict[str, Any]) -> None:
-        self.episodes += 1
-        record = {
-            "episode": self.episodes,
-            "env_step": int(self.num_timesteps),
-            "return": float(episode["return"]),
-            "accuracy": float(episode["accuracy"]),
-            "global_sparsity": float(episode["global_sparsity"]),
-            "flops": float(episode["flops"]),
-            "meets_target": reaches_target(episode, self.target_sparsity),  # the sparsity rule only
-            "meets_accuracy_target": (None if self.accuracy_target is None
-                                      else float(episode["accuracy"]) >= self.accuracy_target - 1e-12),
-            "reaches_target": reaches_target(episode, self.target_sparsity),
-            "wall_time_s": round(self.wall_time_s, 3),
-            "layer_sparsities": {k: float(v) for k, v in episode["layer_sparsities"].items()},
-            "components": {k: float(v) for k, v in (episode.get("components") or {}).items()},
-        }
-        self.latest = record
-        values: dict[str, Any] = {
-            "purl/episode_reward": record["return"],
-            "purl/final_accuracy": record["accuracy"],
-            "purl/global_sparsity": record["global_sparsity"],
-            "purl/flops": record["flops"],
-        }
-        values.update({f"purl/reward/{k}": v for k, v in record["components"].items()})
-        self._write_tensorboard(values)
-        self._append_csv(record)
-        at_target = reaches_target(episode, self.target_sparsity)
-        if at_target and (self.best_return is None or record["return"] > self.best_return["return"]):
-            self.best_return = record
-        if at_target and (self.best_accuracy is None or record["accuracy"] > self.best_accuracy["accuracy"]):
-            self.best_accuracy = record
-        if at_target:
-            self._keep_top_accurate(record)
-        qualifies = record["meets_target"] and record["meets_accuracy_target"] is not False
-        if qualifies and (self.best is None or record["return"] > self.best["return"]):
-            self.best = record
-            save_model_atomic(self.model, self.output_dir / BEST_MODEL)
-            write_json(self.output_dir / BEST_EPISODE, record)
-        if self.episodes % self.figure_every == 0:
-            self._log_figures()
-
-    def _keep_top_accurate(self, record: dict[str, Any]) -> None:
-        """Keep the ``TOP_ACCURATE`` most accurate distinct allocations at the target (candidates for
-        the result's re-ranking, :mod:`agents.selection`)."""
-        same = [r for r in self.top_accurate if r["layer_sparsities"] == record["layer_sparsities"]]
-        if same:
-            return
-        self.top_accurate.append(record)
-        self.top_accurate.sort(key=lambda r: (-r["accuracy"], r["episode"]))
-        del self.top_accurate[TOP_ACCURATE:]
-
-    def _write_tensorboard(self, values: dict[str, Any]) -> None:
-        """Write ``values`` at x = env steps to the logger's TensorBoard output, leaving SB3's pending values."""
-        excluded: dict[str, tuple[str, ...] | None] = {k: None for k in values}
-        for fmt in self.logger.output_formats:
-            if isinstance(fmt, TensorBoardOutputFormat):
-                fmt.write(values, excluded, step=int(self.num_timesteps))
-
-    def _log_figures(self) -> None:
-        figures = {}
-        if self.latest is not None:
-            figures["purl/layer_sparsity_latest"] = Figure(layer_sparsity_figure(
-                self.latest["layer_sparsities"], f"episode {self.latest['episode']}: "
-                f"return {self.latest['return']:.3f}, sparsity {self.latest['global_sparsity']:.3f}"), close=True)
-        best, label = (self.best, "best") if self.best is not None else (self.best_return, "best return, below target")
-        if best is not None:
-            figures["purl/layer_sparsity_best"] = Figure(layer_sparsity_figure(
-                best["layer_sparsities"], f"{label} (episode {best['episode']}): "
-                f"return {best['return']:.3f}, accuracy {best['accuracy']:.3f}"), close=True)
-        if figures:
-            self._write_tensorboard(figures)
-
-    def _append_csv(self, record: dict[str, Any]) -> None:
-        path = self.output_dir / EPISODES_CSV
-        new = not path.is_file() or path.stat().st_size == 0
-        with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=EPISODE_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(record)
-
-    # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> None:
-        """Write ``checkpoints/last.zip`` (+ replay buffer) and then ``last.json``, each atomically."""
-        paths = checkpoint_paths(self.output_dir)
-        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
-            save_replay_buffer_atomic(self.model, paths["replay_buffer"])
-        save_model_atomic(self.model, paths["model"])
-        write_json(paths["state"], self.state())
-        self._last_checkpoint = int(self.model.num_timesteps)
+        """Write the checkpoint now (e.g. on Ctrl-C): :meth:`Checkpointer.save_checkpoint`."""
+        self.checkpointer.save_checkpoint()
 
 
 def truncate_episodes_csv(output_dir: str | Path, max_step: int) -> None:

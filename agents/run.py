@@ -19,14 +19,13 @@ the search's most accurate episode at the target; ``best_search_episode_source``
 ``deterministic_policy_*`` (one greedy rollout of the trained policy), each with its one-shot
 reward-split accuracy and return. Only the reported allocation is fine-tuned and tested.
 
-``*_meets_target`` is the sparsity rule only (:func:`agents.callbacks.reaches_target`, the env's count
+``*_meets_target`` is the sparsity rule only (:func:`envs.target.episode_meets_target`, the env's count
 rule); ``*_meets_accuracy_target`` is filled only when ``env.target_accuracy`` is set (else None), and
 ``target_accuracy`` is that setting.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import time
 from dataclasses import dataclass
@@ -36,12 +35,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from agents.callbacks import EPISODES_CSV, reaches_target
+from agents.callbacks import EPISODES_CSV
 from agents.policy import apply_policy, default_constraints, policy_episode
 from agents.selection import Candidate, choose, gather
 from agents.training import AgentRun, train_agent
-from purl.config import ExperimentConfig, MethodSpec, config_from_dict
-from purl.errors import ConfigError
+from envs.target import episode_meets_target
+from purl.config import ExperimentConfig, MethodSpec, merge_config
+from purl.methods import METHODS, MethodCell
 from purl.pipeline import finetune_and_measure
 from purl.pruning import MaskState
 from purl.task import Task
@@ -75,7 +75,7 @@ def _episode_fields(prefix: str, episode: dict[str, Any] | None, config: Experim
         f"{prefix}_return": float(episode["return"]),
         f"{prefix}_accuracy": float(episode["accuracy"]),
         f"{prefix}_global_sparsity": float(episode["global_sparsity"]),
-        f"{prefix}_meets_target": reaches_target(episode, config.env.target_sparsity),
+        f"{prefix}_meets_target": episode_meets_target(episode, config.env.target_sparsity),
         f"{prefix}_meets_accuracy_target": (None if target_accuracy is None
                                             else float(episode["accuracy"]) >= float(target_accuracy) - 1e-12),
         f"{prefix}_layer_sparsity": {k: float(v) for k, v in episode["layer_sparsities"].items()},
@@ -209,43 +209,63 @@ def run_agent_method(
     return search_and_prune(task, config, output_dir=output_dir, seed=seed, progress=progress, resume=resume).row
 
 
-def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
-    """Deep-merge ``update`` (nested or dotted keys) into ``into``."""
-    for key, value in update.items():
-        if "." in key:
-            head, _, rest = key.partition(".")
-            _merge(into, {head: {rest: value}})
-        elif isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
+def cell_config(base: ExperimentConfig, spec: MethodSpec, target_sparsity: float | None) -> ExperimentConfig:
+    """The config of one ``agent`` cell: :func:`purl.config.merge_config` of ``base``, the spec and the target.
 
-
-def cell_config(base: ExperimentConfig, spec: MethodSpec, target_sparsity: float) -> ExperimentConfig:
-    """The config of one ``agent`` cell of a comparison.
-
-    ``env.target_sparsity`` is the cell's target; ``spec.min_threshold`` (when set)
-    becomes ``constraints.min_threshold``; ``spec.kwargs`` are config overrides,
-    either nested (``{agent: {algo: sac}}``) or dotted (``{"agent.algo": "sac", "env.reward": "amc"}``),
-    so one comparison can hold several agents under different labels.
+    ``env.target_sparsity`` is the cell's target; ``spec.min_threshold`` (when set) becomes
+    ``constraints.min_threshold``; ``spec.kwargs`` are the method's overrides, nested
+    (``{agent: {algo: sac}}``) or dotted (``{"agent.algo": "sac", "env.reward": "amc"}``), limited to the
+    sections a method may change (:data:`purl.config.METHOD_SECTIONS`): so one comparison can hold
+    several agents under different labels, and a sweep's grid points are such agents.
     """
-    raw = base.to_dict()
-    _merge(raw, dict(spec.kwargs))
-    raw.setdefault("env", {})["target_sparsity"] = float(target_sparsity)
-    if spec.min_threshold is not None:
-        raw.setdefault("constraints", {})["min_threshold"] = spec.min_threshold
-    try:
-        return config_from_dict(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"method '{spec.label}' kwargs: {exc}") from None
+    return merge_config(base, method_overrides=dict(spec.kwargs), target_sparsity=target_sparsity,
+                        min_threshold=spec.min_threshold, where=f"method '{spec.label}': ")
 
 
-def compare_cell(task: Task, spec: MethodSpec, target_sparsity: float, seed: int, cell_dir: Path,
-                 progress: bool = False) -> dict[str, Any]:
-    """``purl compare`` runner for ``agent`` cells (see :mod:`purl.compare.runner`).
+def train_and_save(task: Any, config: ExperimentConfig, out: Path, *, seed: int, progress: bool = False,
+                   resume: bool = False) -> tuple[dict[str, Any], AgentOutcome]:
+    """One agent run as ``purl train`` makes it: search, prune, fine-tune, ``pruned.pt``; -> (row, outcome).
 
-    Trains in ``cell_dir`` with ``resume=True``: a cell that was interrupted or
-    failed after a checkpoint continues from it when the comparison is re-run.
+    ``task.config`` must be ``config`` (fine-tuning and constraints read the task's config).
+    The row is ``purl train``'s results.json row (not written here).
     """
-    config = cell_config(task.config, spec, target_sparsity)
-    return run_agent_method(task, config, output_dir=cell_dir, seed=seed, progress=progress, resume=True)
+    from purl.checkpoint import save_checkpoint
+
+    outcome = search_and_prune(task, config, output_dir=out, seed=seed, progress=progress, resume=resume)
+    row = {"command": "train", "dataset": config.data.name, "model": config.model.name, "device": str(task.device),
+           **outcome.row}
+    pruned = save_checkpoint(Path(out) / "pruned.pt", outcome.model, config=config.to_dict(),
+                             masks=outcome.masks.state_dict(),
+                             meta={k: row[k] for k in ("method", "algo", "target_sparsity", "achieved_sparsity",
+                                                      "after_test_top1", "after_test_top5", "policy_source")})
+    row["checkpoint"] = str(pruned)
+    return row, outcome
+
+
+class AgentMethod:
+    """The :class:`purl.methods.Method` registered as ``agent``: search, select, prune, fine-tune, measure.
+
+    A cell trains in its folder with ``resume=True``: a cell that was interrupted or failed after a
+    checkpoint continues from it when the comparison is re-run.
+    """
+
+    def cell_config(self, base: ExperimentConfig, spec: MethodSpec, target_sparsity: float | None,
+                    ) -> ExperimentConfig:
+        """See :func:`cell_config`."""
+        return cell_config(base, spec, target_sparsity)
+
+    def validate(self, config: ExperimentConfig, spec: MethodSpec) -> None:
+        """The agent section (algorithm, hyper-parameters) and the reward, before any pre-training."""
+        from agents.algorithms import validate_agent_config
+        from envs.rewards import make_reward
+
+        validate_agent_config(config)
+        make_reward(config.env.reward, config.env.reward_kwargs)
+
+    def run(self, cell: MethodCell) -> dict[str, Any]:
+        """One agent cell as a results row (:func:`run_agent_method`, resuming from the cell's checkpoint)."""
+        return run_agent_method(cell.task, cell.config, output_dir=cell.folder, seed=cell.seed,
+                                progress=cell.progress, resume=True)
+
+
+METHODS.add("agent", AgentMethod(), help="an RL agent searches the per-layer allocation (agent.*, env.*)")

@@ -14,7 +14,7 @@ Candidates (``policy_source`` names the one reported):
 * ``top-accurate-<k>``: the next most accurate distinct allocations of the search (:data:`TOP_ACCURATE`);
 * ``deterministic``: one greedy rollout of the final policy.
 
-Rule: keep the candidates at the target sparsity (:func:`agents.callbacks.reaches_target`); drop those
+Rule: keep the candidates at the target sparsity (:func:`envs.target.episode_meets_target`); drop those
 with a near-collapsed layer (fewer weights than outputs, :func:`purl.pruning.metrics.near_collapsed_layers`)
 while another one exists; rank by one-shot reward-split accuracy, then return. With
 ``agent.rerank_candidates`` = K > 0, the K best distinct allocations plus the prior are each fine-tuned
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from agents.callbacks import reaches_target
+from envs.target import episode_meets_target
 from purl.config import AUTO_BN_BATCHES, ExperimentConfig
 from purl.evaluator import calibration_batches, has_batchnorm
 from purl.pruning import near_collapsed_layers
@@ -83,7 +83,7 @@ def gather(found: Mapping[str, dict[str, Any] | None], top_accurate: Sequence[di
 def eligible(candidates: list[Candidate], task: Task, target_sparsity: float) -> list[Candidate]:
     """At the target sparsity; without a near-collapsed layer while any candidate has none."""
     numels = {name: p.numel for name, p in task.profiles.items()}
-    at_target = [c for c in candidates if reaches_target(c.episode, target_sparsity)] or candidates
+    at_target = [c for c in candidates if episode_meets_target(c.episode, target_sparsity)] or candidates
     for c in at_target:
         counts = {n: round(s * numels[n]) for n, s in c.sparsities.items()}
         c.near_collapsed = near_collapsed_layers(task.profiles, counts)

@@ -11,7 +11,9 @@ The steps, in order:
    on resume, so step counts and curves continue); the callback stops the
    search at exactly the env steps of an uninterrupted run
    (:func:`agents.callbacks.planned_steps`: ``agent.total_timesteps`` rounded up
-   to whole rollouts), also when the resumed checkpoint was taken mid-rollout;
+   to whole rollouts), also when the resumed checkpoint was taken mid-rollout; the callbacks are
+   :class:`agents.callbacks.PurlCallback`, the ``CallbackList`` of the episode CSV, best-episode tracker,
+   TensorBoard, checkpointer and exact-budget callbacks (plus the tqdm bar);
 5. on Ctrl-C, save a checkpoint and re-raise; at the end, save one too.
 
 A resume refuses, with one :class:`~purl.errors.CheckpointError` line and before any
@@ -34,7 +36,7 @@ from typing import Any
 
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
@@ -120,13 +122,13 @@ def check_resume(config: ExperimentConfig, out: str | Path, seed: int) -> dict[s
     """The checkpoint state of ``out`` when a resume may continue it, else CheckpointError (one line).
 
     Checks that ``last.zip`` and a complete ``last.json`` are there (:func:`agents.callbacks.check_state`)
-    and that the state was written by a run with the same config (:func:`agents.sweep.config_differences`,
+    and that the state was written by a run with the same config (:func:`purl.config.config_differences`,
     ignoring ``RESUME_IGNORED``: a larger ``agent.total_timesteps`` extends the search) and the same seed.
     A state written before configs were saved in it is checked against ``out/config.yaml`` when there is one.
     """
     import yaml
 
-    from agents.sweep import config_differences
+    from purl.config import config_differences
 
     paths = checkpoint_paths(out)
     if not paths["model"].is_file():
@@ -173,6 +175,24 @@ def _load_checkpoint(config: ExperimentConfig, out: Path, venv: Any, agent_devic
     if isinstance(model, OffPolicyAlgorithm) and paths["replay_buffer"].is_file():
         model.load_replay_buffer(paths["replay_buffer"])
     return model, state
+
+
+def _learn(model: BaseAlgorithm, steps: int, callback: PurlCallback, extras: list[BaseCallback], *, fresh: bool,
+           torch_threads: int | None) -> None:
+    """``model.learn`` for ``steps`` with ``callback`` and ``extras`` in one ``CallbackList``; on Ctrl-C save a
+    checkpoint (resume continues from exactly there) and re-raise; restore the thread count either way."""
+    threads = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    try:
+        model.learn(steps, callback=CallbackList([callback, *extras]), reset_num_timesteps=fresh, progress_bar=False)
+    except KeyboardInterrupt:
+        callback.save_checkpoint()  # resume with --resume from exactly here
+        raise
+    finally:
+        for extra in extras:  # close the bar on Ctrl-C too (idempotent)
+            extra.on_training_end()
+        torch.set_num_threads(threads)
 
 
 def train_agent(
@@ -235,22 +255,10 @@ def train_agent(
         callback.init_callback(model)  # so that an interrupt before the first step can still checkpoint
         remaining = config.agent.total_timesteps - model.num_timesteps
         if remaining > 0:
-            threads = torch.get_num_threads()
-            if torch_threads is not None:
-                torch.set_num_threads(torch_threads)
-            callbacks: list[Any] = [callback]
+            extras: list[BaseCallback] = []
             if progress and config.agent.progress_bar:  # one bar style in the CLI: tqdm (SB3's is rich)
-                callbacks.append(TqdmProgress(config.agent.total_timesteps))
-            try:
-                model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not can_resume,
-                            progress_bar=False)
-            except KeyboardInterrupt:
-                callback.save_checkpoint()  # resume with --resume from exactly here
-                raise
-            finally:
-                for extra in callbacks[1:]:  # close the bar on Ctrl-C too (idempotent)
-                    extra.on_training_end()
-                torch.set_num_threads(threads)
+                extras.append(TqdmProgress(config.agent.total_timesteps))
+            _learn(model, remaining, callback, extras, fresh=not can_resume, torch_threads=torch_threads)
         return AgentRun(model=model, output_dir=out, best=callback.best, best_return=callback.best_return,
                         best_accuracy=callback.best_accuracy, top_accurate=list(callback.top_accurate),
                         episodes=callback.episodes,

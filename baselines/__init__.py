@@ -31,6 +31,7 @@ from baselines.global_mp import GlobalMagnitude, global_magnitude_prune
 from baselines.lamp import LAMP, lamp_scores
 from baselines.layerwise import Layerwise
 from baselines.random_pruning import RandomPruning
+from baselines.run import BaselineMethod  # registers the "baseline" method (purl.methods.METHODS)
 from baselines.schedule import CubicSchedule, GradualPruner, make_gradual_schedule
 from baselines.uniform import Uniform
 from baselines.uniform_plus import UniformPlus
@@ -38,6 +39,7 @@ from purl.pruning.constraints import Constraints
 
 __all__ = [
     "ALLOCATORS",
+    "BaselineMethod",
     "ERK",
     "LAMP",
     "Allocator",

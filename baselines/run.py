@@ -1,14 +1,14 @@
 """One baseline run on a task: prune (one-shot or gradual), fine-tune with the shared trainer, measure.
 
-``run_baseline`` backs ``purl prune``; ``compare_cell`` is the method runner that
-``purl compare`` resolves for every non-agent cell. Both start from a fresh copy
-of the task's cached dense model, so every method sees the same weights.
+:class:`BaselineMethod` is the :class:`purl.methods.Method` registered as ``baseline``: ``purl prune``
+and every non-agent cell of ``purl compare`` run through it. It starts from a fresh copy of the
+task's cached dense model, so every method sees the same weights.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,8 +16,9 @@ from torch import nn
 
 from baselines.base import LayerCollapseWarning, get_allocator
 from baselines.schedule import GradualPruner, make_gradual_schedule
-from purl.config import MethodSpec
+from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
+from purl.methods import METHODS, MethodCell
 from purl.pipeline import finetune_and_measure
 from purl.pruning import MaskState
 from purl.pruning.constraints import Constraints
@@ -68,9 +69,40 @@ def run_baseline(
     return row, model, masks
 
 
-def compare_cell(
-    task: Task, spec: MethodSpec, sparsity: float, seed: int, cell_dir: Path, progress: bool = False
-) -> dict[str, Any]:
-    """Method runner for ``purl compare``: one baseline cell as a results row."""
-    row, _, _ = run_baseline(task, spec, sparsity, seed=seed, progress=progress)
-    return row
+class BaselineMethod:
+    """The :class:`purl.methods.Method` of every allocator (``global-mp``, ``uniform``, ``pkg.mod:Class``...).
+
+    ``spec.method`` names the allocator and ``spec.kwargs`` are its options (``prune.method_kwargs``);
+    ``spec.schedule`` and ``spec.min_threshold`` the schedule and Minimum Threshold. Fine-tuning,
+    constraints and the gradual window are the task's (the grid's) config.
+    """
+
+    def cell_config(self, base: ExperimentConfig, spec: MethodSpec, target_sparsity: float | None,
+                    ) -> ExperimentConfig:
+        """``base`` with ``prune.*`` set to this cell's allocator, options, schedule and target."""
+        cli = [f"prune.method={json.dumps(spec.method)}", f"prune.schedule={spec.schedule}"]
+        if target_sparsity is not None:
+            cli.append(f"prune.sparsity={float(target_sparsity)!r}")
+        return merge_config(base, cli_overrides=cli, method_overrides={"prune.method_kwargs": dict(spec.kwargs)}
+                            if spec.kwargs else None, min_threshold=spec.min_threshold,
+                            where=f"method '{spec.label}': ")
+
+    def validate(self, config: ExperimentConfig, spec: MethodSpec) -> None:
+        """An unknown allocator or option is one ConfigError listing what is allowed."""
+        from baselines.base import ALLOCATORS
+        from purl.errors import ConfigError
+        from purl.methods import METHODS
+
+        if spec.method not in ALLOCATORS and ":" not in spec.method:
+            raise ConfigError(f"unknown method '{spec.method}' in compare.methods; allowed: "
+                              f"{', '.join(n for n in METHODS.names() if n != 'baseline')}, "
+                              f"{', '.join(ALLOCATORS.names())}")
+        get_allocator(spec.method, **spec.kwargs)  # a bad option or an unimportable class: one line now
+
+    def run(self, cell: MethodCell) -> dict[str, Any]:
+        """One baseline cell as a results row (:func:`run_baseline` on the task's fresh dense copy)."""
+        row, _, _ = run_baseline(cell.task, cell.spec, cell.target_sparsity, seed=cell.seed, progress=cell.progress)
+        return row
+
+
+METHODS.add("baseline", BaselineMethod(), help="every allocator: prune the dense copy, fine-tune, measure")

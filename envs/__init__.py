@@ -10,21 +10,22 @@ that already ran torch ops (gymnasium's ``AsyncVectorEnv``) run single-threaded 
 
 ``envs`` builds on the ``purl`` core only (``purl`` never imports ``envs``). See
 :mod:`envs.pruning_env` (the MDP and its ``info`` keys), :mod:`envs.observation` (feature table),
-:mod:`envs.actions`, :mod:`envs.budget` and :mod:`envs.rewards`.
+:mod:`envs.actions`, :mod:`envs.budget`, :mod:`envs.rewards`, :mod:`envs.target` (the one "at the
+target sparsity" rule), :mod:`envs.factory` (the one picklable env factory), :mod:`envs.config` (config
+resolution) and :mod:`envs.task_cache` (the process-wide task cache).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
 import gymnasium
 
 from envs.actions import InvalidActionError
+from envs.config import resolve_config
+from envs.factory import EnvFactory, make_env
 from envs.observation import FEATURES, N_FEATURES
-from envs.pruning_env import PruningEnv, resolve_config
+from envs.pruning_env import PruningEnv
 from envs.rewards import REWARDS, Reward, RewardContext, make_reward
+from envs.target import episode_meets_target, meets_target, target_count
 from purl.runtime import install_fork_guard
 
 ENV_ID = "purl/Pruning-v0"
@@ -35,45 +36,6 @@ install_fork_guard()
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="envs.pruning_env:PruningEnv", nondeterministic=False)
-
-
-@dataclass
-class EnvFactory:
-    """A picklable ``() -> PruningEnv`` for SB3's ``DummyVecEnv`` / ``SubprocVecEnv``.
-
-    Captures the config (not the task), so a subprocess builds its own task from the on-disk
-    dense-model cache. With ``seed`` set, the env is reset once with ``seed + rank`` (its later
-    resets continue that RNG stream) and its action space seeded the same way.
-    """
-
-    config: Any = None
-    rank: int = 0
-    seed: int | None = None
-    device: str = "cpu"
-    overrides: list[str] = field(default_factory=list)
-    env_overrides: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self) -> PruningEnv:
-        env = PruningEnv(self.config, device=self.device, overrides=self.overrides, **self.env_overrides)
-        if self.seed is not None:
-            env.reset(seed=self.seed + self.rank)
-            env.action_space.seed(self.seed + self.rank)
-        return env
-
-
-def make_env(
-    config: Any = None,
-    *,
-    rank: int = 0,
-    seed: int | None = None,
-    device: str = "cpu",
-    overrides: list[str] | None = None,
-    **env_overrides: Any,
-) -> EnvFactory:
-    """A picklable env factory; the config is resolved and validated here, in the calling process."""
-    if isinstance(config, str | Path) or overrides or env_overrides:
-        config = resolve_config(config, None, overrides, env_overrides)
-    return EnvFactory(config, rank, seed, device)
 
 
 def list_rewards() -> dict[str, str]:
@@ -92,6 +54,10 @@ __all__ = [
     "Reward",
     "RewardContext",
     "make_env",
+    "meets_target",
+    "episode_meets_target",
+    "resolve_config",
+    "target_count",
     "list_rewards",
     "make_reward",
 ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from envs.target import target_count
 from purl.config import ConstraintsConfig
 from purl.errors import ConfigError, PruningError
 from purl.pruning import PrunableLayer
@@ -51,7 +52,7 @@ class Budget:
         self.total = sum(self.numels)
         self.enabled = bool(enabled)
         self.target_sparsity = float(target_sparsity)
-        self.target_count = int(round(self.target_sparsity * self.total))
+        self.target_count = target_count(self.target_sparsity, self.total)  # the one rule: envs.target
         # suffix_max[i] = sum of max_pruned[i:]
         self.suffix_max = [0] * (len(self.numels) + 1)
         for i in range(len(self.numels) - 1, -1, -1):

@@ -39,17 +39,21 @@ Step ``info`` keys: ``layer`` (pruned by this step), ``layer_index``, ``pass``,
 also ``purl_episode`` (``return``, ``components``, ``accuracy``, ``global_sparsity``, ``flops``,
 ``layer_sparsities``, ``reaches_target``, ``meets_target``, ``length``, ``dense_accuracy``, ``target_sparsity``,
 ``target_accuracy``). ``reaches_target``: at least ``round(target x prunable weights)`` pruned (what
-the budget lands on; :meth:`PruningEnv.reaches_target`, the one rule the callbacks and the result
+the budget lands on; :func:`envs.target.meets_target`, the one rule the callbacks and the result
 selection use too); ``meets_target``: ``reaches_target`` and accuracy >= the accuracy target.
 Reset ``info``: ``layer`` (the first layer to prune), ``accuracy`` and
 ``dense_accuracy``, ``global_sparsity`` (0), ``flops``, ``dense_flops``, ``layer_sparsities``
 (empty), ``evaluations``, ``target_sparsity``, ``target_accuracy``.
+
+Parts: the episode's mutable state is :class:`envs.episode.EpisodeState`; scoring (reward split, BatchNorm
+recalibration, memoisation, prefix cache) is :class:`purl.evaluator.RewardEvaluator`; config resolution is
+:func:`envs.config.resolve_config`; the process-wide task cache is :func:`envs.task_cache.shared_task`; the
+"at the target" rule is :func:`envs.target.meets_target`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -60,56 +64,22 @@ import torch.nn.functional as F
 
 from envs.actions import PriorRelative, SigmaThreshold, make_action_map
 from envs.budget import Budget, layer_caps
+from envs.config import resolve_config
+from envs.episode import EpisodeState
 from envs.observation import ObservationBuilder, observation_space
 from envs.prior import prior_counts
 from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
-from purl.config import AUTO_BN_BATCHES, ExperimentConfig, apply_overrides, config_from_dict, load_config, read_yaml
+from envs.target import meets_target
+from envs.task_cache import shared_task
+from purl.config import AUTO_BN_BATCHES, ExperimentConfig
 from purl.errors import ConfigError, PurlError
 from purl.evaluator import RewardEvaluator, calibration_batches, has_batchnorm
-from purl.pruning import MaskState, find_prunable_layers, magnitude_mask
+from purl.pruning import MaskState, PrunableLayer, find_prunable_layers, magnitude_mask
 from purl.pruning.constraints import Constraints
 from purl.runtime import resolve_device
-from purl.task import Task, build_task
+from purl.task import Task
 
-_TASKS: dict[str, Task] = {}
-
-
-def resolve_config(
-    config: ExperimentConfig | str | Path | None,
-    task: Task | None = None,
-    overrides: list[str] | None = None,
-    env_overrides: dict[str, Any] | None = None,
-) -> ExperimentConfig:
-    """The experiment config: ``config`` (object, YAML path, or None = the task's or the defaults),
-    then ``overrides`` (``key.sub=value``), then ``env_overrides`` (EnvConfig fields), all validated."""
-    if config is None:
-        raw = task.config.to_dict() if task is not None else load_config(None).to_dict()
-    elif isinstance(config, ExperimentConfig):
-        raw = config.to_dict()
-    elif isinstance(config, str | Path):
-        raw = read_yaml(config)
-    else:
-        raise ConfigError(f"config must be an ExperimentConfig, a YAML path or None, got {type(config).__name__}")
-    raw = apply_overrides(raw, list(overrides or []))
-    if env_overrides:
-        env = raw.get("env") or {}
-        if not isinstance(env, dict):
-            raise ConfigError("config section 'env' must be a mapping")
-        raw["env"] = {**env, **env_overrides}
-    return config_from_dict(raw)
-
-
-def shared_task(config: ExperimentConfig, device: torch.device) -> Task:
-    """``build_task`` once per process for each (task, device); envs deep-copy the dense model."""
-    key = json.dumps(
-        {"task": config.task_key(), "cache_dir": config.cache_dir, "data": config.data.model_dump(mode="json"),
-         "model": config.model.model_dump(mode="json"), "device": str(device)},
-        sort_keys=True,
-    )
-    task = _TASKS.get(key)
-    if task is None:
-        task = _TASKS[key] = build_task(config, device, progress=False)
-    return task
+__all__ = ["PruningEnv", "resolve_config", "shared_task"]  # the last two re-exported from their modules
 
 
 class PruningEnv(gym.Env):
@@ -147,16 +117,29 @@ class PruningEnv(gym.Env):
             raise ConfigError(f"render_mode '{render_mode}' is not supported; allowed: None, "
                               f"{', '.join(self.metadata['render_modes'])}")
         self.render_mode = render_mode
-        ecfg = self.config.env
         if device is not None:
-            dev = resolve_device(str(device))
+            self.device = resolve_device(str(device))
         else:
-            dev = task.device if task is not None else torch.device("cpu")
-        self.device = dev
-        self.task = task if task is not None else shared_task(self.config, dev)
+            self.device = task.device if task is not None else torch.device("cpu")
+        self.task = task if task is not None else shared_task(self.config, self.device)
+        layers = self._build_model()
+        self._build_rules(layers)
+        self._build_evaluator()
+        self._obs = ObservationBuilder([self.task.profiles[name] for name in self.layer_names], self.dense_flops,
+                                       passes=self.passes, target_sparsity=self.target_sparsity,
+                                       target_accuracy=self.target_accuracy)
+        # visited-weights schedule: cumulative weights after each step, over the whole episode
+        self._visited_weights = [0] * (self.n_steps + 1)
+        for t in range(self.n_steps):
+            self._visited_weights[t + 1] = self._visited_weights[t] + self._numels[t % self.n_layers]
+        self._dirty = False
+        self._ready = False
+        self._ep = self._new_episode()
 
-        # --- this env's own model and masks
-        self.model = copy.deepcopy(self.task.model).to(dev)
+    # ------------------------------------------------------------------ construction
+    def _build_model(self) -> list[PrunableLayer]:
+        """This env's own model and masks, and the per-layer tables (sizes, MACs)."""
+        self.model = copy.deepcopy(self.task.model).to(self.device)
         self.model.eval()
         layers = find_prunable_layers(self.model, self.config.model.include, self.config.model.exclude)
         self.masks = MaskState(self.model, layers)
@@ -167,7 +150,7 @@ class PruningEnv(gym.Env):
             raise PurlError(f"no layer profile for prunable layer(s) {missing}; was the task built for this model?")
         profiles = [self.task.profiles[name] for name in self.layer_names]
         self.n_layers = len(layers)
-        self.passes = ecfg.passes
+        self.passes = self.config.env.passes
         self.n_steps = self.n_layers * self.passes
         self._numels = [p.numel for p in profiles]
         self._macs = [float(p.macs) for p in profiles]
@@ -176,8 +159,11 @@ class PruningEnv(gym.Env):
         self._suffix_macs = [0.0] * (self.n_layers + 1)
         for i in range(self.n_layers - 1, -1, -1):
             self._suffix_macs[i] = self._suffix_macs[i + 1] + self._macs[i]
+        return layers
 
-        # --- constraints, budget, actions, reward
+    def _build_rules(self, layers: list[PrunableLayer]) -> None:
+        """Constraints, budget, action map (with its prior or precomputed thresholds) and reward."""
+        ecfg = self.config.env
         caps = layer_caps(self.config.constraints, layers, ecfg.max_sparsity, ecfg.min_layer_weights)
         self.budget = Budget(self._numels, caps, ecfg.target_sparsity, enabled=ecfg.budget, names=self.layer_names)
         self.target_sparsity = ecfg.target_sparsity
@@ -188,19 +174,23 @@ class PruningEnv(gym.Env):
                                       Constraints.from_config(self.config.constraints), self.budget.max_pruned,
                                       self.budget.target_count)
             self._prior_suffix = [sum(self.prior[i:]) for i in range(self.n_layers + 1)]
+        if isinstance(self.action_map, SigmaThreshold):
+            self.action_map.precompute(self._weights)
         self.action_space = self.action_map.space
         self.observation_space = observation_space()
         self.reward_fn = make_reward(ecfg.reward, ecfg.reward_kwargs)
 
-        # --- reward-validation split (the only data a reward looks at), scored by one evaluator
-        x, y = self.task.data.tensors("val", dev, ecfg.val_samples)
+    def _build_evaluator(self) -> None:
+        """The reward-split scorer, the dense accuracy, the accuracy target and the first-pass ranks."""
+        ecfg = self.config.env
+        x, y = self.task.data.tensors("val", self.device, ecfg.val_samples)
         self._finetune_steps = ecfg.finetune_steps
         # fixed train-split batches (eval transforms) for BatchNorm recalibration, so that an
         # evaluation stays a deterministic function of the masks and the caches stay valid
         self.bn_recalibration_batches = (
             (AUTO_BN_BATCHES if has_batchnorm(self.model) else 0) if ecfg.bn_recalibration_batches == "auto"
             else int(ecfg.bn_recalibration_batches))
-        calibration = calibration_batches(self.task.data, dev, self.bn_recalibration_batches,
+        calibration = calibration_batches(self.task.data, self.device, self.bn_recalibration_batches,
                                           self.config.data.batch_size)
         fixed_weights = ecfg.finetune_steps == 0  # then a layer's pruned count determines its weights
         self.evaluator = RewardEvaluator(
@@ -215,24 +205,10 @@ class PruningEnv(gym.Env):
         # magnitude ranks of the dense weights (int32, lazily per layer): with no fine-tuning every
         # first-pass mask is one comparison ``rank >= k`` instead of a kthvalue selection
         self._ranks: list[torch.Tensor | None] | None = [None] * self.n_layers if not self._finetune_steps else None
-        if isinstance(self.action_map, SigmaThreshold):
-            self.action_map.precompute(self._weights)
-        self._obs = ObservationBuilder(profiles, self.dense_flops, passes=self.passes,
-                                       target_sparsity=self.target_sparsity, target_accuracy=self.target_accuracy)
-        # visited-weights schedule: cumulative weights after each step, over the whole episode
-        self._visited_weights = [0] * (self.n_steps + 1)
-        for t in range(self.n_steps):
-            self._visited_weights[t + 1] = self._visited_weights[t] + self._numels[t % self.n_layers]
-
-        self._dirty = False
-        self._ready = False
-        self._data_seed = 0
-        self._clear_episode()
 
     def reaches_target(self, pruned: int) -> bool:
-        """The one rule for "at the target sparsity": at least ``round(target x prunable weights)`` pruned
-        (what the budget lands on exactly; a fraction test would miss it by rounding)."""
-        return pruned >= self.budget.target_count
+        """Whether ``pruned`` weights are at the target sparsity (:func:`envs.target.meets_target`)."""
+        return meets_target(pruned, self.total_weights, self.target_sparsity)
 
     @property
     def evaluations(self) -> int:
@@ -240,29 +216,13 @@ class PruningEnv(gym.Env):
         return self.evaluator.evaluations
 
     # ------------------------------------------------------------------ episode state
-    def _clear_episode(self) -> None:
-        self._counts = [0] * self.n_layers
-        self._removed = [0.0] * self.n_layers
-        self._total_pruned = 0
-        self._total_removed = 0.0
-        self._step = 0
-        self._pass = 0
-        self._layer = 0
-        self._done_in_pass = 0
-        self._prev_action = 0.0
-        self._accuracy = self.dense_accuracy
-        self._visited: dict[str, float] = {}
-        self._return = 0.0
-        self._components: dict[str, float] = {}
-        self._finetuned = False
-        self._optimizer: torch.optim.Optimizer | None = None
-        self._train_iter: Any = None
-        self._train_epoch = 0
-        self._bounds = self._bounds_for(0)
+    def _new_episode(self, data_seed: int = 0) -> EpisodeState:
+        ep = EpisodeState(self.n_layers, accuracy=self.dense_accuracy, data_seed=data_seed)
+        ep.bounds = self._bounds_for(ep, 0)
+        return ep
 
-    def _bounds_for(self, i: int) -> tuple[int, int]:
-        return self.budget.bounds(i, self._counts[i], self._total_pruned, self._done_in_pass,
-                                  self._pass == self.passes - 1)
+    def _bounds_for(self, ep: EpisodeState, i: int) -> tuple[int, int]:
+        return self.budget.bounds(i, ep.counts[i], ep.total_pruned, ep.done_in_pass, ep.pass_index == self.passes - 1)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -270,8 +230,7 @@ class PruningEnv(gym.Env):
         if self._dirty:
             self.masks.restore()
             self._dirty = False
-        self._clear_episode()
-        self._data_seed = int(self.np_random.integers(0, 2**31 - 1))
+        self._ep = self._new_episode(int(self.np_random.integers(0, 2**31 - 1)))
         self._ready = True
         reset_reward(self.reward_fn, self._context(terminal=False, layer_index=-1, layer_sparsity=0.0,
                                                    requested=0.0))
@@ -292,148 +251,150 @@ class PruningEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self._ready:
             raise PurlError("step() called before reset() or after the episode ended; call reset() first")
-        i = self._layer
-        name = self.layer_names[i]
+        ep = self._ep
+        i = ep.layer
+        requested, applied = self._prune_layer(action)
+        if self._finetune_steps:
+            self._finetune()
+        ep.accuracy = self.evaluator.accuracy(ep.counts, next_layer=i + 1 if i + 1 < self.n_layers else None)
+        ep.advance(self.n_layers)
+        terminal = ep.step == self.n_steps
+        ctx = self._context(terminal=terminal, layer_index=i, layer_sparsity=applied, requested=requested)
+        components = call_reward(self.reward_fn, ctx)
+        reward = ep.add_reward(components)
+        ep.prev_action = applied
+        if not terminal:
+            ep.bounds = self._bounds_for(ep, ep.layer)
+        info = self._step_info(i, requested, applied, components)
+        if terminal:
+            self._ready = False
+            info["purl_episode"] = self._episode_summary(info)
+        return self._observe(), float(reward), terminal, False, info
+
+    def _prune_layer(self, action: Any) -> tuple[float, float]:
+        """Clip the action's count to the step's bounds and prune the current layer to it by magnitude;
+        return the requested and the applied sparsity."""
+        ep = self._ep
+        i = ep.layer
         n = self._numels[i]
         weight = self._weights[i]
-        dense_weights = self._pass == 0 and not self._finetuned
-        lo, hi = self._bounds
+        dense_weights = ep.pass_index == 0 and not ep.finetuned
+        lo, hi = ep.bounds
         base = None
         if self.prior is not None:
-            spread = self.budget.spread(i, self.prior, self._prior_suffix, self._done_in_pass)
+            spread = self.budget.spread(i, self.prior, self._prior_suffix, ep.done_in_pass)
             base = lo if spread < lo else hi if spread > hi else spread
         requested, k = self.action_map.requested(action, weight, i, dense_weights, base=base)
         k = lo if k < lo else hi if k > hi else k
-        current = self._counts[i]
-        if k != current:
-            self.masks.set_mask(name, self._dense_mask(i, k) if dense_weights and self._ranks is not None
+        if k != ep.counts[i]:
+            self.masks.set_mask(self.layer_names[i], self._dense_mask(i, k) if dense_weights and self._ranks is not None
                                 else magnitude_mask(weight, k))
             self._dirty = True
-            self._counts[i] = k
-            self._total_pruned += k - current
-            removed = self._macs[i] * k / n
-            self._total_removed += removed - self._removed[i]
-            self._removed[i] = removed
-        self._done_in_pass += k
+            ep.set_count(i, k, self._macs[i] * k / n)
+        ep.done_in_pass += k
         applied = k / n
-        self._visited[name] = applied
-        if self._finetune_steps:
-            self._finetune()
-        self._accuracy = self.evaluator.accuracy(self._counts, next_layer=i + 1 if i + 1 < self.n_layers else None)
+        ep.visited[self.layer_names[i]] = applied
+        return requested, applied
 
-        # advance the pointer
-        self._step += 1
-        self._layer += 1
-        if self._layer == self.n_layers:
-            self._layer = 0
-            self._pass += 1
-            self._done_in_pass = 0
-        terminal = self._step == self.n_steps
-
-        ctx = self._context(terminal=terminal, layer_index=i, layer_sparsity=applied, requested=requested)
-        components = call_reward(self.reward_fn, ctx)
-        reward = sum(components.values())
-        self._return += reward
-        for key, value in components.items():
-            self._components[key] = self._components.get(key, 0.0) + value
-        self._prev_action = applied
-        if not terminal:
-            self._bounds = self._bounds_for(self._layer)
-        global_sparsity = self._total_pruned / self.total_weights
-        flops = int(round(self.dense_flops - self._total_removed))
-        info: dict[str, Any] = {
-            "layer": name,
+    def _step_info(self, i: int, requested: float, applied: float, components: dict[str, float]) -> dict[str, Any]:
+        ep = self._ep
+        return {
+            "layer": self.layer_names[i],
             "layer_index": i,
-            "pass": (self._step - 1) // self.n_layers,
+            "pass": (ep.step - 1) // self.n_layers,
             "requested_sparsity": requested,
             "applied_sparsity": applied,
-            "layer_sparsities": dict(self._visited),
-            "accuracy": self._accuracy,
-            "global_sparsity": global_sparsity,
-            "flops": flops,
+            "layer_sparsities": dict(ep.visited),
+            "accuracy": ep.accuracy,
+            "global_sparsity": ep.total_pruned / self.total_weights,
+            "flops": int(round(self.dense_flops - ep.total_removed)),
             "dense_flops": self.dense_flops,
             "reward_components": components,
             "evaluations": self.evaluator.evaluations,
             "target_sparsity": self.target_sparsity,
             "target_accuracy": self.target_accuracy,
         }
-        if terminal:
-            self._ready = False
-            info["purl_episode"] = {
-                "return": self._return,
-                "components": dict(self._components),
-                "accuracy": self._accuracy,
-                "global_sparsity": global_sparsity,
-                "flops": flops,
-                "layer_sparsities": {nm: c / m for nm, c, m in zip(self.layer_names, self._counts, self._numels,
-                                                                 strict=True)},
-                "reaches_target": self.reaches_target(self._total_pruned),
-                "meets_target": bool(self.reaches_target(self._total_pruned)
-                                     and self._accuracy >= self.target_accuracy),
-                "length": self._step,
-                "dense_accuracy": self.dense_accuracy,
-                "target_sparsity": self.target_sparsity,
-                "target_accuracy": self.target_accuracy,
-            }
-        return self._observe(), float(reward), terminal, False, info
+
+    def _episode_summary(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The ``purl_episode`` record of the step that ended the episode (``info``)."""
+        ep = self._ep
+        reaches = self.reaches_target(ep.total_pruned)
+        return {
+            "return": ep.episode_return,
+            "components": dict(ep.components),
+            "accuracy": ep.accuracy,
+            "global_sparsity": info["global_sparsity"],
+            "flops": info["flops"],
+            "layer_sparsities": {nm: c / m for nm, c, m in zip(self.layer_names, ep.counts, self._numels,
+                                                             strict=True)},
+            "reaches_target": reaches,
+            "meets_target": bool(reaches and ep.accuracy >= self.target_accuracy),
+            "length": ep.step,
+            "dense_accuracy": self.dense_accuracy,
+            "target_sparsity": self.target_sparsity,
+            "target_accuracy": self.target_accuracy,
+        }
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        where = (f"layer {self.layer_names[self._layer]} ({self._layer + 1}/{self.n_layers}, pass {self._pass + 1})"
+        ep = self._ep
+        where = (f"layer {self.layer_names[ep.layer]} ({ep.layer + 1}/{self.n_layers}, pass {ep.pass_index + 1})"
                  if self._ready else "episode over")
-        return (f"step {self._step}/{self.n_steps} {where}: accuracy {self._accuracy:.4f} "
+        return (f"step {ep.step}/{self.n_steps} {where}: accuracy {ep.accuracy:.4f} "
                 f"(target {self.target_accuracy:.4f}), global sparsity "
-                f"{self._total_pruned / self.total_weights:.4f} (target {self.target_sparsity:.4f})\n")
+                f"{ep.total_pruned / self.total_weights:.4f} (target {self.target_sparsity:.4f})\n")
 
     def close(self) -> None:
-        self._train_iter = None
-        self._optimizer = None
+        self._ep.train_iter = None
+        self._ep.optimizer = None
 
     # ------------------------------------------------------------------ helpers
     def _context(self, *, terminal: bool, layer_index: int, layer_sparsity: float, requested: float) -> RewardContext:
+        ep = self._ep
         return RewardContext(
-            step=self._step,
+            step=ep.step,
             n_steps=self.n_steps,
             terminal=terminal,
             layer=self.layer_names[layer_index] if layer_index >= 0 else "",
             layer_index=layer_index,
-            pass_index=(self._step - 1) // self.n_layers if self._step else 0,
-            accuracy=self._accuracy,
+            pass_index=(ep.step - 1) // self.n_layers if ep.step else 0,
+            accuracy=ep.accuracy,
             dense_accuracy=self.dense_accuracy,
             target_accuracy=self.target_accuracy,
-            global_sparsity=self._total_pruned / self.total_weights,
+            global_sparsity=ep.total_pruned / self.total_weights,
             target_sparsity=self.target_sparsity,
-            scheduled_sparsity=self.target_sparsity * self._visited_weights[self._step]
+            scheduled_sparsity=self.target_sparsity * self._visited_weights[ep.step]
             / self._visited_weights[self.n_steps],
             layer_sparsity=layer_sparsity,
             requested_sparsity=requested,
-            flops=self.dense_flops - self._total_removed,
+            flops=self.dense_flops - ep.total_removed,
             dense_flops=float(self.dense_flops),
-            pruned=self._total_pruned,
+            pruned=ep.total_pruned,
             total_weights=self.total_weights,
         )
 
     def _observe(self) -> np.ndarray:
-        if self._step < self.n_steps:
-            i = self._layer
-            lo, hi = self._bounds
+        ep = self._ep
+        if ep.step < self.n_steps:
+            i = ep.layer
+            lo, hi = ep.bounds
         else:
             i = self.n_layers - 1
-            lo = hi = self._counts[i]
+            lo = hi = ep.counts[i]
         n = self._numels[i]
         rest = self._suffix_macs[i + 1]
-        if self._pass > 0:  # later layers may already be pruned (passes > 1, or the terminal state)
-            rest -= sum(self._removed[i + 1:])
+        if ep.pass_index > 0:  # later layers may already be pruned (passes > 1, or the terminal state)
+            rest -= sum(ep.removed[i + 1:])
         return self._obs.build(
             i,
-            pass_index=min(self._pass, self.passes - 1),
-            prev_action=self._prev_action,
-            global_sparsity=self._total_pruned / self.total_weights,
-            accuracy=self._accuracy,
-            flops_removed=self._total_removed,
+            pass_index=min(ep.pass_index, self.passes - 1),
+            prev_action=ep.prev_action,
+            global_sparsity=ep.total_pruned / self.total_weights,
+            accuracy=ep.accuracy,
+            flops_removed=ep.total_removed,
             flops_rest=rest,
-            layer_sparsity=self._counts[i] / n,
+            layer_sparsity=ep.counts[i] / n,
             allowed=(lo / n, hi / n),
         )
 
@@ -451,29 +412,36 @@ class PruningEnv(gym.Env):
             rank = self._ranks[i] = rank.view(weight.shape)
         return rank >= k
 
+    # ------------------------------------------------------------------ fine-tuning
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ep = self._ep
         while True:
-            if self._train_iter is None:
+            if ep.train_iter is None:
                 loader = self.task.data.loader("train", self.config.data.batch_size,
-                                               seed=self._data_seed + self._train_epoch, drop_last=False)
-                self._train_iter = iter(loader)
+                                               seed=ep.data_seed + ep.train_epoch, drop_last=False)
+                ep.train_iter = iter(loader)
             try:
-                x, y = next(self._train_iter)
+                x, y = next(ep.train_iter)
             except StopIteration:
-                self._train_iter = None
-                self._train_epoch += 1
+                ep.train_iter = None
+                ep.train_epoch += 1
                 continue
             return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _finetune(self) -> None:
-        """``finetune_steps`` SGD steps on train-split batches with the masks kept (seeded per episode)."""
+        """``finetune_steps`` SGD steps on train-split batches with the masks kept (seeded per episode).
+
+        Not :func:`purl.training.train`: that loop builds a fresh optimiser and LR schedule per call and
+        walks a loader from its start, while this one keeps the episode's optimiser (momentum) and batch
+        stream across steps; sharing it would change every fine-tuned episode."""
+        ep = self._ep
         model = self.model
-        if self._optimizer is None:
-            self._optimizer = torch.optim.SGD(model.parameters(), lr=self.config.env.finetune_lr, momentum=0.9)
-        optimizer = self._optimizer
+        if ep.optimizer is None:
+            ep.optimizer = torch.optim.SGD(model.parameters(), lr=self.config.env.finetune_lr, momentum=0.9)
+        optimizer = ep.optimizer
         cuda = self.device.type == "cuda"
         index = (self.device.index or 0) if cuda else None
-        seed = self._data_seed + 7919 * self._step
+        seed = ep.data_seed + 7919 * ep.step
         with torch.random.fork_rng(devices=[index] if cuda else []):
             torch.default_generator.manual_seed(seed)  # augmentation / dropout of this step
             if cuda:
@@ -491,5 +459,5 @@ class PruningEnv(gym.Env):
                 self.masks.detach()
                 self.masks.apply()
                 model.eval()
-        self._finetuned = True
+        ep.finetuned = True
         self._dirty = True

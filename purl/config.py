@@ -343,6 +343,119 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
+# ----------------------------------------------------------------------------- where each key takes effect
+
+# Sections a method may override per compare entry (``MethodSpec.kwargs`` of the agent, ``--grid`` of a sweep):
+# they change how the method searches or prunes, never what it is measured on.
+METHOD_SECTIONS: dict[str, str] = {
+    "agent": "the agent's algorithm, budget and hyper-parameters",
+    "env": "the agent's MDP: action, prior, reward, budget, per-step retraining (the target is the cell's)",
+    "prune": "allocator settings (method kwargs, gradual schedule)",
+    "constraints": "Minimum Threshold, keep-dense, per-layer caps",
+}
+# Sections (and top-level keys) that belong to the grid: the same for every method of a comparison. This is
+# the fairness guarantee: same data split, dense model, fine-tuning budget and evaluation for every cell.
+GRID_KEYS: dict[str, str] = {
+    "data": "the data split and evaluation batches are the grid's (the same for every method)",
+    "model": "the dense model is the grid's (every method prunes the same network)",
+    "pretrain": "the dense model's pre-training is the grid's (every method prunes the same weights)",
+    "finetune": "fine-tuning is the grid's (every method gets the same fine-tuning budget and evaluation)",
+    "seed": "the config's seed fixes the data split and dense model; cell seeds are compare.seeds / --seeds",
+    "compare": "the grid itself (methods, sparsities, seeds, executor)",
+    "device": "one device per run (--device)",
+    "threads": "one thread setting per run",
+    "cache_dir": "one dense-model cache per run",
+    "name": "one name per run",
+}
+
+
+def _deep_merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    """Deep-merge ``update`` (nested or dotted keys) into ``into`` (dicts merge, everything else replaces)."""
+    for key, value in update.items():
+        if "." in key:
+            head, _, rest = key.partition(".")
+            _deep_merge(into, {head: {rest: value}})
+        elif isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def _override_roots(overrides: dict[str, Any] | list[str]) -> list[tuple[str, str]]:
+    """(root section, key as written) of every method override."""
+    keys = [text.partition("=")[0].strip() for text in overrides] if isinstance(overrides, list) else list(overrides)
+    return [(key.split(".")[0], key) for key in keys]
+
+
+def check_method_overrides(overrides: dict[str, Any] | list[str], where: str = "") -> None:
+    """Refuse a method override of a grid key (one ConfigError naming the key and why)."""
+    for root, key in _override_roots(overrides):
+        if root in GRID_KEYS:
+            raise ConfigError(f"{where}override '{key}' is not allowed: {GRID_KEYS[root]}; a method may override "
+                              f"only {', '.join(f'{s}.*' for s in METHOD_SECTIONS)}")
+        if root not in METHOD_SECTIONS:
+            raise ConfigError(f"{where}unknown override key '{key}'; a method may override only "
+                              f"{', '.join(f'{s}.*' for s in METHOD_SECTIONS)}")
+
+
+def merge_config(
+    base: ExperimentConfig | dict[str, Any],
+    *,
+    cli_overrides: list[str] | None = None,
+    method_overrides: dict[str, Any] | list[str] | None = None,
+    target_sparsity: float | None = None,
+    min_threshold: float | None = None,
+    where: str = "",
+) -> ExperimentConfig:
+    """The one place a config is assembled: base, then CLI overrides, then a method's, then the cell; validated once.
+
+    ``base`` is a YAML mapping or a validated config. ``cli_overrides`` are ``key.sub=value`` strings
+    (any key). ``method_overrides`` are a method's (:data:`METHOD_SECTIONS` only, else one ConfigError
+    naming the key and why): ``KEY=VALUE`` strings (the value replaces, as on the command line) or a
+    mapping with nested or dotted keys (deep-merged). ``target_sparsity`` becomes ``env.target_sparsity``
+    and ``min_threshold`` ``constraints.min_threshold`` (a cell's). ``where`` prefixes error messages.
+    """
+    raw = base.to_dict() if isinstance(base, ExperimentConfig) else copy.deepcopy(base)
+    raw = apply_overrides(raw, list(cli_overrides or []))
+    if method_overrides:
+        check_method_overrides(method_overrides, where)
+        if isinstance(method_overrides, list):
+            raw = apply_overrides(raw, method_overrides)
+        else:
+            _deep_merge(raw, dict(method_overrides))
+    if target_sparsity is not None:
+        raw.setdefault("env", {})["target_sparsity"] = float(target_sparsity)
+    if min_threshold is not None:
+        raw.setdefault("constraints", {})["min_threshold"] = min_threshold
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(raw, dict) and raw:
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): raw}
+
+
+# Keys that do not change a run's result: a checkpoint made with other values is still resumable.
+IGNORED_KEYS = ("name", "device", "threads", "cache_dir", "compare", "agent.progress_bar", "data.root",
+                "data.download", "data.num_workers", "data.eval_batch_size")
+
+
+def config_differences(saved: dict[str, Any], config: ExperimentConfig) -> list[str]:
+    """Dotted keys whose values differ between a saved config dict and ``config`` (ignoring IGNORED_KEYS)."""
+    def relevant(key: str) -> bool:
+        return not any(key == k or key.startswith(k + ".") for k in IGNORED_KEYS)
+
+    old, new = _flatten(saved), _flatten(config.to_dict())
+    return sorted(k for k in set(old) | set(new) if relevant(k) and old.get(k) != new.get(k))
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with clear errors for missing files and bad syntax."""
     path = Path(path)
@@ -372,8 +485,7 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load ``path`` (or the built-in defaults when None), apply overrides, validate."""
-    raw = read_yaml(path) if path is not None else {}
-    return config_from_dict(apply_overrides(raw, overrides or []))
+    return merge_config(read_yaml(path) if path is not None else {}, cli_overrides=overrides)
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:

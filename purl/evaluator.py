@@ -220,12 +220,16 @@ class RewardEvaluator:
 
     # ------------------------------------------------------------------ full pass
     @torch.inference_mode()
-    def _full_pass(self) -> list[Tensor]:
-        self.evaluations += 1
-        return [(self.model(x).argmax(1) == y).sum() for x, y in self.chunks]
+    def _full_pass(self) -> Tensor:
+        """Top-1 hits of a full forward pass, on the device (:func:`purl.training.count_hits`, the one loop)."""
+        from purl.training import count_hits, top1_hits
 
-    def _count(self, hits: list[Tensor]) -> int:
-        return int(torch.stack(hits).sum())  # one host sync
+        self.evaluations += 1
+        hits = count_hits(self.model, self.chunks, top1_hits)
+        return hits if hits is not None else torch.zeros((), dtype=torch.long)
+
+    def _count(self, hits: Tensor | list[Tensor]) -> int:
+        return int(hits if isinstance(hits, Tensor) else torch.stack(hits).sum())  # one host sync
 
     def _recalibrate_full(self) -> None:
         from purl.training import recalibrate_batchnorm

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -143,11 +143,33 @@ def recalibrate_batchnorm(model: nn.Module, batches: list[Tensor]) -> bool:
     return True
 
 
-def _topk_correct(logits: Tensor, targets: Tensor) -> tuple[int, int]:
+def top1_hits(logits: Tensor, targets: Tensor) -> Tensor:
+    """Correct top-1 predictions (``argmax``) as a 0-d tensor on the logits' device (no host sync)."""
+    return (logits.argmax(1) == targets).sum()
+
+
+def top1_top5_hits(logits: Tensor, targets: Tensor) -> Tensor:
+    """Correct top-1 and top-5 predictions (one ``topk``) as a length-2 tensor on the logits' device."""
     k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    hits = top.eq(targets.unsqueeze(1))
-    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
+    hits = logits.float().topk(k, dim=1).indices.eq(targets.unsqueeze(1))
+    return torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
+
+
+def count_hits(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]],
+               score: Callable[[Tensor, Tensor], Tensor] = top1_hits) -> Tensor | None:
+    """The one evaluation loop: ``score(model(x), y)`` summed over ``batches``, kept on the device so the
+    caller syncs with the host once per evaluation (None for no batches). Used by :func:`evaluate_tensors`
+    and by the RL env's :class:`purl.evaluator.RewardEvaluator`; the caller sets the mode and grad context."""
+    total: Tensor | None = None
+    for inputs, targets in batches:
+        hits = score(model(inputs), targets)
+        total = hits if total is None else total + hits
+    return total
+
+
+def _topk_correct(logits: Tensor, targets: Tensor) -> tuple[int, int]:
+    top1, top5 = top1_top5_hits(logits, targets).tolist()
+    return int(top1), int(top5)
 
 
 @torch.no_grad()
@@ -168,14 +190,12 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device) -> A
 
 @torch.no_grad()
 def evaluate_tensors(model: nn.Module, inputs: Tensor, targets: Tensor, *, batch_size: int = 1024) -> Accuracy:
-    """Top-1/top-5 over tensors already on the model's device (the RL env's fast path)."""
+    """Top-1/top-5 over tensors already on the model's device (one host sync; :func:`count_hits`)."""
     was_training = model.training
     model.eval()
-    top1 = top5 = 0
-    for start in range(0, inputs.shape[0], batch_size):
-        logits = model(inputs[start:start + batch_size])
-        c1, c5 = _topk_correct(logits.float(), targets[start:start + batch_size])
-        top1, top5 = top1 + c1, top5 + c5
+    total = count_hits(model, zip(inputs.split(batch_size), targets.split(batch_size), strict=True),
+                       top1_top5_hits)
     model.train(was_training)
+    top1, top5 = (0, 0) if total is None else (int(v) for v in total.tolist())
     n = max(int(targets.numel()), 1)
     return Accuracy(top1 / n, top5 / n)

@@ -26,7 +26,7 @@ from agents import (
     train_agent,
     validate_agent_config,
 )
-from agents.callbacks import PurlCallback, checkpoint_paths
+from agents.callbacks import BestEpisodeTracker, checkpoint_paths
 from agents.run import cell_config, learning_curve
 from purl.config import ExperimentConfig, MethodSpec, load_config
 from purl.errors import ConfigError, PurlError, RegistryError
@@ -153,19 +153,19 @@ def test_each_algorithm_trains_a_few_steps(agent_config, quick_task, tmp_path: P
 def test_interrupt_checkpoints_and_resume_continues_the_step_count(agent_config, quick_task, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     config = agent_config(*ppo_small(4 * EPISODE, "agent.checkpoint_every=6"))
-    original = PurlCallback._on_episode
+    original = BestEpisodeTracker._on_episode  # the tracker runs after EpisodeCsv in PurlCallback's list
 
-    def interrupt_after_two(self: PurlCallback, episode: dict) -> None:
-        original(self, episode)
+    def interrupt_after_two(self: BestEpisodeTracker, record: dict) -> None:
+        original(self, record)
         if self.episodes == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(PurlCallback, "_on_episode", interrupt_after_two)
+    monkeypatch.setattr(BestEpisodeTracker, "_on_episode", interrupt_after_two)
     with pytest.raises(KeyboardInterrupt):
         train_agent(config, output_dir=tmp_path, task=quick_task, progress=False)
     state = json.loads(checkpoint_paths(tmp_path)["state"].read_text())
     assert state["num_timesteps"] == 2 * EPISODE and state["episodes"] == 2
-    monkeypatch.setattr(PurlCallback, "_on_episode", original)
+    monkeypatch.setattr(BestEpisodeTracker, "_on_episode", original)
 
     run = train_agent(config, output_dir=tmp_path, task=quick_task, progress=False, resume=True)
     assert run.resumed_from == 2 * EPISODE

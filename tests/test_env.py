@@ -18,6 +18,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import envs
+import envs.config as env_config
 import envs.pruning_env as pruning_env
 from envs import ENV_ID, FEATURES, InvalidActionError, PruningEnv, make_env
 from purl.config import load_config
@@ -76,7 +77,7 @@ def test_env_checkers_pass_without_warnings(task, mode):
 
 def test_make_without_arguments_builds_the_quick_default_task(config, monkeypatch):
     # load_config(None) is the quick default; point it at the test's cache so nothing is pre-trained twice
-    monkeypatch.setattr(pruning_env, "load_config", lambda path=None, overrides=None: config)
+    monkeypatch.setattr(env_config, "load_config", lambda path=None, overrides=None: config)  # envs/config.py
     env = gymnasium.make(ENV_ID)
     base = env.unwrapped
     assert isinstance(base, PruningEnv)

@@ -36,7 +36,7 @@ from purl.config import load_config  # noqa: E402
 from purl.errors import PurlError  # noqa: E402
 
 MODULE = "purl_ray_test_runners"
-RUNNER = f"{MODULE}:compare_cell"
+RUNNER = f"{MODULE}:METHOD"  # a purl.methods.Method by import path: Ray workers resolve it too
 ROOT = Path(purl.__file__).resolve().parents[1]
 
 RUNNERS_SOURCE = textwrap.dedent('''
@@ -50,24 +50,38 @@ RUNNERS_SOURCE = textwrap.dedent('''
     from purl.pruning import magnitude_mask, pruned_count
 
 
-    def compare_cell(task, spec, target_sparsity, seed, cell_dir, progress):
-        log = cell_dir / "invocations.txt"
-        first = not log.exists()
-        with open(log, "a") as handle:
-            handle.write(json.dumps({"pid": os.getpid(), "task": id(task)}) + "\\n")
-        if spec.method == "boom":
-            raise RuntimeError("boom")
-        if spec.method == "crash" or (spec.method == "crash-once" and first):
-            os._exit(3)
-        model, masks = task.fresh_copy()
-        if spec.method == "global":
-            weights = [masks.layer(name).weight.detach().abs().flatten() for name in masks.names]
-            keep = magnitude_mask(torch.cat(weights), pruned_count(target_sparsity, sum(w.numel() for w in weights)))
-            for name, part in zip(masks.names, torch.split(keep, [w.numel() for w in weights])):
-                masks.set_mask(name, part.view_as(masks.layer(name).weight))
-        else:
-            masks.prune_layers({name: target_sparsity for name in masks.names})
-        return finetune_and_measure(task, model, masks, seed=seed, progress=progress)
+    class TestMethod:
+        """A purl.methods.Method whose behaviour is chosen by the cell's label."""
+
+        def cell_config(self, base, spec, target_sparsity):
+            return base
+
+        def validate(self, config, spec):
+            pass
+
+        def run(self, cell):
+            task, spec, target_sparsity, cell_dir = cell.task, cell.spec, cell.target_sparsity, cell.folder
+            log = cell_dir / "invocations.txt"
+            first = not log.exists()
+            with open(log, "a") as handle:
+                handle.write(json.dumps({"pid": os.getpid(), "task": id(task)}) + "\\n")
+            if spec.label == "boom":
+                raise RuntimeError("boom")
+            if spec.label == "crash" or (spec.label == "crash-once" and first):
+                os._exit(3)
+            model, masks = task.fresh_copy()
+            if spec.label == "global":
+                weights = [masks.layer(name).weight.detach().abs().flatten() for name in masks.names]
+                keep = magnitude_mask(torch.cat(weights),
+                                      pruned_count(target_sparsity, sum(w.numel() for w in weights)))
+                for name, part in zip(masks.names, torch.split(keep, [w.numel() for w in weights])):
+                    masks.set_mask(name, part.view_as(masks.layer(name).weight))
+            else:
+                masks.prune_layers({name: target_sparsity for name in masks.names})
+            return finetune_and_measure(task, model, masks, seed=cell.seed, progress=cell.progress)
+
+
+    METHOD = TestMethod()
 ''')
 
 
@@ -91,9 +105,15 @@ def ray_session(runner_dir: Path):
 
 
 @pytest.fixture
-def runners(runner_dir: Path, monkeypatch: pytest.MonkeyPatch, ray_session) -> dict[str, str]:
+def runners(runner_dir: Path, monkeypatch: pytest.MonkeyPatch, ray_session) -> str:
+    """The test method's import path (importable here and in the Ray workers)."""
     monkeypatch.syspath_prepend(str(runner_dir))
-    return {"agent": RUNNER, "baseline": RUNNER}
+    return RUNNER
+
+
+def methods(*labels: str) -> str:
+    """A compare.methods override: the test method under each label."""
+    return "compare.methods=[" + ", ".join(f"{{label: {x}, method: '{RUNNER}'}}" for x in labels) + "]"
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +124,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def quick_config(cache: Path, *extra: str):
     return load_config(None, [f"cache_dir={cache}", "device=cpu", "pretrain.epochs=2", "finetune.max_steps=5",
                               "compare.sparsities=[0.5,0.9]", "compare.seeds=[0]",
-                              "compare.methods=[uniform,global]", *extra])
+                              methods("uniform", "global"), *extra])
 
 
 def dense_task(config):
@@ -139,11 +159,11 @@ def assert_same_rows(a: list[dict], b: list[dict]) -> None:
 def test_ray_rows_match_local(cache_dir: Path, tmp_path: Path, runners) -> None:
     config = quick_config(cache_dir)
     task = dense_task(config)
-    local = run_comparison(config, tmp_path / "local", runners, executor=LocalExecutor(task), device="cpu",
+    local = run_comparison(config, tmp_path / "local", executor=LocalExecutor(task), device="cpu",
                            progress=False)
     written: list[int] = []
     executor = RayExecutor(config.compare, "cpu")
-    remote = run_comparison(config, tmp_path / "ray", runners, executor=executor, device="cpu", progress=False,
+    remote = run_comparison(config, tmp_path / "ray", executor=executor, device="cpu", progress=False,
                             report=lambda outcome, done, total: written.append(len(ResultsTable(
                                 tmp_path / "ray" / "results.csv").rows)))
     assert written == [1, 2, 3, 4]  # results.csv grows cell by cell
@@ -175,10 +195,10 @@ def test_task_from_payload_needs_no_checkpoint_file(cache_dir: Path) -> None:
 
 def test_failures_are_retried_then_recorded_without_losing_other_cells(cache_dir: Path, tmp_path: Path,
                                                                         runners) -> None:
-    config = quick_config(cache_dir, "compare.methods=[uniform,boom,crash,crash-once]", "compare.sparsities=[0.5]",
+    config = quick_config(cache_dir, methods("uniform", "boom", "crash", "crash-once"), "compare.sparsities=[0.5]",
                           "compare.max_retries=1")
     dense_task(config)
-    table = run_comparison(config, tmp_path, runners, executor=RayExecutor(config.compare, "cpu"), device="cpu",
+    table = run_comparison(config, tmp_path, executor=RayExecutor(config.compare, "cpu"), device="cpu",
                            progress=False)
     rows = {r["label"]: r for r in table.rows}
     assert rows["uniform"]["status"] == "ok" and rows["uniform"]["attempts"] == 1
@@ -199,7 +219,7 @@ def test_resume_runs_only_missing_cells(cache_dir: Path, tmp_path: Path, runners
     config = quick_config(cache_dir)
     dense_task(config)
     subset = quick_config(cache_dir, "compare.sparsities=[0.5]")
-    run_comparison(subset, tmp_path, runners, executor=RayExecutor(subset.compare, "cpu"), device="cpu",
+    run_comparison(subset, tmp_path, executor=RayExecutor(subset.compare, "cpu"), device="cpu",
                    progress=False)
     # A failed row is not finished: the re-run must redo it.
     table = ResultsTable(tmp_path / "results.csv")
@@ -207,7 +227,7 @@ def test_resume_runs_only_missing_cells(cache_dir: Path, tmp_path: Path, runners
                   error="earlier failure")
     table.add(failed)
     ran: list[str] = []
-    table = run_comparison(config, tmp_path, runners, executor=RayExecutor(config.compare, "cpu"), device="cpu",
+    table = run_comparison(config, tmp_path, executor=RayExecutor(config.compare, "cpu"), device="cpu",
                            progress=False, report=lambda outcome, done, total: ran.append(outcome.cell.slug))
     assert sorted(ran) == ["global-s0.9-seed0", "uniform-s0.9-seed0"]
     assert invocations(tmp_path) == {name: 1 for name in ["global-s0.5-seed0", "global-s0.9-seed0",
@@ -225,7 +245,7 @@ def test_without_ray_one_clear_message(cache_dir: Path, monkeypatch: pytest.Monk
 def test_worker_device_and_attempt_bookkeeping(cache_dir: Path) -> None:
     config = quick_config(cache_dir)
     auto = quick_config(cache_dir, "device=auto")
-    cell = Cell("uniform", "uniform", 0.5, 0)
+    cell = Cell("uniform", RUNNER, 0.5, 0)
     spec = config.compare.method_specs()[0]
 
     def job(cfg, device):

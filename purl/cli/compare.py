@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from purl.cli.common import add_common_arguments, config_from_args, planned_output_dir
 
-RUNNERS = {"agent": "agents.run:compare_cell", "baseline": "baselines.run:compare_cell"}
+if TYPE_CHECKING:
+    from purl.config import ExperimentConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,40 +29,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", default=None, help="address of an existing Ray cluster (default: local)")
 
 
-def validate_methods(config) -> None:  # noqa: ANN001 - ExperimentConfig, imported lazily
-    """Fail before any work when a method name is unknown (lists what is allowed)."""
-    from purl.errors import ConfigError
-
-    names = {spec.method for spec in config.compare.method_specs()}
-    baseline_names = names - {"agent"}
-    if baseline_names:
-        from baselines import ALLOCATORS
-
-        for name in sorted(baseline_names):
-            if name not in ALLOCATORS and ":" not in name:
-                raise ConfigError(f"unknown method '{name}' in compare.methods; allowed: agent, "
-                                  f"{', '.join(ALLOCATORS.names())}")
-    if "agent" in names:
-        import agents  # noqa: F401 - fail early with a clear ImportError if the package is missing
-
-
 def run(args: argparse.Namespace) -> int:
-    from purl.compare import run_comparison, write_report
-    from purl.compare.runner import LocalExecutor
-    from purl.config import save_config
-    from purl.results import write_json
-    from purl.runtime import resolve_device
-    from purl.task import build_task
-
     overrides = []
     if args.executor is not None:
         overrides.append(f"compare.executor={args.executor}")
     if args.ray_address is not None:
         overrides.append(f"compare.ray_address={args.ray_address}")
-    config = config_from_args(args, overrides)
-    validate_methods(config)
+    return run_grid(args, config_from_args(args, overrides), "compare")
+
+
+def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *, validated: bool = False) -> int:
+    """Validate every method, run the grid of ``config.compare``, write the report; 1 if a cell failed.
+
+    The one path of ``purl compare`` and of ``purl train --grid/--seeds`` (a sweep is a grid whose
+    methods are agent override sets): same results.csv, report, resume and task. ``validated``: the
+    caller already validated every method (a sweep names the grid point in its errors), so it is not
+    done twice.
+    """
+    from purl.compare import run_comparison, write_report
+    from purl.compare.runner import LocalExecutor
+    from purl.config import save_config
+    from purl.methods import validate_methods
+    from purl.results import write_json
+    from purl.runtime import resolve_device
+    from purl.task import build_task
+
+    if not validated:
+        validate_methods(config)  # unknown method, bad option or override: one line before any work
     device = resolve_device(config.device)
-    out = planned_output_dir(args, config, "compare")  # checked now, created by the first result written
+    out = planned_output_dir(args, config, command)  # checked now, created by the first result written
     if config.compare.executor == "ray":  # before any work, so a missing Ray fails fast
         from purl.compare.ray_executor import RayExecutor
 
@@ -82,14 +79,14 @@ def run(args: argparse.Namespace) -> int:
                   f"top-1 {row['after_test_top1']:.2f}% (before FT {row['before_test_top1']:.2f}%), "
                   f"sparsity {row['achieved_sparsity']:.4f}, {row['wall_time_s']:.1f}s")
 
-    table = run_comparison(config, out, RUNNERS, executor=executor, device=str(device),
-                           progress=not args.quiet, report=show)
+    table = run_comparison(config, out, executor=executor, device=str(device), progress=not args.quiet,
+                           report=show)
     written = write_report(out, profile_sparsity=config.compare.profile_sparsity, config=config)
     wall = time.perf_counter() - start
     failed = [r for r in table.rows if r["status"] != "ok"]
     save_config(config, out / "config.yaml")
     write_json(out / "results.json", {
-        "command": "compare", "name": config.name, "cells": len(table.rows), "failed_cells": len(failed),
+        "command": command, "name": config.name, "cells": len(table.rows), "failed_cells": len(failed),
         "wall_time_s": wall, "files": {k: str(v) for k, v in written.items()} | {"results": str(out / "results.csv")},
     })
     print()

@@ -12,12 +12,13 @@ folder is checked for writability before any work, and a write that fails late i
 The summary names the reported allocation (``reported_allocation``: usually the best episode the
 search found) next to what the trained policy does when run deterministically.
 
-Sweep (``--seeds 0 1 2`` and/or ``--grid KEY=V1,V2,...``, repeatable): one full run per
-(grid point, seed) in ``<output>/runs/<slug>/`` (each with the files above, so
-``tensorboard --logdir <output>/runs`` shows every unit), run one after another in process
-(``--executor local``, default) or as parallel Ray tasks (``--executor ray``), then
-``<output>/sweep.csv``, ``sweep.md`` and ``results.json``. Grid values are YAML, separated
-by top-level commas (``[0.5,0.9]`` stays one value). A re-run skips finished units. See
+Sweep (``--seeds 0 1 2`` and/or ``--grid KEY=V1,V2,...``, repeatable): a ``purl compare`` grid
+whose methods are the grid points (agent override sets) and whose seeds are ``--seeds``: one
+full agent run per (grid point, seed) in ``<output>/cells/<label>-s<target>-seed<seed>/``
+(``tensorboard --logdir <output>/cells`` shows every unit), in process (``--executor local``,
+default) or as parallel Ray tasks (``--executor ray``), then ``results.csv``, ``summary.md``, the
+plots and ``results.json``, exactly as ``purl compare`` writes them. Grid values are YAML,
+separated by top-level commas (``[0.5,0.9]`` stays one value). A re-run skips finished cells. See
 :mod:`agents.sweep`.
 """
 
@@ -77,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from <output>/checkpoints/last.zip (same --output) instead of starting over "
                              "(sweeps always resume: finished units are skipped)")
     sweep = parser.add_argument_group(
-        "sweeps", "one full run per (grid point, seed) in <output>/runs/<slug>/, then <output>/sweep.csv and sweep.md")
+        "sweeps", "a purl compare grid of agents: one full run per (grid point, seed) in <output>/cells/, then "
+        "<output>/results.csv, summary.md and plots")
     sweep.add_argument("--seeds", nargs="+", type=_seeds, action=_ExtendSeeds, default=None, metavar="SEED",
                        help="agent/fine-tuning seeds of a sweep, e.g. --seeds 0 1 2; the dense model stays the one "
                             "of the config's seed (--seed), shared by every unit")
@@ -100,13 +102,16 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--executor and --ray-address apply to sweeps: add --seeds and/or --grid "
                           "(e.g. --seeds 0 for one run)")
-    from agents import validate_agent_config
-    from agents.sweep import train_and_save
+    from agents.algorithms import get_algorithm
+    from agents.run import train_and_save
+    from purl.config import MethodSpec
+    from purl.methods import get_method
     from purl.runtime import resolve_device
     from purl.task import build_task
 
     config = config_from_args(args)
-    spec = validate_agent_config(config)  # unknown algorithm / hyper-parameter: fail before any work
+    get_method("agent").validate(config, MethodSpec(label="agent", method="agent"))  # fail before any work
+    spec = get_algorithm(config.agent.algo)
     device = resolve_device(config.device)
     out = output_dir(args, config, "train")
     for folder in (out, out / "tb", out / "checkpoints"):  # the subfolders a resumed run writes into
@@ -149,45 +154,13 @@ def _finish(out: Path, row: dict[str, Any], spec: Any, config: Any) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    """``purl train --seeds ... --grid ...``: validate every unit, run them, write and print the table."""
-    import sys
+    """``purl train --seeds ... --grid ...``: the sweep as a ``purl compare`` grid of agents (:mod:`agents.sweep`)."""
+    from agents.sweep import parse_grid, sweep_config
+    from purl.cli.compare import run_grid
 
-    from agents.sweep import UNITS_DIR, check_existing, parse_grid, plan_units, run_sweep
-    from purl.runtime import resolve_device
-
-    config = config_from_args(args)
-    axes = parse_grid(args.grid or [])
-    units = plan_units(config, axes, args.seeds if args.seeds is not None else [config.seed])  # before any work
-    device = resolve_device(config.device)
-    kind = args.executor or config.compare.executor
-    executor = None
-    if kind == "ray":  # constructing it imports Ray: a missing Ray fails here, before any work
-        from purl.compare.ray_executor import RayExecutor
-
-        executor = RayExecutor(config.compare, device=str(device), address=args.ray_address)
-    out = output_dir(args, config, "sweep")
-    check_existing(units, out)  # a finished unit run with another config: fail now, not after the others
-    print(f"sweep: {len(units)} unit(s) ({len(units) // max(1, len({u.seed for u in units}))} grid point(s) x "
-          f"{len({u.seed for u in units})} seed(s)), executor {kind}, output {out}")
-    sys.stdout.flush()
-
-    def show(unit, row, status: str, done: int, total: int) -> None:  # noqa: ANN001
-        if status == "failed":
-            text = f"FAILED ({row.get('error')})"
-        else:
-            text = (f"top-1 {row['after_test_top1']:.2f}% (before FT {row['before_test_top1']:.2f}%), "
-                    f"sparsity {row['achieved_sparsity']:.4f}, {row['wall_time_s']:.1f}s")
-            if status == "skipped":
-                text += " (finished earlier, skipped)"
-        print(f"[{done}/{total}] {unit.slug}: {text}")
-        sys.stdout.flush()
-
-    result = run_sweep(config, units, out, device=device, executor=executor, progress=not args.quiet, report=show)
-    print()
-    print(result.files["sweep_md"].read_text())
-    print(f"TensorBoard: tensorboard --logdir {out / UNITS_DIR}")
-    print(f"table: {result.files['sweep_csv']}  summary: {result.files['sweep_md']}")
-    print(f"results: {result.files['results']}  ({len(units)} units: {result.ran} ran, {result.skipped} skipped, "
-          f"{result.failed} failed; wall time {result.wall_time_s:.1f}s)")
-    sys.stdout.flush()
-    return 1 if result.failed else 0
+    flags = [f"compare.executor={args.executor}"] if args.executor is not None else []
+    if args.ray_address is not None:
+        flags.append(f"compare.ray_address={args.ray_address}")
+    base = config_from_args(args, flags)
+    config = sweep_config(base, parse_grid(args.grid or []), args.seeds if args.seeds is not None else [base.seed])
+    return run_grid(args, config, "sweep", validated=True)

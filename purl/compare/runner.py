@@ -1,14 +1,11 @@
 """Run a comparison grid cell by cell, saving each finished cell at once and skipping finished ones.
 
-Methods are resolved from import paths (``"baselines.run:compare_cell"``) so
-that this core module never imports ``baselines`` or ``agents``, and so that a
-remote worker (see :mod:`purl.compare.ray_executor`) can resolve them too. A
-method runner has the signature::
-
-    runner(task, spec: MethodSpec, target_sparsity: float, seed: int, cell_dir: Path,
-           progress: bool) -> dict
-
-and returns the measured row (see :func:`purl.pipeline.finetune_and_measure`).
+Every cell runs through a :class:`purl.methods.Method` found by name in :data:`purl.methods.METHODS`
+(``agent``, or ``baseline`` for any allocator name), so this core module never imports ``baselines``
+or ``agents`` at import time, and a remote worker (see :mod:`purl.compare.ray_executor`) resolves the
+same method from the job's picklable ``method`` name. The method merges the cell's config
+(:func:`purl.config.merge_config`) and returns the measured row (see
+:func:`purl.pipeline.finetune_and_measure`).
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +23,10 @@ from tqdm.auto import tqdm
 from purl.compare.cells import Cell, ResultsTable
 from purl.config import ExperimentConfig, MethodSpec
 from purl.errors import PurlError
-from purl.registry import import_object
+from purl.methods import Method, MethodCell, get_method, method_name
 from purl.task import Task
 
-MethodRunner = Callable[..., dict[str, Any]]
+MethodRunner = Method  # the old name of a method runner; every method is a purl.methods.Method now
 
 AGENT = "agent"
 
@@ -42,7 +39,7 @@ class CellJob:
     cell: Cell
     spec: MethodSpec
     cell_dir: Path
-    runner_path: str
+    method: str  # a name in purl.methods.METHODS (picklable: a Ray worker resolves it the same way)
     device: str
     progress: bool = False
     max_retries: int = 0
@@ -82,7 +79,7 @@ def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: flo
     from purl.runtime import resolve_device, seed_everything
     from purl.task import build_task
 
-    runner: MethodRunner = import_object(job.runner_path)  # type: ignore[assignment]
+    method = get_method(job.method)
     target = job.cell.target_sparsity if effective_sparsity is None else effective_sparsity
     messages: list[str] = []
     attempts = 0
@@ -92,9 +89,11 @@ def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: flo
         try:
             if task is None:
                 task = build_task(job.config, resolve_device(job.device), progress=False)
+            config = method.cell_config(task.config, job.spec, target)
             seed_everything(job.cell.seed)
             job.cell_dir.mkdir(parents=True, exist_ok=True)
-            measured = runner(task, job.spec, target, job.cell.seed, job.cell_dir, job.progress)
+            measured = method.run(MethodCell(task, config, job.spec, target, job.cell.seed, job.cell_dir,
+                                             job.progress))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the grid
@@ -125,7 +124,6 @@ class LocalExecutor:
 def run_comparison(
     config: ExperimentConfig,
     output: Path,
-    runners: Mapping[str, str],
     *,
     executor: Any,
     device: str,
@@ -134,7 +132,7 @@ def run_comparison(
 ) -> ResultsTable:
     """Run every unfinished cell of ``config.compare``; append each to ``output/results.csv`` as it finishes.
 
-    ``runners`` maps ``"agent"`` and ``"baseline"`` to import paths of method runners. When the
+    Each cell runs the :class:`~purl.methods.Method` its method name resolves to. When the
     environment's budget mode is off, baselines run at the agent's achieved sparsity of the same
     (target, seed), so agent cells run first as their own phase. An executor with a ``close()``
     method is closed at the end (also on error or interruption).
@@ -159,9 +157,10 @@ def run_comparison(
         return sum((r["label"], f"{float(r['target_sparsity']):.6g}", int(r["seed"])) in planned_keys
                    for r in table.rows)
 
+    methods = {label: method_name(spec.method) for label, spec in specs.items()}
+
     def job_for(cell: Cell) -> CellJob:
-        kind = AGENT if cell.method == AGENT else "baseline"
-        return CellJob(config, cell, specs[cell.label], output / "cells" / cell.slug, runners[kind], device,
+        return CellJob(config, cell, specs[cell.label], output / "cells" / cell.slug, methods[cell.label], device,
                        progress=False, max_retries=config.compare.max_retries)
 
     match_agent = not config.env.budget and any(s.method == AGENT for s in specs.values())

@@ -1,0 +1,42 @@
+"""The process-wide task cache: ``build_task`` once per (task, device) for every env of a process.
+
+Each env deep-copies the cached task's dense model, so envs never share weights; the data and the
+layer profiles are shared read-only. Kept out of :class:`envs.PruningEnv` so the cache's identity
+(what makes two configs the same task) is one small function.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from purl.config import ExperimentConfig
+from purl.task import Task, build_task
+
+__all__ = ["clear_tasks", "shared_task", "task_key"]
+
+_TASKS: dict[str, Task] = {}
+
+
+def task_key(config: ExperimentConfig, device: torch.device) -> str:
+    """What identifies a built task: the task key, the cache folder, the data and model sections, the device."""
+    return json.dumps(
+        {"task": config.task_key(), "cache_dir": config.cache_dir, "data": config.data.model_dump(mode="json"),
+         "model": config.model.model_dump(mode="json"), "device": str(device)},
+        sort_keys=True,
+    )
+
+
+def shared_task(config: ExperimentConfig, device: torch.device) -> Task:
+    """``build_task`` once per process for each (task, device); envs deep-copy the dense model."""
+    key = task_key(config, device)
+    task = _TASKS.get(key)
+    if task is None:
+        task = _TASKS[key] = build_task(config, device, progress=False)
+    return task
+
+
+def clear_tasks() -> None:
+    """Forget every cached task (frees their data and dense models)."""
+    _TASKS.clear()

@@ -1,0 +1,119 @@
+"""The one interface every pruning method implements, and the registry ``purl`` reaches them through.
+
+A *method* turns one cell of a comparison (the task, the merged config, the target
+sparsity, the seed and the cell's folder) into one results row (the fields of
+:func:`purl.pipeline.finetune_and_measure` plus the method's own). ``purl compare``,
+``purl train`` (one run and ``--grid/--seeds``) and the Ray executor run methods through
+:func:`get_method`, so the baselines and the agent are interchangeable. ``purl prune`` still
+calls the baseline pipeline directly, because it saves the pruned model and a method returns
+only a row.
+
+``purl`` never imports the packages that implement methods at module level: they
+register themselves into :data:`METHODS` when imported (``baselines`` registers
+``baseline``, ``agents`` registers ``agent``), and :func:`load_methods` imports the
+packages named in :data:`METHOD_PACKAGES` on first use (in the CLI and in every Ray
+worker). A user method is a ``package.module:name`` in ``compare.methods`` that
+names an instance with the :class:`Method` protocol, or one registered with
+``METHODS.add("name", obj)`` by a package the user imports.
+
+Which compare method name runs which method: a name registered in :data:`METHODS`
+(``agent``) runs that method; any other name is an allocator (``global-mp``,
+``pkg.mod:Allocator``) and runs the ``baseline`` method.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from purl.registry import Registry, import_object
+
+if TYPE_CHECKING:
+    from purl.config import ExperimentConfig, MethodSpec
+    from purl.task import Task
+
+# Packages that register methods when imported (imported lazily by load_methods, never by purl at import time).
+METHOD_PACKAGES: tuple[str, ...] = ("baselines", "agents")
+# The method that runs every compare name that is not itself a registered method (an allocator name).
+ALLOCATOR_METHOD = "baseline"
+
+
+@dataclass(frozen=True)
+class MethodCell:
+    """One cell as a method sees it: what goes in (the row comes out of :meth:`Method.run`).
+
+    ``config`` is the cell's merged config (:func:`purl.config.merge_config`: base, the method's
+    overrides, the cell's target); ``task`` holds the shared dense model, data and the grid's
+    config (fine-tuning and evaluation come from it, identical for every method).
+    """
+
+    task: Task
+    config: ExperimentConfig
+    spec: MethodSpec
+    target_sparsity: float | None
+    seed: int
+    folder: Path
+    progress: bool = False
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A pruning method: validate a spec before any work, then turn one cell into one results row."""
+
+    def cell_config(self, base: ExperimentConfig, spec: MethodSpec, target_sparsity: float | None,
+                    ) -> ExperimentConfig:
+        """The cell's config: ``base`` with the method's overrides and the target
+        (:func:`purl.config.merge_config`, validated once)."""
+        ...
+
+    def validate(self, config: ExperimentConfig, spec: MethodSpec) -> None:
+        """Method-specific checks of a cell config, before any heavy work: raise a one-line
+        :class:`~purl.errors.PurlError` naming the problem and what is allowed."""
+        ...
+
+    def run(self, cell: MethodCell) -> dict[str, Any]:
+        """Prune, fine-tune and measure one cell; the measured row (no status/attempt fields)."""
+        ...
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def load_methods() -> None:
+    """Import every package in :data:`METHOD_PACKAGES` so that it registers its methods (idempotent)."""
+    for package in METHOD_PACKAGES:
+        importlib.import_module(package)
+
+
+def method_name(name: str) -> str:
+    """The registry name of the method that runs compare method ``name`` (``agent`` or ``baseline``).
+
+    A ``package.module:name`` that is a :class:`Method` is its own method; every other name that is
+    not registered is an allocator, run by the ``baseline`` method.
+    """
+    load_methods()
+    if name in METHODS:
+        return name.lower()
+    if ":" in name:
+        try:
+            obj = import_object(name)
+        except Exception:  # noqa: BLE001 - not importable here: the baseline method reports it clearly
+            return ALLOCATOR_METHOD
+        if isinstance(obj, Method) and not isinstance(obj, type):
+            return name
+    return ALLOCATOR_METHOD
+
+
+def get_method(name: str) -> Method:
+    """The method that runs compare method ``name`` (see :func:`method_name`)."""
+    return METHODS.get(method_name(name))
+
+
+def validate_methods(config: ExperimentConfig) -> None:
+    """Fail before any work when a ``compare.methods`` entry is unknown or its overrides are not allowed."""
+    target = config.compare.sparsities[0] if config.compare.sparsities else None
+    for spec in config.compare.method_specs():
+        method = get_method(spec.method)
+        method.validate(method.cell_config(config, spec, target), spec)
