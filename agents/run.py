@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from agents.callbacks import EPISODES_CSV
 from agents.policy import apply_policy, default_constraints, policy_episode
@@ -41,20 +40,16 @@ from agents.selection import Candidate, choose, gather
 from agents.training import AgentRun, train_agent
 from envs.target import episode_meets_target
 from purl.config import ExperimentConfig, MethodSpec, merge_config
-from purl.methods import METHODS, MethodCell
+from purl.methods import METHODS, MethodCell, Pruned
 from purl.pipeline import finetune_and_measure
-from purl.pruning import MaskState
 from purl.task import Task
 
 
-@dataclass
-class AgentOutcome:
+@dataclass(frozen=True)
+class AgentOutcome(Pruned):
     """Everything :func:`search_and_prune` produced: the results row, the pruned fine-tuned model, the run."""
 
-    row: dict[str, Any]
-    model: nn.Module
-    masks: MaskState
-    run: AgentRun
+    run: AgentRun | None = None
 
 
 SEARCH_SOURCES = ("best-episode", "most-accurate-episode", "best-return-episode", "top-accurate")
@@ -231,7 +226,9 @@ def train_and_save(task: Any, config: ExperimentConfig, out: Path, *, seed: int,
     """
     from purl.checkpoint import save_checkpoint
 
-    outcome = search_and_prune(task, config, output_dir=out, seed=seed, progress=progress, resume=resume)
+    cell = MethodCell(task, config, MethodSpec(label="agent", method="agent"), config.env.target_sparsity, seed,
+                      Path(out), progress, resume)
+    outcome = AgentMethod().prune(cell)  # the registered ``agent`` method
     row = {"command": "train", "dataset": config.data.name, "model": config.model.name, "device": str(task.device),
            **outcome.row}
     pruned = save_checkpoint(Path(out) / "pruned.pt", outcome.model, config=config.to_dict(),
@@ -262,10 +259,14 @@ class AgentMethod:
         validate_agent_config(config)
         make_reward(config.env.reward, config.env.reward_kwargs)
 
+    def prune(self, cell: MethodCell) -> AgentOutcome:
+        """One agent cell (:func:`search_and_prune`; a compare cell resumes from its folder's checkpoint)."""
+        return search_and_prune(cell.task, cell.config, output_dir=cell.folder, seed=cell.seed,
+                                progress=cell.progress, resume=cell.resume)
+
     def run(self, cell: MethodCell) -> dict[str, Any]:
-        """One agent cell as a results row (:func:`run_agent_method`, resuming from the cell's checkpoint)."""
-        return run_agent_method(cell.task, cell.config, output_dir=cell.folder, seed=cell.seed,
-                                progress=cell.progress, resume=True)
+        """One agent cell as a results row."""
+        return self.prune(cell).row
 
 
 METHODS.add("agent", AgentMethod(), help="an RL agent searches the per-layer allocation (agent.*, env.*)")

@@ -13,7 +13,9 @@ Each allocator lives in its own module and cites its paper; all share one interf
 ``layerwise``   an explicit per-layer sparsity map (how an RL policy is applied)
 ==============  ===============================================================
 
-``baselines`` builds on the ``purl`` core; ``purl`` never imports ``baselines``.
+``baselines`` builds on the ``purl`` core. ``purl`` reaches it only at run time: importing ``baselines``
+registers the ``baseline`` method in :data:`purl.methods.METHODS` (``purl.methods.load_methods`` and the CLI
+do that import); no ``purl`` module imports ``baselines`` at import time.
 """
 
 from baselines.base import (

@@ -18,7 +18,7 @@ from baselines.base import LayerCollapseWarning, get_allocator
 from baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
-from purl.methods import METHODS, MethodCell
+from purl.methods import METHODS, MethodCell, Pruned
 from purl.pipeline import finetune_and_measure
 from purl.pruning import MaskState
 from purl.pruning.constraints import Constraints
@@ -99,10 +99,15 @@ class BaselineMethod:
                               f"{', '.join(ALLOCATORS.names())}")
         get_allocator(spec.method, **spec.kwargs)  # a bad option or an unimportable class: one line now
 
+    def prune(self, cell: MethodCell) -> Pruned:
+        """One baseline cell: :func:`run_baseline` on the task's fresh dense copy -> row, model, masks."""
+        row, model, masks = run_baseline(cell.task, cell.spec, cell.target_sparsity, seed=cell.seed,
+                                         progress=cell.progress)
+        return Pruned(row, model, masks)
+
     def run(self, cell: MethodCell) -> dict[str, Any]:
-        """One baseline cell as a results row (:func:`run_baseline` on the task's fresh dense copy)."""
-        row, _, _ = run_baseline(cell.task, cell.spec, cell.target_sparsity, seed=cell.seed, progress=cell.progress)
-        return row
+        """One baseline cell as a results row."""
+        return self.prune(cell).row
 
 
 METHODS.add("baseline", BaselineMethod(), help="every allocator: prune the dense copy, fine-tune, measure")

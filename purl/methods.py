@@ -4,9 +4,8 @@ A *method* turns one cell of a comparison (the task, the merged config, the targ
 sparsity, the seed and the cell's folder) into one results row (the fields of
 :func:`purl.pipeline.finetune_and_measure` plus the method's own). ``purl compare``,
 ``purl train`` (one run and ``--grid/--seeds``) and the Ray executor run methods through
-:func:`get_method`, so the baselines and the agent are interchangeable. ``purl prune`` still
-calls the baseline pipeline directly, because it saves the pruned model and a method returns
-only a row.
+:func:`get_method`, so the baselines and the agent are interchangeable; ``purl prune`` and
+single-run ``purl train`` call :meth:`Method.prune`, which also returns the model they save.
 
 ``purl`` never imports the packages that implement methods at module level: they
 register themselves into :data:`METHODS` when imported (``baselines`` registers
@@ -31,7 +30,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from purl.registry import Registry, import_object
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from purl.config import ExperimentConfig, MethodSpec
+    from purl.pruning import MaskState
     from purl.task import Task
 
 # Packages that register methods when imported (imported lazily by load_methods, never by purl at import time).
@@ -56,6 +58,17 @@ class MethodCell:
     seed: int
     folder: Path
     progress: bool = False
+    resume: bool = True  # continue from a checkpoint in ``folder`` if the method keeps one (the agent's search)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What :meth:`Method.prune` returns: the results row and the pruned, fine-tuned model with its masks
+    (what ``purl prune`` and ``purl train`` save as ``pruned.pt``)."""
+
+    row: dict[str, Any]
+    model: nn.Module
+    masks: MaskState
 
 
 @runtime_checkable

@@ -22,26 +22,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from baselines import get_allocator
-    from baselines.run import run_baseline
     from purl.checkpoint import save_checkpoint
     from purl.cli.common import config_from_args, finish, planned_output_dir
     from purl.config import MethodSpec
+    from purl.errors import ConfigError
+    from purl.methods import ALLOCATOR_METHOD, MethodCell, get_method, method_name
     from purl.runtime import resolve_device
     from purl.task import build_task
 
     flags = {"prune.method": args.method, "prune.sparsity": args.sparsity,
              "constraints.min_threshold": args.min_threshold, "prune.schedule": args.schedule}
     config = config_from_args(args, [f"{k}={v}" for k, v in flags.items() if v is not None])
-    get_allocator(config.prune.method, **config.prune.method_kwargs)  # unknown method: fail before any work
+    spec = MethodSpec(label=config.prune.method, method=config.prune.method, schedule=config.prune.schedule,
+                      min_threshold=config.constraints.min_threshold, kwargs=config.prune.method_kwargs)
+    from baselines import get_allocator
+
+    get_allocator(spec.method, **spec.kwargs)  # unknown allocator or option: one line naming the allocators
+    if method_name(spec.method) != ALLOCATOR_METHOD:
+        raise ConfigError(f"purl prune runs an allocator; '{spec.method}' is a method of its own: use "
+                          f"purl train (agent) or purl compare")
+    method = get_method(spec.method)
+    method.validate(config, spec)
     device = resolve_device(config.device)
     out = planned_output_dir(args, config, "prune")  # checked, created by the first write
     start = time.perf_counter()
     task = build_task(config, device, progress=not args.quiet)
-    spec = MethodSpec(label=config.prune.method, method=config.prune.method, schedule=config.prune.schedule,
-                      min_threshold=config.constraints.min_threshold, kwargs=config.prune.method_kwargs)
-    row, model, masks = run_baseline(task, spec, config.prune.sparsity, seed=config.seed,
-                                     progress=not args.quiet)
+    pruned = method.prune(MethodCell(task, config, spec, config.prune.sparsity, config.seed, out,
+                                     progress=not args.quiet))
+    row, model, masks = pruned.row, pruned.model, pruned.masks
     checkpoint = save_checkpoint(out / "pruned.pt", model, config=config.to_dict(), masks=masks.state_dict(),
                                  meta={"method": spec.method, "target_sparsity": config.prune.sparsity})
     results = {"command": "prune", "method": spec.method, "schedule": spec.schedule,
