@@ -324,8 +324,12 @@ def make_agent(
     seed: int | None = None,
     device: str | torch.device | None = None,
     verbose: int = 0,
+    spec: AlgorithmSpec | None = None,
 ) -> BaseAlgorithm:
     """Build the configured SB3 algorithm on ``env`` (a PuRL env or a VecEnv of them).
+
+    ``spec``: the result of :func:`validate_agent_config` when the caller already validated ``config``
+    (so a run validates once); validated here otherwise.
 
     Order of precedence: PuRL's short-episode defaults < ``agent.hyperparams``.
     ``seed`` defaults to ``config.seed``; the agent's networks run on
@@ -333,7 +337,7 @@ def make_agent(
     for the small MLP policies used here, whatever device evaluates the pruned
     network).
     """
-    spec = validate_agent_config(config)
+    spec = spec or validate_agent_config(config)
     kind = _action_kind(env.action_space)
     if kind not in spec.actions:
         check_action_mode(spec, "sparsity-continuous" if kind == "continuous" else "sparsity-discrete",

@@ -40,7 +40,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from agents.algorithms import make_agent, validate_agent_config
+from agents.algorithms import AlgorithmSpec, make_agent, validate_agent_config
 from agents.callbacks import (
     BEST_EPISODE,
     BEST_MODEL,
@@ -155,9 +155,8 @@ def check_resume(config: ExperimentConfig, out: str | Path, seed: int) -> dict[s
 
 
 def _load_checkpoint(config: ExperimentConfig, out: Path, venv: Any, agent_device: str,
-                     state: dict[str, Any]) -> tuple[BaseAlgorithm, dict[str, Any]]:
+                     state: dict[str, Any], spec: AlgorithmSpec) -> tuple[BaseAlgorithm, dict[str, Any]]:
     """The last checkpoint's model (with its replay buffer) bound to ``venv``, and its checked state."""
-    spec = validate_agent_config(config)
     paths = checkpoint_paths(out)
     state = dict(state)
     saved = state.get("algo")
@@ -227,7 +226,7 @@ def train_agent(
         environments evaluate small networks, where more threads mostly spin; on a busy 2-core
         machine ``configs/quick.yaml``'s search took 3.4 s with 1 thread and 26 s with 2.
     """
-    validate_agent_config(config)
+    spec = validate_agent_config(config)  # the run's one validation (make_agent and resume reuse it)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed = config.seed if seed is None else seed
@@ -237,7 +236,7 @@ def train_agent(
     venv = make_vec_env(config, seed=seed, task=task, device=str(task.device if task is not None else device))
     try:
         if can_resume:
-            model, state = _load_checkpoint(config, out, venv, agent_device, checked)
+            model, state = _load_checkpoint(config, out, venv, agent_device, checked, spec)
             if model.num_timesteps > planned_steps(model, config.agent.total_timesteps):
                 raise CheckpointError(f"cannot resume: the checkpoint in '{out}' already holds {model.num_timesteps} "
                                       f"env steps, more than agent.total_timesteps={config.agent.total_timesteps}; "
@@ -245,7 +244,7 @@ def train_agent(
             truncate_episodes_csv(out, state["num_timesteps"])
         else:
             _clear_previous_run(out)
-            model, state = make_agent(config, venv, seed=seed), {}
+            model, state = make_agent(config, venv, seed=seed, spec=spec), {}
         model.set_logger(configure(str(out / TB_DIR), ["tensorboard"]))
         callback = PurlCallback(out, checkpoint_every=config.agent.checkpoint_every, figure_every=figure_every,
                                 target_sparsity=config.env.target_sparsity, state=state if can_resume else None,
