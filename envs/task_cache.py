@@ -7,12 +7,10 @@ layer profiles are shared read-only. Kept out of :class:`envs.PruningEnv` so the
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from purl.config import ExperimentConfig
-from purl.task import Task, build_task
+from purl.task import Task, build_task, task_identity
 
 __all__ = ["clear_tasks", "shared_task", "task_key"]
 
@@ -20,12 +18,8 @@ _TASKS: dict[str, Task] = {}
 
 
 def task_key(config: ExperimentConfig, device: torch.device) -> str:
-    """What identifies a built task: the task key, the cache folder, the data and model sections, the device."""
-    return json.dumps(
-        {"task": config.task_key(), "cache_dir": config.cache_dir, "data": config.data.model_dump(mode="json"),
-         "model": config.model.model_dump(mode="json"), "device": str(device)},
-        sort_keys=True,
-    )
+    """What identifies a built task (:func:`purl.task.task_identity`)."""
+    return task_identity(config, device)
 
 
 def shared_task(config: ExperimentConfig, device: torch.device) -> Task:

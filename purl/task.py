@@ -9,6 +9,7 @@ its layer profiles, so ``purl prune``, ``purl train`` and every cell of
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,16 @@ def dense_checkpoint_path(config: ExperimentConfig) -> Path:
     safe_data, safe_model = (n.replace(":", "_").replace("/", "_") for n in (config.data.name, config.model.name))
     name = f"{safe_data}-{safe_model}-seed{config.seed}-{config.task_key()}.pt"
     return Path(config.cache_dir).expanduser() / "dense" / name
+
+
+def task_identity(config: ExperimentConfig, device: torch.device | str) -> str:
+    """What makes two configs the same built task: the task key, the cache folder, the data and model
+    sections, and the device. The one key of every in-process task cache (the envs' and Ray workers')."""
+    return json.dumps(
+        {"task": config.task_key(), "cache_dir": config.cache_dir, "data": config.data.model_dump(mode="json"),
+         "model": config.model.model_dump(mode="json"), "device": str(device)},
+        sort_keys=True,
+    )
 
 
 def build_task(

@@ -279,6 +279,8 @@ def run_cell_task(
 
     torch.set_num_threads(threads)
     device = resolve_device(worker_device(job, gpus_per_task))
+    # The whole config, not just purl.task.task_identity: the Task carries the grid's config, which
+    # fine-tuning and evaluation read, so a worker reuses a Task only for the same grid.
     key = (json.dumps(job.config.to_dict(), sort_keys=True), str(device), payload_key)
     task = _WORKER_TASKS.get(key)
     if task is None:
