@@ -82,6 +82,15 @@ def quick_task(quick_task_config: ExperimentConfig):
     return build_task(quick_task_config, CPU, progress=False)
 
 
+
+@pytest.fixture
+def fast_agent_overrides(quick_task_config: ExperimentConfig) -> list[str]:
+    """CLI overrides of a seconds-long ``purl train`` on the session's cached quick task: 12 PPO steps in
+    6-step rollouts, 5 fine-tuning steps, no re-ranking."""
+    return [f"cache_dir={quick_task_config.cache_dir}", "pretrain.epochs=3", "env.val_samples=100",
+            "finetune.max_steps=5", "agent.total_timesteps=12", "agent.hyperparams={n_steps: 6, batch_size: 6}",
+            "agent.rerank_candidates=0", "device=cpu"]
+
 @pytest.fixture
 def one_thread():
     """One intra-op torch thread for the test (restored afterwards), whatever ``PURL_TEST_THREADS`` says."""

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from purl.config import ExperimentConfig
-
 QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
 
 
@@ -20,10 +18,8 @@ def _one_thread(one_thread):
 
 
 @pytest.fixture
-def fast(quick_task_config: ExperimentConfig) -> list[str]:
-    return [f"cache_dir={quick_task_config.cache_dir}", "pretrain.epochs=3", "env.val_samples=100",
-            "finetune.max_steps=5", "agent.total_timesteps=12", "agent.hyperparams={n_steps: 6, batch_size: 6}",
-            "agent.rerank_candidates=0", "device=cpu"]
+def fast(fast_agent_overrides: list[str]) -> list[str]:
+    return fast_agent_overrides
 
 
 PREFIXES = ("best_search_episode", "deterministic_policy", "prior", "best_episode", "most_accurate_episode",

@@ -24,11 +24,9 @@ def _one_thread(one_thread):
 
 
 @pytest.fixture
-def fast(quick_task_config: ExperimentConfig) -> list[str]:
-    """The session's cached quick task, 12 PPO steps in 6-step rollouts, 5 fine-tuning steps, no re-ranking."""
-    return [f"cache_dir={quick_task_config.cache_dir}", "pretrain.epochs=3", "env.val_samples=100",
-            "finetune.max_steps=5", "agent.total_timesteps=12", "agent.hyperparams={n_steps: 6, batch_size: 6}",
-            "agent.checkpoint_every=3", "agent.rerank_candidates=0", "device=cpu"]
+def fast(fast_agent_overrides: list[str]) -> list[str]:
+    """The conftest's seconds-long train, checkpointing every 3 steps."""
+    return [*fast_agent_overrides, "agent.checkpoint_every=3"]
 
 
 @pytest.fixture
