@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +40,6 @@ class Task:
     profiles: dict[str, LayerProfile]
     pretrain_seconds: float = 0.0
     from_cache: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def prunable_layers(self, model: nn.Module | None = None) -> list[PrunableLayer]:
         """Prunable layers of ``model`` (default: the task's dense model), honouring include/exclude."""
