@@ -256,6 +256,14 @@ class AgentMethod:
         from agents.algorithms import validate_agent_config
         from envs.rewards import make_reward
 
+        if config.prune.granularity != "weight":
+            from purl.config import CHANNEL_METHODS
+            from purl.errors import ConfigError
+
+            raise ConfigError(f"method '{spec.label}': the agent is not supported at prune.granularity="
+                              f"{config.prune.granularity} yet (its environment prunes individual weights); at "
+                              f"channel granularity compare.methods may hold {', '.join(CHANNEL_METHODS)}, or set "
+                              "prune.granularity=weight")
         validate_agent_config(config)
         make_reward(config.env.reward, config.env.reward_kwargs)
 

@@ -7,6 +7,7 @@ task's cached dense model, so every method sees the same weights.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from typing import Any
@@ -15,11 +16,12 @@ import torch
 from torch import nn
 
 from baselines.base import LayerCollapseWarning, get_allocator
+from baselines.channel import CHANNEL_ALLOCATORS, ChannelConstraints
 from baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
 from purl.methods import METHODS, MethodCell, Pruned
-from purl.pipeline import finetune_and_measure
+from purl.pipeline import finetune_and_measure, finetune_and_measure_channels
 from purl.pruning import MaskState
 from purl.pruning.constraints import Constraints
 from purl.task import Task
@@ -69,6 +71,67 @@ def run_baseline(
     return row, model, masks
 
 
+def example_input(task: Task) -> torch.Tensor:
+    """One zero sample of the task's input shape on its device: traces the channel graph and counts MACs."""
+    return torch.zeros((1, *task.data.input_shape), device=task.device)
+
+
+def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:
+    """Channel-granularity limits: ``prune.min_channels`` (MT in channels), ``constraints.keep_dense`` groups."""
+    return ChannelConstraints(min_channels=config.prune.min_channels, keep_dense=tuple(config.constraints.keep_dense))
+
+
+def check_channel_request(config: ExperimentConfig, spec: MethodSpec) -> None:
+    """What channel granularity cannot do yet, as one ConfigError/PruningError line (before any work)."""
+    from baselines.channel import get_channel_allocator
+    from purl.errors import ConfigError
+
+    if ":" in spec.method:
+        raise ConfigError(f"method '{spec.label}': user allocators ({spec.method}) allocate weights; at "
+                          f"prune.granularity=channel use one of {', '.join(CHANNEL_ALLOCATORS)}")
+    get_channel_allocator(spec.method)  # global-mp -> "use channel-global-mp"; erk, lamp -> "no channel version"
+    if spec.schedule != "oneshot":
+        raise ConfigError(f"method '{spec.label}': schedule '{spec.schedule}' is not supported at "
+                          "prune.granularity=channel; use oneshot")
+    if spec.min_threshold is not None or config.constraints.min_threshold is not None:
+        raise ConfigError(f"method '{spec.label}': the Minimum Threshold (min_threshold) is a percentage of "
+                          "weights; at prune.granularity=channel set prune.min_channels (channels each group keeps)")
+    if spec.kwargs:
+        raise ConfigError(f"method '{spec.label}': channel allocators take no options, got "
+                          f"{', '.join(sorted(spec.kwargs))}")
+
+
+def run_channel_baseline(
+    task: Task, config: ExperimentConfig, spec: MethodSpec, sparsity: float, *, seed: int, progress: bool = True
+) -> tuple[dict[str, Any], nn.Module]:
+    """Channel granularity: remove ``sparsity`` of ``prune.budget_metric``, fine-tune the slimmed model, measure.
+
+    The channel allocator ``spec.method`` turns the keep ratio ``1 - sparsity`` of the budget metric into
+    channels per Torch-Pruning group (never above the budget, below it by less than one channel's cost);
+    :func:`~purl.pruning.channels.prune_channels` removes the lowest-``prune.channel_norm`` channels of a
+    fresh dense copy; then the shared fine-tuning and evaluation (:func:`finetune_and_measure_channels`).
+    ``config`` is the cell's (its ``prune`` section: norm, metric, min_channels); fine-tuning is the task's.
+    Returns the row (with ``channel_keep``: channels kept per group) and the slimmed, fine-tuned model.
+    """
+    from baselines.channel import get_channel_allocator
+    from purl.pruning.channels import channel_graph, prune_channels
+
+    check_channel_request(config, spec)
+    cfg = config.prune
+    example = example_input(task)
+    dense = copy.deepcopy(task.model)
+    graph = channel_graph(dense, example)
+    keep = get_channel_allocator(spec.method)(graph, 1.0 - float(sparsity), metric=cfg.budget_metric,
+                                              norm=cfg.channel_norm, constraints=channel_constraints(config))
+    slim = prune_channels(dense, example, keep, norm=cfg.channel_norm)
+    sizes = {group.name: group.size for group in graph.groups}
+    del dense, graph
+    row = finetune_and_measure_channels(task, slim, example, seed=seed, budget_metric=cfg.budget_metric,
+                                        progress=progress)
+    row.update({"channel_norm": cfg.channel_norm, "channel_keep": keep, "channel_group_sizes": sizes})
+    return row, slim
+
+
 class BaselineMethod:
     """The :class:`purl.methods.Method` of every allocator (``global-mp``, ``uniform``, ``pkg.mod:Class``...).
 
@@ -93,6 +156,12 @@ class BaselineMethod:
         from purl.errors import ConfigError
         from purl.methods import METHODS
 
+        if config.prune.granularity == "channel":
+            check_channel_request(config, spec)
+            return
+        if spec.method in CHANNEL_ALLOCATORS:
+            raise ConfigError(f"method '{spec.method}' removes whole channels: set prune.granularity=channel "
+                              "(the current granularity is 'weight')")
         if spec.method not in ALLOCATORS and ":" not in spec.method:
             raise ConfigError(f"unknown method '{spec.method}' in compare.methods; allowed: "
                               f"{', '.join(n for n in METHODS.names() if n != 'baseline')}, "
@@ -100,14 +169,34 @@ class BaselineMethod:
         get_allocator(spec.method, **spec.kwargs)  # a bad option or an unimportable class: one line now
 
     def prune(self, cell: MethodCell) -> Pruned:
-        """One baseline cell: :func:`run_baseline` on the task's fresh dense copy -> row, model, masks."""
+        """One baseline cell: :func:`run_baseline` on the task's fresh dense copy -> row, model, masks.
+
+        At ``prune.granularity=channel`` (the cell config's) it is :func:`run_channel_baseline`: the model
+        is the physically slimmed one and ``masks`` is None (there are none).
+        """
+        if cell.config.prune.granularity == "channel":
+            if cell.target_sparsity is None:
+                raise PruningError("channel pruning needs a target (prune.sparsity or compare.sparsities)")
+            row, slim = run_channel_baseline(cell.task, cell.config, cell.spec, cell.target_sparsity,
+                                             seed=cell.seed, progress=cell.progress)
+            return Pruned(row, slim, None)  # no masks at channel granularity
         row, model, masks = run_baseline(cell.task, cell.spec, cell.target_sparsity, seed=cell.seed,
                                          progress=cell.progress)
         return Pruned(row, model, masks)
 
     def run(self, cell: MethodCell) -> dict[str, Any]:
-        """One baseline cell as a results row."""
-        return self.prune(cell).row
+        """One baseline cell as a results row; at channel granularity with ``compare.measure_latency`` also
+        ``latency_ratio`` (slimmed / dense, CPU eager, batch 1, median)."""
+        pruned = self.prune(cell)
+        row = pruned.row
+        if cell.config.prune.granularity == "channel" and cell.config.compare.measure_latency:
+            from purl.latency import latency_ratios
+
+            (result,) = latency_ratios(cell.task.model, pruned.model, cell.task.data.input_shape, batches=(1,),
+                                       repeats=30)
+            row.update({"latency_ratio": result.ratio, "latency_dense_ms": result.dense_ms,
+                        "latency_pruned_ms": result.pruned_ms})
+        return row
 
 
 METHODS.add("baseline", BaselineMethod(), help="every allocator: prune the dense copy, fine-tune, measure")

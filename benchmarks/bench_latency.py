@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, log, markdown_table, median, write_csv
+from _common import RESULTS, log, markdown_table, write_csv
 
 MODELS: dict[str, dict[str, Any]] = {
     "lenet5": {"name": "lenet-5", "input_shape": (1, 28, 28), "num_classes": 10},
@@ -150,17 +150,11 @@ def time_cells(variants: list[dict[str, Any]], x: Any, runtime: str, args: argpa
         else:
             v["model"](x)
 
+    from purl.latency import interleaved_medians
+
     with torch.no_grad():
-        for v in variants:
-            for _ in range(args.warmup):
-                call(v)
-        samples: list[list[float]] = [[] for _ in variants]
-        for _ in range(args.repeats):
-            for i, v in enumerate(variants):
-                start = time.perf_counter()
-                call(v)
-                samples[i].append(time.perf_counter() - start)
-    return [median(s) for s in samples]
+        return interleaved_medians([lambda v=v: call(v) for v in variants], repeats=args.repeats,
+                                   warmup=args.warmup)
 
 
 def main(argv: list[str] | None = None) -> int:

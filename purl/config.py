@@ -5,7 +5,8 @@ errors are turned into one :class:`~purl.errors.ConfigError` whose message names
 the key and what is allowed (the CLI prints it without a traceback).
 
 Accuracies in configs are fractions in [0, 1]; sparsities are fractions of
-prunable weights in [0, 1].
+prunable weights in [0, 1] at ``prune.granularity: weight`` (the default), and fractions of
+``prune.budget_metric`` (parameters or Conv/Linear MACs) removed at ``prune.granularity: channel``.
 """
 
 from __future__ import annotations
@@ -105,10 +106,33 @@ class ConstraintsConfig(Section):
 
 
 class PruneConfig(Section):
-    """One pruning run: method, target global sparsity, one-shot or gradual."""
+    """One pruning run: method, target, granularity (weights or channels), one-shot or gradual."""
 
-    method: str = "global-mp"
-    sparsity: TargetSparsity = 0.9
+    method: str = Field(
+        "global-mp", description="allocator; at granularity 'channel' one of channel-global-mp, channel-uniform"
+    )
+    sparsity: TargetSparsity = Field(
+        0.9, description="target: at granularity 'weight' the fraction of prunable weights zeroed; at 'channel' "
+        "the fraction of the budget metric REMOVED (0.5 with budget_metric flops = keep 50% of the dense MACs)"
+    )
+    granularity: Literal["weight", "channel"] = Field(
+        "weight", description="'weight': unstructured masks (same shapes, not faster on dense kernels); "
+        "'channel': whole output channels removed (Torch-Pruning groups), a physically smaller model"
+    )
+    channel_norm: Literal["l1", "l2", "bn"] = Field(
+        "l1", description="channel granularity: channel importance, L1/L2 norm of its filters or |BN gamma|"
+    )
+    budget_metric: Literal["params", "flops"] = Field(
+        "params", description="channel granularity: what sparsity (and compare.sparsities) removes a fraction "
+        "of: parameters or Conv/Linear MACs (FLOPs); weight granularity supports params only"
+    )
+    min_channels: PositiveInt = Field(
+        1, description="channel granularity: the Minimum Threshold in channels every channel group keeps"
+    )
+    measure_latency: bool = Field(
+        True, description="purl prune at channel granularity: time the dense and the slimmed model on CPU "
+        "(eager, batch 1 and 64, medians) and report the latency ratio; timing is noisy on a busy machine"
+    )
     schedule: Literal["oneshot", "gradual"] = "oneshot"
     gradual_frequency: PositiveInt = 10
     gradual_start: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
@@ -119,6 +143,12 @@ class PruneConfig(Section):
     def _window(self) -> PruneConfig:
         if self.gradual_end <= self.gradual_start:
             raise ValueError("gradual_end must be greater than gradual_start")
+        if self.granularity == "weight" and self.budget_metric != "params":
+            raise ValueError(f"budget_metric '{self.budget_metric}' needs granularity 'channel'; at granularity "
+                             "'weight' the target is a fraction of weights (budget_metric params)")
+        if self.granularity == "channel" and self.schedule != "oneshot":
+            raise ValueError(f"schedule '{self.schedule}' is not supported at granularity 'channel'; use "
+                             "schedule oneshot (channels are removed once, then the slimmed model is fine-tuned)")
         return self
 
 
@@ -219,6 +249,10 @@ class CompareConfig(Section):
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     max_retries: NonNegativeInt = 1
+    measure_latency: bool = Field(
+        False, description="at prune.granularity channel: time dense vs slimmed model on CPU (eager, batch 1, "
+        "median) in every cell and add the latency_ratio column (slimmed / dense); off by default, timing is noisy"
+    )
     cpus_per_task: PositiveFloat = 1.0
     gpus_per_task: NonNegativeFloat = 0.0
 
@@ -428,9 +462,14 @@ def merge_config(
     if min_threshold is not None:
         raw.setdefault("constraints", {})["min_threshold"] = min_threshold
     try:
-        return config_from_dict(raw)
+        config = config_from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
+    return config
+
+
+#: allocators that run at prune.granularity=channel (baselines.channel.CHANNEL_ALLOCATORS; kept in sync by a test)
+CHANNEL_METHODS: tuple[str, ...] = ("channel-global-mp", "channel-uniform")
 
 
 def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:
@@ -453,7 +492,14 @@ def config_differences(saved: dict[str, Any], config: ExperimentConfig) -> list[
         return not any(key == k or key.startswith(k + ".") for k in IGNORED_KEYS)
 
     old, new = _flatten(saved), _flatten(config.to_dict())
-    return sorted(k for k in set(old) | set(new) if relevant(k) and old.get(k) != new.get(k))
+    defaults = _flatten(ExperimentConfig().to_dict())
+
+    def differs(key: str) -> bool:
+        if key not in old and key in defaults and new.get(key) == defaults[key]:
+            return False  # a key added to PuRL after the folder was written, at its default: same run
+        return old.get(key) != new.get(key)
+
+    return sorted(k for k in set(old) | set(new) if relevant(k) and differs(k))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

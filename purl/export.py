@@ -80,7 +80,7 @@ def _staged(out: Path) -> Iterator[Callable[[Path], Path]]:
     temps: list[Path] = []
 
     def stage(path: Path) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=out)
         os.close(fd)
         temps.append(Path(name))
         return Path(name)

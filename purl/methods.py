@@ -68,7 +68,7 @@ class Pruned:
 
     row: dict[str, Any]
     model: nn.Module
-    masks: MaskState
+    masks: MaskState | None  # None at channel granularity (the slimmed model has no masks)
 
 
 @runtime_checkable

@@ -11,17 +11,43 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from purl.pruning import MaskState, pruning_stats
 from purl.task import Task
 from purl.training import evaluate, planned_steps, train
 
 
-def measure(task: Task, model: nn.Module, masks: MaskState, *, prefix: str = "") -> dict[str, Any]:
-    """Test top-1/top-5 (percent) of ``model`` on the task's test split."""
+def measure(task: Task, model: nn.Module, masks: MaskState | None = None, *, prefix: str = "") -> dict[str, Any]:
+    """Test top-1/top-5 (percent) of ``model`` on the task's test split (``masks`` is unused: kept for callers)."""
     acc = evaluate(model, task.loader("test"), device=task.device)
     return {f"{prefix}test_top1": 100.0 * acc.top1, f"{prefix}test_top5": 100.0 * acc.top5}
+
+
+def _finetune(
+    task: Task,
+    model: nn.Module,
+    masks: MaskState | None,
+    *,
+    seed: int,
+    on_step: Callable[[int], None] | None,
+    progress: bool,
+    measure_before: bool,
+) -> dict[str, Any]:
+    """Accuracy before, fine-tuning with ``task.config.finetune`` (masks kept if any), accuracy after."""
+    row: dict[str, Any] = {}
+    if measure_before:
+        row.update(measure(task, model, masks, prefix="before_"))
+    loader = task.loader("train", seed=seed)
+    steps = planned_steps(task.config.finetune, len(loader))
+    start = time.perf_counter()
+    train(model, loader, task.config.finetune, device=task.device, masks=masks, on_step=on_step,
+          progress=progress, desc="finetune")
+    row["finetune_steps"] = steps
+    row["finetune_seconds"] = time.perf_counter() - start
+    row.update(measure(task, model, masks, prefix="after_"))
+    row.update({"dense_test_top1": 100.0 * task.dense_test.top1, "dense_test_top5": 100.0 * task.dense_test.top5})
+    return row
 
 
 def finetune_and_measure(
@@ -41,21 +67,9 @@ def finetune_and_measure(
     pruning stats (achieved sparsity, per-layer sparsity, FLOPs, compression,
     speedup, collapsed layers) and fine-tuning steps/seconds.
     """
-    row: dict[str, Any] = {}
-    if measure_before:
-        row.update(measure(task, model, masks, prefix="before_"))
-    loader = task.loader("train", seed=seed)
-    steps = planned_steps(task.config.finetune, len(loader))
-    start = time.perf_counter()
-    train(model, loader, task.config.finetune, device=task.device, masks=masks, on_step=on_step,
-          progress=progress, desc="finetune")
-    row["finetune_steps"] = steps
-    row["finetune_seconds"] = time.perf_counter() - start
-    row.update(measure(task, model, masks, prefix="after_"))
+    row = _finetune(task, model, masks, seed=seed, on_step=on_step, progress=progress, measure_before=measure_before)
     stats = pruning_stats(task.profiles, masks.pruned())
     row.update({
-        "dense_test_top1": 100.0 * task.dense_test.top1,
-        "dense_test_top5": 100.0 * task.dense_test.top5,
         "achieved_sparsity": stats.global_sparsity,
         "nonzero_params": stats.nonzero_params,
         "total_params": stats.total_params,
@@ -68,5 +82,52 @@ def finetune_and_measure(
         "near_collapsed_layers": stats.near_collapsed_layers,
         "n_near_collapsed": len(stats.near_collapsed_layers),
         "layer_sparsity": stats.layer_sparsity,
+    })
+    return row
+
+
+def finetune_and_measure_channels(
+    task: Task,
+    model: nn.Module,
+    example_input: Tensor,
+    *,
+    seed: int,
+    budget_metric: str,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The channel-granularity tail: the same fine-tuning and evaluation as :func:`finetune_and_measure` on a
+    physically slimmed ``model`` (no masks), with its size and MACs re-measured from the model itself.
+
+    ``achieved_sparsity`` is the fraction of ``budget_metric`` (``params``: all parameters, ``flops``:
+    Conv/Linear MACs per sample) removed relative to the task's dense model, so it compares with the
+    target; ``params_ratio``/``flops_ratio`` are the kept fractions, ``layer_sparsity`` the fraction of each
+    Conv/Linear layer's weights removed. Nothing collapses (every channel group keeps a channel).
+    """
+    from purl.pruning.channels import measure_model
+
+    row = _finetune(task, model, None, seed=seed, on_step=None, progress=progress, measure_before=True)
+    dense, slim = measure_model(task.model, example_input), measure_model(model, example_input)
+    params_ratio, flops_ratio = slim.params / dense.params, slim.macs / dense.macs
+    dense_modules, slim_modules = dict(task.model.named_modules()), dict(model.named_modules())
+    layers = {name: 1.0 - slim_modules[name].weight.numel() / module.weight.numel()
+              for name, module in dense_modules.items()
+              if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and name in slim_modules}
+    row.update({
+        "granularity": "channel",
+        "budget_metric": budget_metric,
+        "achieved_sparsity": 1.0 - (flops_ratio if budget_metric == "flops" else params_ratio),
+        "params_ratio": params_ratio,
+        "flops_ratio": flops_ratio,
+        "nonzero_params": slim.params,
+        "total_params": dense.params,
+        "dense_flops": dense.macs,
+        "sparse_flops": slim.macs,
+        "compression_ratio": dense.params / slim.params,
+        "theoretical_speedup": dense.macs / slim.macs,
+        "collapsed_layers": [],
+        "n_collapsed": 0,
+        "near_collapsed_layers": [],
+        "n_near_collapsed": 0,
+        "layer_sparsity": layers,
     })
     return row

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from purl.cli.common import add_common_arguments
 
@@ -10,9 +12,12 @@ from purl.cli.common import add_common_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--method", "-m", default=None,
-                        help="allocator: global-mp, uniform, uniform-plus, erk, lamp, random, layerwise "
+                        help="allocator: global-mp, uniform, uniform-plus, erk, lamp, random, layerwise; at "
+                             "prune.granularity=channel: channel-global-mp, channel-uniform "
                              "(see `purl list methods`; default: config's prune.method)")
-    parser.add_argument("--sparsity", "-s", type=float, default=None, help="target global sparsity in [0, 1]")
+    parser.add_argument("--sparsity", "-s", type=float, default=None,
+                        help="target global sparsity in [0, 1); at prune.granularity=channel the fraction of "
+                             "prune.budget_metric (params or flops) removed")
     parser.add_argument("--min-threshold", type=float, default=None,
                         help="Minimum Threshold: percent of all prunable weights each layer keeps (0.05 = 0.05%%)")
     parser.add_argument("--schedule", choices=["oneshot", "gradual"], default=None,
@@ -24,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from purl.checkpoint import save_checkpoint
     from purl.cli.common import config_from_args, finish, planned_output_dir
-    from purl.config import MethodSpec
+    from purl.config import CHANNEL_METHODS, MethodSpec
     from purl.errors import ConfigError
     from purl.methods import ALLOCATOR_METHOD, MethodCell, get_method, method_name
     from purl.runtime import resolve_device
@@ -35,20 +40,24 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, [f"{k}={v}" for k, v in flags.items() if v is not None])
     spec = MethodSpec(label=config.prune.method, method=config.prune.method, schedule=config.prune.schedule,
                       min_threshold=config.constraints.min_threshold, kwargs=config.prune.method_kwargs)
-    from baselines import get_allocator
+    channel = config.prune.granularity == "channel"
+    if not channel and spec.method not in CHANNEL_METHODS:  # a channel allocator: validate() says what to set
+        from baselines import get_allocator
 
-    get_allocator(spec.method, **spec.kwargs)  # unknown allocator or option: one line naming the allocators
+        get_allocator(spec.method, **spec.kwargs)  # unknown allocator or option: one line naming the allocators
     if method_name(spec.method) != ALLOCATOR_METHOD:
         raise ConfigError(f"purl prune runs an allocator; '{spec.method}' is a method of its own: use "
                           f"purl train (agent) or purl compare")
     method = get_method(spec.method)
-    method.validate(config, spec)
+    method.validate(config, spec)  # at channel granularity: a channel allocator, oneshot, no weight MT
     device = resolve_device(config.device)
     out = planned_output_dir(args, config, "prune")  # checked, created by the first write
     start = time.perf_counter()
     task = build_task(config, device, progress=not args.quiet)
     pruned = method.prune(MethodCell(task, config, spec, config.prune.sparsity, config.seed, out,
                                      progress=not args.quiet))
+    if channel:
+        return _finish_channel(args, config, spec, task, pruned, out, start)
     row, model, masks = pruned.row, pruned.model, pruned.masks
     checkpoint = save_checkpoint(out / "pruned.pt", model, config=config.to_dict(), masks=masks.state_dict(),
                                  meta={"method": spec.method, "target_sparsity": config.prune.sparsity})
@@ -65,4 +74,62 @@ def run(args: argparse.Namespace) -> int:
         f"compression {row['compression_ratio']:.1f}x, theoretical speedup {row['theoretical_speedup']:.2f}x, "
         f"wall time {results['wall_time_s']:.1f}s",
         f"pruned checkpoint: {checkpoint}",
+    ], config)
+
+
+def _finish_channel(args: argparse.Namespace, config: Any, spec: Any, task: Any, pruned: Any, out: Path,
+                    start: float) -> int:
+    """Channel granularity: save the slimmed model (checkpoint + .pt2 + .onnx), time it, write results.json.
+
+    ``pruned.pt`` holds the slimmed state_dict and the keep plan (``meta.channel_keep``): the dense
+    architecture pruned to those counts (:func:`purl.pruning.channels.prune_channels`) has its shapes. The
+    exports reload with only torch / onnxruntime. Latency (``prune.measure_latency``): CPU eager, batch 1
+    and 64, medians of interleaved runs, ratio = slimmed / dense.
+    """
+    import copy
+    import time
+
+    import torch
+
+    from purl.checkpoint import save_checkpoint
+    from purl.cli.common import finish
+    from purl.export import export_model
+
+    row, slim = pruned.row, pruned.model
+    metric = config.prune.budget_metric
+    slim_cpu = copy.deepcopy(slim).cpu().eval()
+    # batch 2: torch.export specialises a batch dimension of size 1, which would make it static
+    example = torch.randn((2, *task.data.input_shape), generator=torch.Generator().manual_seed(0))
+    exported = export_model(slim_cpu, example, out, name="pruned", granularity="channel")
+    latency: dict[str, Any] = {}
+    if config.prune.measure_latency:
+        from purl.latency import latency_ratios
+
+        for r in latency_ratios(task.model, slim_cpu, task.data.input_shape, batches=(1, 64)):
+            latency[f"latency_ratio_b{r.batch}"] = r.ratio
+            latency[f"latency_dense_ms_b{r.batch}"] = r.dense_ms
+            latency[f"latency_pruned_ms_b{r.batch}"] = r.pruned_ms
+        latency["latency_ratio"] = latency["latency_ratio_b1"]
+        latency["latency_note"] = ("CPU, PyTorch eager, torch threads as configured, medians of 20 interleaved "
+                                   "runs; ratio = slimmed / dense latency (noisy on a busy machine)")
+    checkpoint = save_checkpoint(out / "pruned.pt", slim_cpu, config=config.to_dict(), masks=None,
+                                 meta={"method": spec.method, "granularity": "channel", "budget_metric": metric,
+                                       "target_sparsity": config.prune.sparsity, "channel_norm": row["channel_norm"],
+                                       "channel_keep": row["channel_keep"]})
+    results = {"command": "prune", "method": spec.method, "schedule": spec.schedule, "granularity": "channel",
+               "budget_metric": metric, "target_sparsity": config.prune.sparsity,
+               "target_keep_ratio": 1.0 - config.prune.sparsity, **row, **latency,
+               "wall_time_s": time.perf_counter() - start, "checkpoint": str(checkpoint),
+               "exports": exported.paths, "export_note": exported.note}
+    kept = row["flops_ratio"] if metric == "flops" else row["params_ratio"]
+    timing = (f", measured CPU latency ratio {latency['latency_ratio_b1']:.2f} (batch 1) / "
+              f"{latency['latency_ratio_b64']:.2f} (batch 64)" if latency else "")
+    return finish(out, results, [
+        f"{spec.method} (channels, {row['channel_norm']}) removing {config.prune.sparsity:g} of the {metric}: kept "
+        f"{kept:.4f} of the dense {metric} (params {row['params_ratio']:.4f}, FLOPs {row['flops_ratio']:.4f})",
+        f"test top-1 {row['before_test_top1']:.2f}% after pruning -> {row['after_test_top1']:.2f}% after "
+        f"fine-tuning (dense {row['dense_test_top1']:.2f}%)",
+        f"params {row['nonzero_params']:,} of {row['total_params']:,}, MACs {row['sparse_flops']:,} of "
+        f"{row['dense_flops']:,}{timing}, wall time {results['wall_time_s']:.1f}s",
+        f"slimmed model: {checkpoint}, {exported.paths['pt2']}, {exported.paths['onnx']}",
     ], config)

@@ -24,11 +24,16 @@ CSV_COLUMNS: list[str] = [
     "dense_test_top1", "dense_test_top5", "nonzero_params", "total_params", "dense_flops", "sparse_flops",
     "compression_ratio", "theoretical_speedup", "n_collapsed", "collapsed_layers", "n_near_collapsed",
     "near_collapsed_layers",
+    # channel granularity (empty at weight granularity): the budget metric the target removes a fraction of,
+    # the kept params / Conv-Linear MACs re-measured from the slimmed model, and (compare.measure_latency)
+    # the measured CPU latency ratio slimmed / dense (eager, batch 1, median)
+    "granularity", "budget_metric", "params_ratio", "flops_ratio", "latency_ratio",
     "finetune_steps", "wall_time_s", "search_episodes", "search_env_steps", "search_evaluations",
     "search_wall_time_s", "algo", "policy_source", "attempts", "layer_sparsity", "learning_curve",
 ]
 JSON_COLUMNS = {"collapsed_layers", "near_collapsed_layers", "layer_sparsity", "learning_curve"}
-TEXT_COLUMNS = {"label", "method", "schedule", "status", "error", "algo", "policy_source"}
+TEXT_COLUMNS = {"label", "method", "schedule", "status", "error", "algo", "policy_source", "granularity",
+                "budget_metric"}
 INT_COLUMNS = {"seed", "n_collapsed", "n_near_collapsed", "nonzero_params", "total_params", "dense_flops",
                "sparse_flops", "finetune_steps", "search_episodes", "search_env_steps", "search_evaluations",
                "attempts"}

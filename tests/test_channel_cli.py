@@ -1,0 +1,189 @@
+"""Channel granularity through the config, `purl prune` and `purl compare` (issue #14, wiring).
+
+The slimmed model is written and reloads (checkpoint + keep plan, .pt2, .onnx) with the reported accuracy,
+FLOPs budgets land within one channel's cost, measured columns reach results.csv, and requests the channel
+path cannot serve are one clear line before any work.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from baselines.channel import CHANNEL_ALLOCATORS, channel_tolerance
+from purl.compare import ResultsTable
+from purl.config import CHANNEL_METHODS, ExperimentConfig, config_differences, load_config
+from purl.pruning.channels import channel_graph, prune_channels
+from purl.task import build_task
+
+CHANNEL = ["prune.granularity=channel", "prune.budget_metric=flops"]
+FAST = ["pretrain.epochs=3", "finetune.max_steps=5"]
+RESNET_TINY = ["data.max_samples=400", "pretrain.max_steps=6", "finetune.max_steps=4", "data.eval_batch_size=256"]
+
+
+def _prune(run_cli, tmp_path: Path, *args: str, config: str = "configs/quick.yaml", extra: list[str] = FAST):
+    out = tmp_path / "out"
+    result = run_cli("prune", "--config", config, "-q", "--device", "cpu", "-o", str(out),
+                     f"cache_dir={tmp_path.parent / 'channel-cache'}", *extra, *args)
+    return result, out
+
+
+def _test_accuracy(module, task) -> float:
+    hits = total = 0
+    with torch.no_grad():
+        for x, y in task.loader("test"):
+            hits += int((module(x).argmax(1) == y).sum())
+            total += len(y)
+    return 100.0 * hits / total
+
+
+def _check_budget(results: dict, config: ExperimentConfig, keep_ratio: float) -> None:
+    task = build_task(config, torch.device("cpu"), progress=False)
+    graph = channel_graph(task.model, torch.zeros(1, *task.data.input_shape))
+    tolerance = channel_tolerance(graph, "flops") / graph.dense_macs
+    assert results["dense_flops"] == graph.dense_macs
+    assert keep_ratio - tolerance - 1e-9 <= results["flops_ratio"] <= keep_ratio + 1e-9
+    assert results["sparse_flops"] / results["dense_flops"] == pytest.approx(results["flops_ratio"])
+    assert results["achieved_sparsity"] == pytest.approx(1 - results["flops_ratio"])
+
+
+def test_prune_channel_mlp_writes_a_slim_model_that_reloads_with_the_reported_accuracy(run_cli, tmp_path: Path):
+    result, out = _prune(run_cli, tmp_path, *CHANNEL, "--method", "channel-global-mp", "--sparsity", "0.5")
+    assert result.rc == 0, result.err
+    results = json.loads((out / "results.json").read_text())
+    for key in ("granularity", "budget_metric", "params_ratio", "flops_ratio", "before_test_top1", "after_test_top1",
+                "latency_ratio_b1", "latency_ratio_b64", "channel_keep", "exports"):
+        assert key in results, key
+    assert results["granularity"] == "channel" and results["budget_metric"] == "flops"
+    assert results["latency_ratio_b1"] > 0 and results["latency_ratio_b64"] > 0
+    config = load_config("configs/quick.yaml", [f"cache_dir={tmp_path.parent / 'channel-cache'}", "device=cpu",
+                                                *FAST, *CHANNEL])
+    _check_budget(results, config, 0.5)
+    task = build_task(config, torch.device("cpu"), progress=False)
+
+    # pruned.pt: weights_only, the slimmed state_dict fits the dense architecture pruned to the keep plan
+    payload = torch.load(out / "pruned.pt", weights_only=True)
+    assert payload["masks"] is None and payload["meta"]["channel_keep"] == results["channel_keep"]
+    example = torch.zeros(1, *task.data.input_shape)
+    rebuilt = prune_channels(task.model, example, payload["meta"]["channel_keep"]).eval()
+    rebuilt.load_state_dict(payload["state_dict"])
+    assert sum(p.numel() for p in rebuilt.parameters()) == results["nonzero_params"]
+    assert _test_accuracy(rebuilt, task) == pytest.approx(results["after_test_top1"], abs=1e-6)
+
+    # the exports reload with torch / onnxruntime alone and give the same accuracy
+    program = torch.export.load(str(out / "pruned.pt2")).module()
+    assert _test_accuracy(program, task) == pytest.approx(results["after_test_top1"], abs=1e-6)
+    session = ort.InferenceSession(str(out / "pruned.onnx"), providers=["CPUExecutionProvider"])
+    x, _ = next(iter(task.loader("test")))
+    onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_out, rebuilt(x).numpy(), atol=1e-4)
+    assert "Traceback" not in result.err
+
+
+def test_prune_channel_resnet20_flops_budget_lands_and_exports(run_cli, tmp_path: Path):
+    extra = [*RESNET_TINY, "prune.measure_latency=false"]
+    result, out = _prune(run_cli, tmp_path, *CHANNEL, "--method", "channel-uniform", "--sparsity", "0.5",
+                         config="configs/mnist5k-resnet20.yaml", extra=extra)
+    assert result.rc == 0, result.err
+    results = json.loads((out / "results.json").read_text())
+    config = load_config("configs/mnist5k-resnet20.yaml", [f"cache_dir={tmp_path.parent / 'channel-cache'}",
+                                                           "device=cpu", *extra, *CHANNEL])
+    _check_budget(results, config, 0.5)
+    assert "latency_ratio" not in results  # opt-out honoured
+    assert 0 <= results["after_test_top1"] <= 100
+    program = torch.export.load(str(out / "pruned.pt2")).module()
+    x = torch.randn(3, 1, 28, 28)
+    payload = torch.load(out / "pruned.pt", weights_only=True)
+    task = build_task(config, torch.device("cpu"), progress=False)
+    rebuilt = prune_channels(task.model, torch.zeros(1, 1, 28, 28), payload["meta"]["channel_keep"]).eval()
+    rebuilt.load_state_dict(payload["state_dict"])
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), rebuilt(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["prune.granularity=chanel"], "'prune.granularity': Input should be 'weight' or 'channel'"),
+    (["prune.granularity=channel", "prune.channel_norm=l3"], "'prune.channel_norm'"),
+    (["prune.granularity=channel", "prune.budget_metric=macs"], "'prune.budget_metric'"),
+    (["prune.budget_metric=flops"], "budget_metric 'flops' needs granularity 'channel'"),
+    (["prune.granularity=channel", "--method", "global-mp"], "at channel granularity use 'channel-global-mp'"),
+    (["prune.granularity=channel", "--method", "erk"], "'erk' has no channel version"),
+    (["prune.granularity=channel", "--method", "channel-uniform", "--schedule", "gradual"],
+     "not supported at granularity 'channel'"),
+    (["prune.granularity=channel", "--method", "channel-uniform", "--min-threshold", "1"], "prune.min_channels"),
+    (["--method", "channel-global-mp"], "set prune.granularity=channel"),
+])
+def test_bad_channel_requests_are_one_line_before_any_work(run_cli, tmp_path: Path, args: list[str], message: str):
+    result, out = _prune(run_cli, tmp_path, *args)
+    assert result.rc == 2 and message in result.err, result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_channel_target_below_the_constraints_is_one_line(run_cli, tmp_path: Path):
+    result, out = _prune(run_cli, tmp_path, "prune.granularity=channel", "--method", "channel-uniform",
+                         "prune.min_channels=100", "--sparsity", "0.9")
+    assert result.rc == 2 and "below what the constraints allow" in result.err and "min_channels" in result.err
+    assert "Traceback" not in result.err and not (out / "results.json").exists()
+
+
+def _compare(run_cli, tmp_path: Path, out: Path, methods: str, *extra: str):
+    return run_cli("compare", "--config", "configs/quick.yaml", "-q", "--device", "cpu", "-o", str(out),
+                   f"cache_dir={tmp_path / 'cache'}", *FAST, "compare.sparsities=[0.5,0.75]", "compare.seeds=[0]",
+                   "compare.profile_sparsity=0.5", *CHANNEL, f"compare.methods={methods}", *extra)
+
+
+def test_compare_channel_grid_writes_measured_columns(run_cli, tmp_path: Path):
+    out = tmp_path / "cmp"
+    result = _compare(run_cli, tmp_path, out, "[channel-global-mp,channel-uniform]", "compare.measure_latency=true")
+    assert result.rc == 0, result.err
+    rows = ResultsTable.read(out / "results.csv")
+    assert sorted((r["label"], r["target_sparsity"]) for r in rows) == [
+        ("channel-global-mp", 0.5), ("channel-global-mp", 0.75), ("channel-uniform", 0.5), ("channel-uniform", 0.75)]
+    for row in rows:
+        assert row["status"] == "ok" and row["granularity"] == "channel" and row["budget_metric"] == "flops"
+        assert row["flops_ratio"] <= 1 - row["target_sparsity"] + 1e-9
+        assert row["flops_ratio"] > 1 - row["target_sparsity"] - 0.02  # one hidden unit of the MLP: < 1%
+        assert row["sparse_flops"] / row["dense_flops"] == pytest.approx(row["flops_ratio"])
+        assert 0 < row["params_ratio"] < 1 and row["latency_ratio"] > 0
+        assert row["nonzero_params"] < row["total_params"]
+    # without the opt-in there is no latency column value
+    out2 = tmp_path / "cmp2"
+    assert _compare(run_cli, tmp_path, out2, "[channel-uniform]").rc == 0
+    assert all(r["latency_ratio"] is None for r in ResultsTable.read(out2 / "results.csv"))
+
+
+@pytest.mark.parametrize(("methods", "message"), [
+    ("[agent,channel-uniform]", "the agent is not supported at prune.granularity=channel"),
+    ("[channel-uniform,lamp]", "'lamp' has no channel version"),
+    ("[channel-uniform,global-mp]", "use 'channel-global-mp'"),
+])
+def test_compare_channel_refuses_unsupported_methods_before_any_work(run_cli, tmp_path: Path, methods: str,
+                                                                     message: str):
+    out = tmp_path / "cmp"
+    result = _compare(run_cli, tmp_path, out, methods)
+    assert result.rc == 2 and message in result.err, result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "cache").exists()  # nothing pre-trained, nothing written
+
+
+def test_config_channel_names_match_the_allocators_and_new_keys_keep_old_folders_resumable():
+    assert set(CHANNEL_METHODS) == set(CHANNEL_ALLOCATORS)
+    config = load_config("configs/quick.yaml")
+    saved = config.to_dict()
+    for key in ("granularity", "channel_norm", "budget_metric", "min_channels", "measure_latency"):
+        del saved["prune"][key]  # a folder written before these keys existed
+    del saved["compare"]["measure_latency"]
+    assert config_differences(saved, config) == []
+    channel = load_config("configs/quick.yaml", ["prune.granularity=channel"])
+    assert config_differences(saved, channel) == ["prune.granularity"]
+    defaults = ExperimentConfig()
+    assert (defaults.prune.granularity, defaults.prune.channel_norm, defaults.prune.budget_metric) == (
+        "weight", "l1", "params")
+    assert defaults.compare.measure_latency is False
