@@ -185,10 +185,15 @@ class BaselineMethod:
         return Pruned(row, model, masks)
 
     def run(self, cell: MethodCell) -> dict[str, Any]:
-        """One baseline cell as a results row; at channel granularity with ``compare.measure_latency`` also
-        ``latency_ratio`` (slimmed / dense, CPU eager, batch 1, median)."""
+        """One baseline cell as a results row. At channel granularity the slimmed model is also exported to the
+        cell's folder (``pruned.pt2``, ``pruned.onnx``: reloadable with only torch / onnxruntime) and, with
+        ``compare.measure_latency``, ``latency_ratio`` (slimmed / dense, CPU eager, batch 1, median) is added."""
         pruned = self.prune(cell)
         row = pruned.row
+        if cell.config.prune.granularity == "channel":  # the deployable model of the cell, reloadable without PuRL
+            from purl.export import export_pruned
+
+            export_pruned(pruned.model, cell.task.data.input_shape, cell.folder)
         if cell.config.prune.granularity == "channel" and cell.config.compare.measure_latency:
             from purl.latency import latency_ratios
 

@@ -229,6 +229,18 @@ def export_model(
     return result
 
 
+
+def export_pruned(model: nn.Module, input_shape: Sequence[int], out_dir: str | os.PathLike[str], *,
+                  name: str = "pruned", granularity: str = "channel") -> ExportResult:
+    """Export a pruned model for inference (a CPU copy in eval mode, the model itself untouched) with a
+    batch-2 example input: ``torch.export`` would specialise a batch dimension of size 1 to a constant.
+    Used by ``purl prune`` and by compare's channel cells (``cells/<cell>/pruned.pt2``/``.onnx``)."""
+    import copy
+
+    cpu = copy.deepcopy(model).cpu().eval()
+    example = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0))
+    return export_model(cpu, example, out_dir, name=name, granularity=granularity)
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

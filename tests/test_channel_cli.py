@@ -153,6 +153,13 @@ def test_compare_channel_grid_writes_measured_columns(run_cli, tmp_path: Path):
         assert row["sparse_flops"] / row["dense_flops"] == pytest.approx(row["flops_ratio"])
         assert 0 < row["params_ratio"] < 1 and row["latency_ratio"] > 0
         assert row["nonzero_params"] < row["total_params"]
+    # every cell leaves its deployable slimmed model, reloadable without PuRL, as small as reported
+    cells = sorted((out / "cells").glob("*/pruned.pt2"))
+    assert len(cells) == 4 and all(c.with_suffix(".onnx").is_file() for c in cells)
+    program = torch.export.load(str(cells[0])).module()
+    n_params = sum(p.numel() for p in program.parameters())
+    assert n_params < rows[0]["total_params"]  # fewer (incl. biases) than the dense prunable weights
+    assert program(torch.zeros(3, 1, 8, 8)).shape[0] == 3  # dynamic batch
     # without the opt-in there is no latency column value
     out2 = tmp_path / "cmp2"
     assert _compare(run_cli, tmp_path, out2, "[channel-uniform]").rc == 0

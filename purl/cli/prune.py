@@ -89,18 +89,14 @@ def _finish_channel(args: argparse.Namespace, config: Any, spec: Any, task: Any,
     import copy
     import time
 
-    import torch
-
     from purl.checkpoint import save_checkpoint
     from purl.cli.common import finish
-    from purl.export import export_model
+    from purl.export import export_pruned
 
     row, slim = pruned.row, pruned.model
     metric = config.prune.budget_metric
     slim_cpu = copy.deepcopy(slim).cpu().eval()
-    # batch 2: torch.export specialises a batch dimension of size 1, which would make it static
-    example = torch.randn((2, *task.data.input_shape), generator=torch.Generator().manual_seed(0))
-    exported = export_model(slim_cpu, example, out, name="pruned", granularity="channel")
+    exported = export_pruned(slim_cpu, task.data.input_shape, out)
     latency: dict[str, Any] = {}
     if config.prune.measure_latency:
         from purl.latency import latency_ratios
