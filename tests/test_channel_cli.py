@@ -153,6 +153,8 @@ def test_compare_channel_grid_writes_measured_columns(run_cli, tmp_path: Path):
         assert row["sparse_flops"] / row["dense_flops"] == pytest.approx(row["flops_ratio"])
         assert 0 < row["params_ratio"] < 1 and row["latency_ratio"] > 0
         assert row["nonzero_params"] < row["total_params"]
+    summary = (out / "summary.md").read_text()
+    assert "kept FLOPs" in summary and "CPU latency / dense" in summary and "removed fraction of budget" in summary
     # every cell leaves its deployable slimmed model, reloadable without PuRL, as small as reported
     cells = sorted((out / "cells").glob("*/pruned.pt2"))
     assert len(cells) == 4 and all(c.with_suffix(".onnx").is_file() for c in cells)

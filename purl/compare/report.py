@@ -153,6 +153,13 @@ SUMMARY_COLUMNS: list[tuple[str, str, bool, str]] = [
     ("n_collapsed", "collapsed layers", False, "{:.1f}"),
     ("n_near_collapsed", "near-collapsed layers", False, "{:.1f}"),
 ]
+#: extra columns when a grid has channel-granularity rows (re-measured from the slimmed model)
+CHANNEL_COLUMNS: list[tuple[str, str, bool, str]] = [
+    ("params_ratio", "kept params", False, "{:.3f}"),
+    ("flops_ratio", "kept FLOPs", False, "{:.3f}"),
+    ("latency_ratio", "CPU latency / dense", False, "{:.2f}"),
+]
+NOT_RANKED = {"params_ratio", "flops_ratio"}  # set by the budget, not a quality: never bold
 
 
 def _ok_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -185,21 +192,27 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
     ok = _ok_rows(rows)
     lines = [f"# {title}", "", "Mean ± std over seeds (n = number of seeds). Accuracies on the test split, "
              "which no method used for any decision. Best per target sparsity in **bold**.", ""]
-    header = ["target", "method", "n"] + [h for _, h, _, _ in SUMMARY_COLUMNS]
+    columns = list(SUMMARY_COLUMNS)
+    if any(r.get("flops_ratio") is not None for r in ok):  # channel rows: sparsity is of the budget metric
+        columns = [(k, "removed fraction of budget" if k == "achieved_sparsity" else h, hi, f)
+                   for k, h, hi, f in columns] + CHANNEL_COLUMNS
+    header = ["target", "method", "n"] + [h for _, h, _, _ in columns]
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] * 3 + ["---:"] * len(SUMMARY_COLUMNS)) + "|")
+    lines.append("|" + "|".join(["---"] * 3 + ["---:"] * len(columns)) + "|")
     for target, by_label in _group(ok).items():
-        stats = {label: {key: mean_std([r.get(key) for r in group]) for key, *_ in SUMMARY_COLUMNS}
+        stats = {label: {key: mean_std([r.get(key) for r in group]) for key, *_ in columns}
                  for label, group in by_label.items()}
         best: dict[str, float] = {}
-        for key, _, higher, fmt in SUMMARY_COLUMNS:
+        for key, _, higher, fmt in columns:
+            if key in NOT_RANKED:
+                continue
             means = [stats[label][key][0] for label in stats if not math.isnan(stats[label][key][0])]
             shown = {float(fmt.format(m).rstrip("x")) for m in means}
             if len(shown) > 1:  # mark a winner only where methods differ
                 best[key] = max(shown) if higher else min(shown)
         for label, group in by_label.items():
             cells = [f"{target:g}", names.get(label, label), str(len(group))]
-            for key, _, _, fmt in SUMMARY_COLUMNS:
+            for key, _, _, fmt in columns:
                 mean, std = stats[label][key]
                 if math.isnan(mean):
                     cells.append("n/a")
