@@ -91,6 +91,24 @@ def fast_agent_overrides(quick_task_config: ExperimentConfig) -> list[str]:
             "finetune.max_steps=5", "agent.total_timesteps=12", "agent.hyperparams={n_steps: 6, batch_size: 6}",
             "agent.rerank_candidates=0", "device=cpu"]
 
+
+def collapse_prone_model() -> nn.Module:
+    """Three bias-free linears where Global MP at high sparsity empties the down-scaled ``tiny`` layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("big", nn.Linear(100, 100, bias=False))
+    model.add_module("tiny", nn.Linear(10, 5, bias=False))
+    model.add_module("out", nn.Linear(100, 10, bias=False))
+    with torch.no_grad():
+        model.tiny.weight.mul_(1e-4)
+    return model
+
+
+@pytest.fixture
+def make_collapse_prone_model() -> Callable[[], nn.Module]:
+    """A factory of :func:`collapse_prone_model` (a fresh, identical model per call)."""
+    return collapse_prone_model
+
 @pytest.fixture
 def one_thread():
     """One intra-op torch thread for the test (restored afterwards), whatever ``PURL_TEST_THREADS`` says."""

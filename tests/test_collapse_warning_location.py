@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import warnings
 
-import torch
-from torch import nn
-
 from baselines import global_magnitude_prune
 from baselines.base import LayerCollapseWarning, get_allocator, user_stacklevel
 from purl.pruning import MaskState, find_prunable_layers
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential()
-    model.add_module("big", nn.Linear(100, 100, bias=False))
-    model.add_module("tiny", nn.Linear(10, 5, bias=False))
-    model.add_module("out", nn.Linear(100, 10, bias=False))
-    with torch.no_grad():
-        model.tiny.weight.mul_(1e-4)
-    return model
 
 
 def _collapse_warnings(record: list[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
     return [w for w in record if issubclass(w.category, LayerCollapseWarning)]
 
 
-def test_global_mp_function_warns_at_callers_line() -> None:
-    model = _model()
+def test_global_mp_function_warns_at_callers_line(make_collapse_prone_model) -> None:
+    model = make_collapse_prone_model()
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         line = _line() + 1
@@ -39,10 +25,10 @@ def test_global_mp_function_warns_at_callers_line() -> None:
     assert hits[0].lineno == line
 
 
-def test_allocator_methods_warn_at_callers_file() -> None:
+def test_allocator_methods_warn_at_callers_file(make_collapse_prone_model) -> None:
     """Through apply (torch.no_grad-decorated fast path), prune (MaskState) and prune_model."""
     for call in ("apply", "prune", "prune_model"):
-        model = _model()
+        model = make_collapse_prone_model()
         alloc = get_allocator("global-mp")
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
@@ -57,9 +43,9 @@ def test_allocator_methods_warn_at_callers_file() -> None:
         assert hits[0].filename == __file__, (call, hits[0].filename)
 
 
-def test_generic_allocator_path_warns_at_callers_file() -> None:
+def test_generic_allocator_path_warns_at_callers_file(make_collapse_prone_model) -> None:
     """The base-class apply (no torch decorator) of another allocator: uniform at 100 % collapses all."""
-    model = _model()
+    model = make_collapse_prone_model()
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         get_allocator("uniform").prune_model(model, 1.0)

@@ -317,14 +317,8 @@ def test_other_constraints_keep_dense_and_max_sparsity():
 
 
 # ------------------------------------------------------------------------------ collapse
-def test_vanilla_collapse_detected_warned_and_listed():
-    torch.manual_seed(0)
-    model = nn.Sequential()
-    model.add_module("big", nn.Linear(100, 100, bias=False))
-    model.add_module("tiny", nn.Linear(10, 5, bias=False))
-    model.add_module("out", nn.Linear(100, 10, bias=False))
-    with torch.no_grad():
-        model.tiny.weight.mul_(1e-4)
+def test_vanilla_collapse_detected_warned_and_listed(make_collapse_prone_model):
+    model = make_collapse_prone_model()
     dense_tiny = model.tiny.weight.detach().clone()
     with pytest.warns(LayerCollapseWarning, match="tiny") as record:
         result = global_magnitude_prune(model, 0.95)
