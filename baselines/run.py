@@ -123,7 +123,7 @@ def run_channel_baseline(
     graph = channel_graph(dense, example)
     keep = get_channel_allocator(spec.method)(graph, 1.0 - float(sparsity), metric=cfg.budget_metric,
                                               norm=cfg.channel_norm, constraints=channel_constraints(config))
-    slim = prune_channels(dense, example, keep, norm=cfg.channel_norm)
+    slim = prune_channels(dense, example, keep, norm=cfg.channel_norm, graph=graph)
     sizes = {group.name: group.size for group in graph.groups}
     del dense, graph
     row = finetune_and_measure_channels(task, slim, example, seed=seed, budget_metric=cfg.budget_metric,

@@ -108,7 +108,7 @@ def build_variants(key: str, args: argparse.Namespace, tmp: Path) -> list[dict[s
     variants: list[dict[str, Any]] = [{"variant": "dense", "kind": "dense", "model": dense, "flops_ratio": 1.0}]
     for ratio in args.ratios:
         keep = keep_for_ratio(graph, ratio, method=args.method)
-        slim = prune_channels(dense, example, keep).eval()
+        slim = prune_channels(dense, example, keep, graph=graph).eval()
         variants.append({"variant": f"channel-{ratio:g}", "kind": "channel", "model": slim, "target": ratio})
     if args.unstructured > 0:
         masked = build_model(spec["name"], input_shape=spec["input_shape"], num_classes=spec["num_classes"]).eval()

@@ -527,14 +527,17 @@ def prune_channels(
     *,
     norm: str = "l1",
     ignored_layers: Sequence[str] | None = None,
+    graph: ChannelGraph | None = None,
 ) -> nn.Module:
     """A deep copy of ``model`` with each group's lowest-scoring channels physically removed.
 
     Torch-Pruning removes each group's channels from every coupled layer (producers, BatchNorm,
     consumers, residual partners), so the copy runs and has fewer parameters and MACs. ``model`` is
-    left untouched. Raises PruningError for a bad plan (see the module docstring).
+    left untouched. Raises PruningError for a bad plan (see the module docstring). ``graph``: the
+    :func:`channel_graph` of ``model`` when the caller already built it (an allocator needed it), so the
+    dense model is not traced twice.
     """
-    graph = channel_graph(model, example_inputs, ignored_layers)
+    graph = graph or channel_graph(model, example_inputs, ignored_layers)
     plan = graph.removed(keep, norm)  # validates keep, scores on the dense weights
     slim = copy.deepcopy(model)
     if not plan:
