@@ -177,7 +177,7 @@ class EpisodeCallback(BaseCallback):
     ``env_step``, ``return``, ``accuracy``, ``global_sparsity``, ``flops``, ``meets_target`` and
     ``reaches_target`` (the sparsity rule, :func:`envs.target.episode_meets_target`),
     ``meets_accuracy_target`` (None unless ``accuracy_target`` is set), ``wall_time_s``,
-    ``layer_sparsities`` and ``components``.
+    ``layer_sparsities`` and ``components`` (and ``channel_keep`` at channel granularity).
 
     :param target_sparsity: the env's target sparsity.
     :param accuracy_target: an explicitly set accuracy target (``env.target_accuracy``); None = none.
@@ -229,6 +229,9 @@ class EpisodeCallback(BaseCallback):
             "wall_time_s": round(self.wall_time_s, 3),
             "layer_sparsities": {k: float(v) for k, v in episode["layer_sparsities"].items()},
             "components": {k: float(v) for k, v in (episode.get("components") or {}).items()},
+            # channel granularity: the keep plan itself (what the reported allocation is slimmed to)
+            **({"channel_keep": {k: int(v) for k, v in episode["channel_keep"].items()}}
+               if "channel_keep" in episode else {}),
         }
 
     def _on_episode(self, record: dict[str, Any]) -> None:

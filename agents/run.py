@@ -40,7 +40,7 @@ from agents.selection import Candidate, choose, gather
 from agents.training import AgentRun, train_agent
 from envs.target import episode_meets_target
 from purl.config import ExperimentConfig, MethodSpec, merge_config
-from purl.methods import METHODS, MethodCell, Pruned
+from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell
 from purl.pipeline import finetune_and_measure
 from purl.task import Task
 
@@ -132,12 +132,12 @@ def search_and_prune(
     resume: bool = False,
 ) -> AgentOutcome:
     """Train the agent on ``task``, apply its chosen allocation, fine-tune and measure (see module docs)."""
-    from envs import PruningEnv
+    from envs import env_class
 
     start = time.perf_counter()
     run = train_agent(config, output_dir=output_dir, device=task.device, resume=resume, task=task,
                       progress=progress, seed=seed)
-    eval_env = PruningEnv(config, task=task, device=task.device)
+    eval_env = env_class(config)(config, task=task, device=task.device)
     try:
         greedy = policy_episode(run.model, eval_env, deterministic=True, seed=seed)
         prior = prior_episode(eval_env, seed)
@@ -147,8 +147,12 @@ def search_and_prune(
     chosen = choose_allocation(task, config, run, greedy, prior, seed)
     select_seconds = time.perf_counter() - select_start
     search_source, search_episode = best_search_episode(chosen, run)
-    model, masks = apply_policy(task, chosen.sparsities, default_constraints(task))
-    measured = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
+    if config.prune.granularity == "channel":
+        model, masks, measured = _slim_and_measure(task, config, chosen.episode["channel_keep"], seed=seed,
+                                                   progress=progress)
+    else:
+        model, masks = apply_policy(task, chosen.sparsities, default_constraints(task))
+        measured = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
     row: dict[str, Any] = {
         "method": "agent",
         "algo": config.agent.algo,
@@ -177,6 +181,23 @@ def search_and_prune(
         "wall_time_s": time.perf_counter() - start,
     }
     return AgentOutcome(row=row, model=model, masks=masks, run=run)
+
+
+def _slim_and_measure(task: Task, config: ExperimentConfig, keep: dict[str, int], *, seed: int,
+                      progress: bool) -> tuple[Any, None, dict[str, Any]]:
+    """Channel granularity: slim a dense copy to the chosen keep plan, then the baselines' channel tail
+    (:func:`purl.pipeline.finetune_and_measure_channels`: same fine-tuning, size and MACs re-measured)."""
+    from purl.pipeline import finetune_and_measure_channels
+    from purl.pruning.channels import channel_graph, prune_channels
+
+    example = task.example_input()
+    graph = channel_graph(task.model, example)
+    slim = prune_channels(task.model, example, keep, norm=config.prune.channel_norm, graph=graph)
+    measured = finetune_and_measure_channels(task, slim, example, seed=seed, budget_metric=config.budget_metric(),
+                                             progress=progress)
+    measured.update({"channel_norm": config.prune.channel_norm, "channel_keep": dict(keep),
+                     "channel_group_sizes": {g.name: g.size for g in graph.groups}})
+    return slim, None, measured
 
 
 def run_agent_method(
@@ -231,10 +252,17 @@ def train_and_save(task: Any, config: ExperimentConfig, out: Path, *, seed: int,
     outcome = AgentMethod().prune(cell)  # the registered ``agent`` method
     row = {"command": "train", "dataset": config.data.name, "model": config.model.name, "device": str(task.device),
            **outcome.row}
-    pruned = save_checkpoint(Path(out) / "pruned.pt", outcome.model, config=config.to_dict(),
-                             masks=outcome.masks.state_dict(),
-                             meta={k: row[k] for k in ("method", "algo", "target_sparsity", "achieved_sparsity",
-                                                      "after_test_top1", "after_test_top5", "policy_source")})
+    meta = {k: row[k] for k in ("method", "algo", "target_sparsity", "achieved_sparsity", "after_test_top1",
+                                "after_test_top5", "policy_source")}
+    if config.prune.granularity == "channel":  # the slimmed model: its state_dict, the keep plan, two exports
+        from purl.export import export_pruned
+
+        meta.update({"granularity": "channel", "budget_metric": config.budget_metric(),
+                     "channel_norm": config.prune.channel_norm, "channel_keep": row["channel_keep"]})
+        exported = export_pruned(outcome.model, task.data.input_shape, Path(out))
+        row.update({"exports": exported.paths, "export_note": exported.note})
+    masks = outcome.masks.state_dict() if outcome.masks is not None else None
+    pruned = save_checkpoint(Path(out) / "pruned.pt", outcome.model, config=config.to_dict(), masks=masks, meta=meta)
     row["checkpoint"] = str(pruned)
     return row, outcome
 
@@ -256,14 +284,15 @@ class AgentMethod:
         from agents.algorithms import validate_agent_config
         from envs.rewards import make_reward
 
-        if config.prune.granularity != "weight":
-            from purl.config import CHANNEL_METHODS
+        if config.prune.granularity == "channel":
+            from envs.channel_env import check_channel_env_config
             from purl.errors import ConfigError
 
-            raise ConfigError(f"method '{spec.label}': the agent is not supported at prune.granularity="
-                              f"{config.prune.granularity} yet (its environment prunes individual weights); at "
-                              f"channel granularity compare.methods may hold {', '.join(CHANNEL_METHODS)}, or set "
-                              "prune.granularity=weight")
+            if spec.min_threshold is not None or config.constraints.min_threshold is not None:
+                raise ConfigError(f"method '{spec.label}': the Minimum Threshold (min_threshold) is a percentage of "
+                                  "weights; at prune.granularity=channel set prune.min_channels (channels each group "
+                                  "keeps)")
+            check_channel_env_config(config)
         validate_agent_config(config)
         make_reward(config.env.reward, config.env.reward_kwargs)
 
@@ -273,8 +302,12 @@ class AgentMethod:
                                 progress=cell.progress, resume=cell.resume)
 
     def run(self, cell: MethodCell) -> dict[str, Any]:
-        """One agent cell as a results row."""
-        return self.prune(cell).row
+        """One agent cell as a results row (at channel granularity also the exported slimmed model and,
+        opt-in, its latency: :func:`purl.methods.finish_channel_cell`, as for the baselines)."""
+        pruned = self.prune(cell)
+        if cell.config.prune.granularity == "channel":
+            return finish_channel_cell(cell, pruned)
+        return pruned.row
 
 
 METHODS.add("agent", AgentMethod(), help="an RL agent searches the per-layer allocation (agent.*, env.*)")

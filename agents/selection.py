@@ -23,6 +23,9 @@ their BatchNorm statistics re-estimated, and scored on the reward split; the bes
 one-shot score misranks allocations at high sparsity (measured at 95% on ResNet-20: one-shot 0.211 /
 0.309 / 0.227 against 89.0 / 86.4 / 83.1 test top-1 after full fine-tuning; a 40-step proxy ranked them
 correctly). Ties go to the earlier candidate in the order above, so the prior wins a tie.
+
+At channel granularity (episodes with ``channel_keep``) nothing can collapse (every group keeps a channel),
+and the re-ranking fine-tunes the physically slimmed model of each plan (:func:`short_finetune_score_channels`).
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def eligible(candidates: list[Candidate], task: Task, target_sparsity: float) ->
     """At the target sparsity; without a near-collapsed layer while any candidate has none."""
     numels = {name: p.numel for name, p in task.profiles.items()}
     at_target = [c for c in candidates if episode_meets_target(c.episode, target_sparsity)] or candidates
+    if any("channel_keep" in c.episode for c in at_target):
+        return at_target  # channel plans: every group keeps a channel, nothing can collapse
     for c in at_target:
         counts = {n: round(s * numels[n]) for n, s in c.sparsities.items()}
         c.near_collapsed = near_collapsed_layers(task.profiles, counts)
@@ -98,11 +103,27 @@ def short_finetune_score(task: Task, sparsities: Mapping[str, float], *, steps: 
     from agents.policy import apply_policy
 
     model, masks = apply_policy(task, sparsities)
+    return _short_finetune(task, model, masks, steps=steps, seed=seed, val_samples=val_samples)
+
+
+def short_finetune_score_channels(task: Task, keep: Mapping[str, int], *, norm: str, steps: int, seed: int,
+                                  val_samples: int | None) -> float:
+    """The same proxy for a channel keep plan: the physically slimmed model, fine-tuned ``steps`` SGD steps."""
+    from purl.pruning.channels import prune_channels
+
+    model = prune_channels(task.model, task.example_input(), dict(keep), norm=norm)
+    return _short_finetune(task, model, None, steps=steps, seed=seed, val_samples=val_samples)
+
+
+def _short_finetune(task: Task, model: torch.nn.Module, masks: Any, *, steps: int, seed: int,
+                    val_samples: int | None) -> float:
+    """``steps`` SGD steps on the train split (masks kept when given), BatchNorm re-estimated, reward-split top-1."""
     device, cfg = task.device, task.config
     seed_everything(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.finetune.lr, momentum=0.9)
     loader = task.data.loader("train", cfg.data.batch_size, seed=seed)
-    masks.attach(optimizer)
+    if masks is not None:
+        masks.attach(optimizer)
     model.train()
     try:
         batches = itertools.chain.from_iterable(itertools.repeat(loader))
@@ -112,8 +133,9 @@ def short_finetune_score(task: Task, sparsities: Mapping[str, float], *, steps: 
             loss.backward()
             optimizer.step()
     finally:
-        masks.detach()
-        masks.apply()
+        if masks is not None:
+            masks.detach()
+            masks.apply()
         model.eval()
     if has_batchnorm(model):
         with torch.no_grad():
@@ -133,6 +155,11 @@ def choose(candidates: list[Candidate], task: Task, config: ExperimentConfig, se
         return ranked[0]
     shortlist = ranked[:k] + [c for c in ranked[k:] if c.source == "prior"]
     for c in shortlist:
-        c.proxy = short_finetune_score(task, c.sparsities, steps=config.agent.rerank_steps, seed=seed,
-                                       val_samples=config.env.val_samples)
+        if "channel_keep" in c.episode:
+            c.proxy = short_finetune_score_channels(task, c.episode["channel_keep"], norm=config.prune.channel_norm,
+                                                    steps=config.agent.rerank_steps, seed=seed,
+                                                    val_samples=config.env.val_samples)
+        else:
+            c.proxy = short_finetune_score(task, c.sparsities, steps=config.agent.rerank_steps, seed=seed,
+                                           val_samples=config.env.val_samples)
     return max(shortlist, key=lambda c: (c.proxy, -order[c.source]))

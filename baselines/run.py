@@ -20,7 +20,7 @@ from baselines.channel import CHANNEL_ALLOCATORS, ChannelConstraints
 from baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
-from purl.methods import METHODS, MethodCell, Pruned
+from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell
 from purl.pipeline import finetune_and_measure, finetune_and_measure_channels
 from purl.pruning import MaskState
 from purl.pruning.constraints import Constraints
@@ -71,11 +71,6 @@ def run_baseline(
     return row, model, masks
 
 
-def example_input(task: Task) -> torch.Tensor:
-    """One zero sample of the task's input shape on its device: traces the channel graph and counts MACs."""
-    return torch.zeros((1, *task.data.input_shape), device=task.device)
-
-
 def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:
     """Channel-granularity limits: ``prune.min_channels`` (MT in channels), ``constraints.keep_dense`` groups."""
     return ChannelConstraints(min_channels=config.prune.min_channels, keep_dense=tuple(config.constraints.keep_dense))
@@ -118,7 +113,7 @@ def run_channel_baseline(
 
     check_channel_request(config, spec)
     cfg = config.prune
-    example = example_input(task)
+    example = task.example_input()
     dense = copy.deepcopy(task.model)
     graph = channel_graph(dense, example)
     keep = get_channel_allocator(spec.method)(graph, 1.0 - float(sparsity), metric=cfg.budget_metric,
@@ -189,18 +184,9 @@ class BaselineMethod:
         cell's folder (``pruned.pt2``, ``pruned.onnx``: reloadable with only torch / onnxruntime) and, with
         ``compare.measure_latency``, ``latency_ratio`` (slimmed / dense, CPU eager, batch 1, median) is added."""
         pruned = self.prune(cell)
-        row = pruned.row
         if cell.config.prune.granularity == "channel":  # the deployable model of the cell, reloadable without PuRL
-            from purl.export import export_pruned
-
-            export_pruned(pruned.model, cell.task.data.input_shape, cell.folder)
-        if cell.config.prune.granularity == "channel" and cell.config.compare.measure_latency:
-            from purl.latency import latency_ratios
-
-            (result,) = latency_ratios(cell.task.model, pruned.model, cell.task.data.input_shape, batches=(1,),
-                                       repeats=30)
-            row.update({"latency_ratio": result.ratio, "latency_dense_ms": result.dense_ms,
-                        "latency_pruned_ms": result.pruned_ms})
+            return finish_channel_cell(cell, pruned)
+        row = pruned.row
         return row
 
 

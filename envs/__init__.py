@@ -20,8 +20,9 @@ from __future__ import annotations
 import gymnasium
 
 from envs.actions import InvalidActionError
+from envs.channel_env import ChannelPruningEnv
 from envs.config import resolve_config
-from envs.factory import EnvFactory, make_env
+from envs.factory import EnvFactory, env_class, make_env
 from envs.observation import FEATURES, N_FEATURES
 from envs.pruning_env import PruningEnv
 from envs.rewards import REWARDS, Reward, RewardContext, make_reward
@@ -29,6 +30,7 @@ from envs.target import episode_meets_target, meets_target, target_count
 from purl.runtime import install_fork_guard
 
 ENV_ID = "purl/Pruning-v0"
+CHANNEL_ENV_ID = "purl/ChannelPruning-v0"
 
 # Forked vector-env workers (gymnasium's AsyncVectorEnv, default ``fork`` context) would otherwise
 # deadlock in torch's inherited OpenMP pool on their first op; see purl.runtime.install_fork_guard.
@@ -36,6 +38,8 @@ install_fork_guard()
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="envs.pruning_env:PruningEnv", nondeterministic=False)
+if CHANNEL_ENV_ID not in gymnasium.registry:
+    gymnasium.register(id=CHANNEL_ENV_ID, entry_point="envs.channel_env:ChannelPruningEnv", nondeterministic=False)
 
 
 def list_rewards() -> dict[str, str]:
@@ -44,11 +48,14 @@ def list_rewards() -> dict[str, str]:
 
 
 __all__ = [
+    "CHANNEL_ENV_ID",
     "ENV_ID",
+    "ChannelPruningEnv",
     "FEATURES",
     "N_FEATURES",
     "REWARDS",
     "EnvFactory",
+    "env_class",
     "InvalidActionError",
     "PruningEnv",
     "Reward",

@@ -56,7 +56,14 @@ class ActionMap:
         ``dense`` says the weights are still the dense model's (lets the sigma mode use a precomputed table);
         ``base`` is the prior-relative mode's base count (ignored by the other modes).
         """
-        raise NotImplementedError
+        return self.requested_count(action, weight.numel(), base)
+
+    def requested_count(self, action: Any, n: int, base: int | None = None) -> tuple[float, int]:
+        """Fraction and count of ``n`` units (weights, or a group's channels) ``action`` asks to remove.
+
+        Every mode but ``sigma`` (which thresholds the weights themselves) is defined on a count alone.
+        """
+        raise NotImplementedError(f"action mode '{self.mode}' needs the layer's weights")
 
     def describe(self, action: Any) -> str:
         return repr(action)
@@ -86,11 +93,10 @@ class ContinuousSparsity(ActionMap):
             raise InvalidActionError(f"action {a} is outside the action space [-1, 1]")
         return min(max(a, -1.0), 1.0)
 
-    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool,
-                  base: int | None = None) -> tuple[float, int]:
+    def requested_count(self, action: Any, n: int, base: int | None = None) -> tuple[float, int]:
         s = self.low + (self.value(action) + 1.0) * 0.5 * (self.high - self.low)
         s = min(max(s, 0.0), 1.0)
-        return s, int(round(s * weight.numel()))
+        return s, int(round(s * n))
 
 
 def discrete_index(action: Any, n: int) -> int:
@@ -127,10 +133,9 @@ class DiscreteSparsity(ActionMap):
         self.grid = [float(s) for s in grid]
         self.space = spaces.Discrete(len(self.grid))
 
-    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool,
-                  base: int | None = None) -> tuple[float, int]:
+    def requested_count(self, action: Any, n: int, base: int | None = None) -> tuple[float, int]:
         s = self.grid[discrete_index(action, len(self.grid))]
-        return s, int(round(s * weight.numel()))
+        return s, int(round(s * n))
 
 
 class SigmaThreshold(ActionMap):
@@ -175,11 +180,9 @@ class PriorRelative(ContinuousSparsity):
         super().__init__(-1.0, 1.0)
         self.scale = float(scale)
 
-    def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool,
-                  base: int | None = None) -> tuple[float, int]:
+    def requested_count(self, action: Any, n: int, base: int | None = None) -> tuple[float, int]:
         if base is None:  # pragma: no cover - the env always passes it in this mode
             raise PurlError("the prior-relative action needs the layer's base count")
-        n = weight.numel()
         a = self.value(action)
         if a == 0.0:
             return base / n, int(base)

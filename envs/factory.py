@@ -16,12 +16,13 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from envs.channel_env import ChannelPruningEnv
 from envs.config import resolve_config
 from envs.pruning_env import PruningEnv
 from purl.config import ExperimentConfig
 from purl.task import Task
 
-__all__ = ["EnvFactory", "make_env"]
+__all__ = ["EnvFactory", "env_class", "make_env"]
 
 
 @dataclass
@@ -64,8 +65,9 @@ class EnvFactory:
 
             task = build_task(ExperimentConfig.model_validate(self.task_config), torch.device(self.device),
                               progress=False)
-        env: gym.Env = PruningEnv(config, task=task, device=self.device, overrides=self.overrides,
-                                  **self.env_overrides)
+        resolved = resolve_config(config, task, self.overrides, self.env_overrides)
+        env: gym.Env = env_class(resolved)(config, task=task, device=self.device, overrides=self.overrides,
+                                           **self.env_overrides)
         if self.seed is not None:
             env.reset(seed=self.seed + self.rank)
             env.action_space.seed(self.seed + self.rank)
@@ -75,6 +77,11 @@ class EnvFactory:
         state = dict(self.__dict__)
         state["task"] = None  # a worker builds (loads) its own task from the on-disk cache
         return state
+
+
+def env_class(config: ExperimentConfig) -> type[PruningEnv] | type[ChannelPruningEnv]:
+    """The env of ``config``'s granularity: :class:`PruningEnv` (weights) or :class:`ChannelPruningEnv` (channels)."""
+    return ChannelPruningEnv if config.prune.granularity == "channel" else PruningEnv
 
 
 def make_env(

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from purl.errors import ConfigError, PruningError, RegistryError
 from purl.pruning import PrunableLayer
+from purl.pruning.channels import ChannelGraph
 from purl.pruning.constraints import Constraints
 
 
@@ -47,3 +48,38 @@ def prior_counts(
         return round_to_total(spread, zeros, list(caps), target_count)
     except PruningError as exc:
         raise ConfigError(f"env.prior '{name}' cannot be fitted to the env's per-layer caps: {exc}") from None
+
+
+#: env.prior names -> the channel allocator that computes the prior at prune.granularity channel
+CHANNEL_PRIORS: dict[str, str] = {
+    "global-mp": "channel-global-mp",
+    "channel-global-mp": "channel-global-mp",
+    "uniform": "channel-uniform",
+    "channel-uniform": "channel-uniform",
+}
+
+
+def channel_prior_removed(
+    name: str,
+    graph: ChannelGraph,
+    target_sparsity: float,
+    metric: str,
+    norm: str,
+    min_channels: int,
+    keep_dense: Sequence[str],
+    caps: Sequence[int],
+) -> list[int]:
+    """Channels each group of ``graph`` loses under channel allocator ``name`` (``env.prior``) removing
+    ``target_sparsity`` of ``metric``, with the same channel constraints as the baselines, clipped to ``caps``."""
+    from baselines.channel import ChannelConstraints, get_channel_allocator
+
+    if name not in CHANNEL_PRIORS:
+        raise ConfigError(f"env.prior '{name}' has no channel version; at prune.granularity channel allowed: "
+                          f"{', '.join(CHANNEL_PRIORS)}")
+    try:
+        keep = get_channel_allocator(CHANNEL_PRIORS[name])(
+            graph, 1.0 - float(target_sparsity), metric=metric, norm=norm,
+            constraints=ChannelConstraints(min_channels=min_channels, keep_dense=tuple(keep_dense)))
+    except PruningError as exc:
+        raise ConfigError(f"env.prior '{name}': {exc}") from None
+    return [min(g.size - int(keep[g.name]), int(cap)) for g, cap in zip(graph.groups, caps, strict=True)]

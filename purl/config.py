@@ -182,6 +182,11 @@ class EnvConfig(Section):
     )
     sigma_grid: list[NonNegativeFloat] = Field(default_factory=lambda: [1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2])
     budget: bool = True
+    budget_metric: Literal["params", "flops"] | None = Field(
+        None, description="what target_sparsity removes a fraction of: at prune.granularity weight only 'params' "
+        "(prunable weights); at channel 'params' (all parameters) or 'flops' (Conv/Linear MACs); None = "
+        "prune.budget_metric, which it must equal when set (one budget for the agent and the baselines)"
+    )
     finetune_steps: NonNegativeInt = 0
     finetune_lr: PositiveFloat = 0.01
     passes: PositiveInt = 1
@@ -297,6 +302,24 @@ class ExperimentConfig(Section):
         if not ok:
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> ExperimentConfig:
+        metric = self.env.budget_metric
+        if metric is None:
+            return self
+        if self.prune.granularity == "weight" and metric != "params":
+            raise ValueError(f"env.budget_metric '{metric}' needs prune.granularity channel; at granularity 'weight' "
+                             "the target is a fraction of the prunable weights (budget_metric params)")
+        if self.prune.granularity == "channel" and metric != self.prune.budget_metric:
+            raise ValueError(f"env.budget_metric '{metric}' differs from prune.budget_metric "
+                             f"'{self.prune.budget_metric}'; the agent and the baselines share one budget, set "
+                             f"prune.budget_metric={metric} (or leave env.budget_metric unset)")
+        return self
+
+    def budget_metric(self) -> str:
+        """The budget metric every method of this config uses: ``env.budget_metric`` or ``prune.budget_metric``."""
+        return self.env.budget_metric or self.prune.budget_metric
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict (what is saved next to results and inside checkpoints)."""

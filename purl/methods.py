@@ -71,6 +71,27 @@ class Pruned:
     masks: MaskState | None  # None at channel granularity (the slimmed model has no masks)
 
 
+def finish_channel_cell(cell: MethodCell, pruned: Pruned) -> dict[str, Any]:
+    """A channel-granularity cell's deployable model and (opt-in) latency, the same for every method.
+
+    Exports the slimmed model to the cell's folder (``pruned.pt2``, ``pruned.onnx``: reloadable with only
+    torch / onnxruntime) and, with ``compare.measure_latency``, adds ``latency_ratio`` (slimmed / dense, CPU
+    eager, batch 1, median of interleaved runs), ``latency_dense_ms`` and ``latency_pruned_ms`` to the row.
+    """
+    from purl.export import export_pruned
+
+    row = pruned.row
+    export_pruned(pruned.model, cell.task.data.input_shape, cell.folder)
+    if cell.config.compare.measure_latency:
+        from purl.latency import latency_ratios
+
+        (result,) = latency_ratios(cell.task.model, pruned.model, cell.task.data.input_shape, batches=(1,),
+                                   repeats=30)
+        row.update({"latency_ratio": result.ratio, "latency_dense_ms": result.dense_ms,
+                    "latency_pruned_ms": result.pruned_ms})
+    return row
+
+
 @runtime_checkable
 class Method(Protocol):
     """A pruning method: validate a spec before any work, then turn one cell into one results row."""

@@ -45,6 +45,10 @@ class Task:
         """Prunable layers of ``model`` (default: the task's dense model), honouring include/exclude."""
         return find_prunable_layers(model or self.model, self.config.model.include, self.config.model.exclude)
 
+    def example_input(self) -> torch.Tensor:
+        """One zero sample of the task's input shape on its device: traces channel graphs and counts MACs."""
+        return torch.zeros((1, *self.data.input_shape), device=self.device)
+
     def fresh_copy(self) -> tuple[nn.Module, MaskState]:
         """A deep copy of the dense model with its own MaskState, for one pruning run."""
         model = copy.deepcopy(self.model)

@@ -61,6 +61,7 @@ __all__ = [
     "measure_model",
     "prune_channels",
     "removed_channels",
+    "zero_channels",
 ]
 
 #: channel importance criteria accepted by :func:`channel_scores`
@@ -418,6 +419,12 @@ class ChannelGraph:
         """Per-channel importance of group ``name`` (see :func:`channel_scores`)."""
         return channel_scores(self.group(name), norm)
 
+    def removal_order(self, name: str, norm: str = "l1") -> list[int]:
+        """Channel indices of group ``name`` from the lowest score up (ties: lower index first): removing
+        ``r`` channels removes the first ``r`` of this list."""
+        scores = self.scores(name, norm).double()
+        return sorted(range(self.group(name).size), key=lambda i: (float(scores[i]), i))
+
     def removed(self, keep: Mapping[str, int], norm: str = "l1") -> dict[str, list[int]]:
         """Channel indices each group loses: its ``size - keep`` lowest scores (ties: lower index first)."""
         full = self.check_keep(keep)
@@ -426,9 +433,7 @@ class ChannelGraph:
             drop = group.size - full[group.name]
             if drop <= 0:
                 continue
-            scores = self.scores(group.name, norm).double()
-            order = sorted(range(group.size), key=lambda i: (float(scores[i]), i))
-            plan[group.name] = sorted(order[:drop])
+            plan[group.name] = sorted(self.removal_order(group.name, norm)[:drop])
         return plan
 
     def pruning_group(self, name: str, idxs: Sequence[int]) -> Any:
@@ -573,44 +578,56 @@ def mask_channels(
     if not plan:
         return twin
     tgraph = channel_graph(twin, example_inputs, graph.ignored_layers)
-    depthwise_fn = _tp().pruner.function.prune_depthwise_conv_out_channels
-    names = tgraph._names
-    with torch.no_grad():
-        for name, idxs in plan.items():
-            for dep, dep_idxs in tgraph.pruning_group(name, idxs):
-                module = dep.target.module
-                if not isinstance(module, nn.Module) or module not in names:
-                    continue
-                index = torch.as_tensor(list(dep_idxs), dtype=torch.long)
-                handler = dep.handler
-                is_out = tgraph.dg.is_out_channel_pruning_fn(handler)
-                is_in = tgraph.dg.is_in_channel_pruning_fn(handler)
-                if isinstance(module, _COMPUTE):
-                    if handler is depthwise_fn or (is_out and not is_in):
-                        module.weight[index] = 0
-                        if module.bias is not None:
-                            module.bias[index] = 0
-                    elif is_in and not is_out:
-                        if isinstance(module, _CONV) and module.groups != 1:
-                            raise PruningError(
-                                f"mask_channels does not support grouped convolution '{names[module]}' as a "
-                                f"consumer; use prune_channels"
-                            )
-                        module.weight[:, index] = 0
-                elif isinstance(module, _NORM_LAYERS):
-                    if module.weight is not None:
-                        module.weight[index] = 0
-                        module.bias[index] = 0
-                    else:
-                        raise PruningError(
-                            f"mask_channels needs affine BatchNorm, '{names[module]}' has none; use prune_channels"
-                        )
-                elif any(True for _ in module.parameters(recurse=False)):
-                    raise PruningError(
-                        f"mask_channels does not support {type(module).__name__} ('{names[module]}') inside a "
-                        f"channel group; use prune_channels"
-                    )
+    for name, idxs in plan.items():
+        zero_channels(tgraph, name, idxs)
     return twin
+
+
+@torch.no_grad()
+def zero_channels(graph: ChannelGraph, name: str, idxs: Sequence[int]) -> None:
+    """Zero channels ``idxs`` of group ``name`` in ``graph.model`` itself (in place): the masked twin's step.
+
+    Zeroes the producers' filter rows and biases, the group's BatchNorm affine parameters and the consumers'
+    input-channel weights, so in eval mode the model computes what the slimmed one would. Used by
+    :func:`mask_channels` (on a copy) and by the channel environment (on its own model, restored at reset).
+    """
+    if not idxs:
+        return
+    depthwise_fn = _tp().pruner.function.prune_depthwise_conv_out_channels
+    names = graph._names
+    for dep, dep_idxs in graph.pruning_group(name, idxs):
+        module = dep.target.module
+        if not isinstance(module, nn.Module) or module not in names:
+            continue
+        index = torch.as_tensor(list(dep_idxs), dtype=torch.long)
+        handler = dep.handler
+        is_out = graph.dg.is_out_channel_pruning_fn(handler)
+        is_in = graph.dg.is_in_channel_pruning_fn(handler)
+        if isinstance(module, _COMPUTE):
+            if handler is depthwise_fn or (is_out and not is_in):
+                module.weight[index] = 0
+                if module.bias is not None:
+                    module.bias[index] = 0
+            elif is_in and not is_out:
+                if isinstance(module, _CONV) and module.groups != 1:
+                    raise PruningError(
+                        f"masking channels does not support grouped convolution '{names[module]}' as a "
+                        f"consumer; use prune_channels"
+                    )
+                module.weight[:, index] = 0
+        elif isinstance(module, _NORM_LAYERS):
+            if module.weight is not None:
+                module.weight[index] = 0
+                module.bias[index] = 0
+            else:
+                raise PruningError(
+                    f"masking channels needs affine BatchNorm, '{names[module]}' has none; use prune_channels"
+                )
+        elif any(True for _ in module.parameters(recurse=False)):
+            raise PruningError(
+                f"masking channels does not support {type(module).__name__} ('{names[module]}') inside a "
+                f"channel group; use prune_channels"
+            )
 
 
 def measure_model(model: nn.Module, example_inputs: Any) -> ModelCost:
