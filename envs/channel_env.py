@@ -45,7 +45,7 @@ from envs.channel_budget import ChannelBudget
 from envs.config import resolve_config
 from envs.episode import EpisodeState
 from envs.observation import ObservationBuilder, observation_space
-from envs.prior import channel_prior_removed
+from envs.prior import CHANNEL_PRIORS, channel_prior_removed
 from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
 from envs.task_cache import shared_task
 from purl.config import AUTO_BN_BATCHES, ExperimentConfig
@@ -70,6 +70,9 @@ def check_channel_env_config(config: ExperimentConfig) -> None:
                           "scores each plan one-shot with BatchNorm re-estimated); set env.finetune_steps=0")
     if ecfg.passes != 1:
         raise ConfigError("env.passes > 1 is not supported at prune.granularity channel; set env.passes=1")
+    if ecfg.action == "prior-relative" and ecfg.prior not in CHANNEL_PRIORS:
+        raise ConfigError(f"env.prior '{ecfg.prior}' has no channel version; at prune.granularity channel allowed: "
+                          f"{', '.join(CHANNEL_PRIORS)}")
 
 
 class ChannelPruningEnv(gym.Env):

@@ -168,15 +168,18 @@ def test_compare_channel_grid_writes_measured_columns(run_cli, tmp_path: Path):
     assert all(r["latency_ratio"] is None for r in ResultsTable.read(out2 / "results.csv"))
 
 
-@pytest.mark.parametrize(("methods", "message"), [
-    ("[agent,channel-uniform]", "the agent is not supported at prune.granularity=channel"),
-    ("[channel-uniform,lamp]", "'lamp' has no channel version"),
-    ("[channel-uniform,global-mp]", "use 'channel-global-mp'"),
+@pytest.mark.parametrize(("methods", "extra", "message"), [
+    ("[agent,channel-uniform]", ["env.action=sigma"], "env.action 'sigma' thresholds individual weights"),
+    ("[agent,channel-uniform]", ["env.finetune_steps=2"], "env.finetune_steps > 0 is not supported"),
+    ("[agent,channel-uniform]", ["env.prior=erk"], "env.prior 'erk' has no channel version"),
+    ("[agent,channel-uniform]", ["env.budget_metric=params"], "differs from prune.budget_metric 'flops'"),
+    ("[channel-uniform,lamp]", [], "'lamp' has no channel version"),
+    ("[channel-uniform,global-mp]", [], "use 'channel-global-mp'"),
 ])
 def test_compare_channel_refuses_unsupported_methods_before_any_work(run_cli, tmp_path: Path, methods: str,
-                                                                     message: str):
+                                                                     extra: list[str], message: str):
     out = tmp_path / "cmp"
-    result = _compare(run_cli, tmp_path, out, methods)
+    result = _compare(run_cli, tmp_path, out, methods, *extra)
     assert result.rc == 2 and message in result.err, result.err
     assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
     assert not out.exists() and not (tmp_path / "cache").exists()  # nothing pre-trained, nothing written
@@ -196,3 +199,41 @@ def test_config_channel_names_match_the_allocators_and_new_keys_keep_old_folders
     assert (defaults.prune.granularity, defaults.prune.channel_norm, defaults.prune.budget_metric) == (
         "weight", "l1", "params")
     assert defaults.compare.measure_latency is False
+
+
+def test_train_agent_at_channel_granularity_writes_the_slim_model_on_the_flops_budget(
+        run_cli, tmp_path: Path, fast_agent_overrides: list[str], quick_task_config: ExperimentConfig):
+    out = tmp_path / "train"
+    result = run_cli("train", "--config", "configs/quick.yaml", "-q", "-o", str(out), *fast_agent_overrides, *CHANNEL,
+                     "env.target_sparsity=0.5", "agent.rerank_candidates=2", "agent.rerank_steps=2")
+    assert result.rc == 0, result.err
+    results = json.loads((out / "results.json").read_text())
+    assert results["granularity"] == "channel" and results["budget_metric"] == "flops"
+    config = load_config("configs/quick.yaml", [*fast_agent_overrides, *CHANNEL])
+    _check_budget(results, config, 0.5)
+    payload = torch.load(out / "pruned.pt", weights_only=True)
+    assert payload["masks"] is None and payload["meta"]["channel_keep"] == results["channel_keep"]
+    task = build_task(config, torch.device("cpu"), progress=False)
+    rebuilt = prune_channels(task.model, task.example_input(), payload["meta"]["channel_keep"]).eval()
+    rebuilt.load_state_dict(payload["state_dict"])
+    assert _test_accuracy(rebuilt, task) == pytest.approx(results["after_test_top1"], abs=1e-6)
+    session = ort.InferenceSession(str(out / "pruned.onnx"), providers=["CPUExecutionProvider"])
+    x, _ = next(iter(task.loader("test")))
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0],
+                                   rebuilt(x).numpy(), atol=1e-4)
+
+
+def test_compare_agent_next_to_channel_baselines_on_one_flops_budget(run_cli, tmp_path: Path,
+                                                                     fast_agent_overrides: list[str]):
+    out = tmp_path / "cmp"
+    result = _compare(run_cli, tmp_path, out, "[agent,channel-global-mp]", *fast_agent_overrides,
+                      "compare.measure_latency=true")
+    assert result.rc == 0, result.err
+    rows = ResultsTable.read(out / "results.csv")
+    agent = [r for r in rows if r["method"] == "agent"]
+    assert len(agent) == 2 and all(r["granularity"] == "channel" and r["latency_ratio"] > 0 for r in agent)
+    for row in rows:  # every method, the agent included, lands on the same FLOPs budget within one channel
+        assert 1 - row["target_sparsity"] - 0.05 <= row["flops_ratio"] <= 1 - row["target_sparsity"] + 1e-9
+    assert sorted(p.name for p in (out / "cells").glob("agent-*/pruned.onnx")) == ["pruned.onnx"] * 2
+    assert "PPO agent" in (out / "summary.md").read_text()
