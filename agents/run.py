@@ -254,13 +254,14 @@ def train_and_save(task: Any, config: ExperimentConfig, out: Path, *, seed: int,
            **outcome.row}
     meta = {k: row[k] for k in ("method", "algo", "target_sparsity", "achieved_sparsity", "after_test_top1",
                                 "after_test_top5", "policy_source")}
-    if config.prune.granularity == "channel":  # the slimmed model: its state_dict, the keep plan, two exports
-        from purl.export import export_pruned
+    from purl.export import export_fields
 
+    granularity = config.prune.granularity
+    if granularity == "channel":  # the slimmed model: its state_dict and the keep plan
         meta.update({"granularity": "channel", "budget_metric": config.budget_metric(),
                      "channel_norm": config.prune.channel_norm, "channel_keep": row["channel_keep"]})
-        exported = export_pruned(outcome.model, task.data.input_shape, Path(out))
-        row.update({"exports": exported.paths, "export_note": exported.note})
+    # .pt2 + .onnx: the slimmed model, or at weight granularity the masked dense one (labelled: NOT faster)
+    row.update(export_fields(outcome.model, task.data.input_shape, Path(out), granularity=granularity))
     masks = outcome.masks.state_dict() if outcome.masks is not None else None
     pruned = save_checkpoint(Path(out) / "pruned.pt", outcome.model, config=config.to_dict(), masks=masks, meta=meta)
     row["checkpoint"] = str(pruned)

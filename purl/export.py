@@ -241,6 +241,18 @@ def export_pruned(model: nn.Module, input_shape: Sequence[int], out_dir: str | o
     example = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0))
     return export_model(cpu, example, out_dir, name=name, granularity=granularity)
 
+def export_fields(model: nn.Module, input_shape: Sequence[int], out_dir: str | os.PathLike[str], *,
+                  granularity: str) -> dict[str, Any]:
+    """:func:`export_pruned` as results fields: ``exports`` (format -> path) and ``export_note``, or, when the
+    model cannot be exported, ``export_error`` (one line) so a finished pruning run is never lost to it.
+    A folder that cannot be written still raises :class:`~purl.errors.OutputError`."""
+    try:
+        exported = export_pruned(model, input_shape, out_dir, granularity=granularity)
+    except ExportError as exc:
+        return {"exports": None, "export_note": None, "export_error": str(exc)}
+    return {"exports": exported.paths, "export_note": exported.note}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -126,3 +126,35 @@ def test_mismatching_artefact_is_refused(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(ex, "load_program", lambda p: (lambda x: real(p)(x) + 1.0))
     with pytest.raises(ExportError, match="differs from the model by 1"):
         export_model(model, torch.randn(2, 4), tmp_path, formats=["pt2"])
+
+
+def test_purl_prune_at_weight_granularity_exports_the_masked_dense_model_and_says_it_is_not_faster(
+        run_cli, tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from purl.checkpoint import load_checkpoint, load_weights
+    from purl.config import config_from_dict
+    from purl.models import build_model
+
+    out = tmp_path / "out"
+    result = run_cli("prune", "--config", "configs/quick.yaml", "-q", "--device", "cpu", "-o", str(out),
+                     f"cache_dir={tmp_path / 'cache'}", "pretrain.epochs=3", "finetune.max_steps=5")
+    assert result.rc == 0, result.err
+    results = json.loads((out / "results.json").read_text())
+    assert "NOT faster" in results["export_note"] and set(results["exports"]) == {"pt2", "onnx"}
+    assert "NOT faster" in result.out
+    payload = load_checkpoint(out / "pruned.pt")
+    config = config_from_dict(payload["config"])
+    model = build_model(config.model.name, input_shape=(1, 8, 8), num_classes=10, **config.model.kwargs).eval()
+    load_weights(model, payload)
+    session = ort.InferenceSession(str(out / "pruned.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], model(x).numpy(),
+                                   atol=1e-4)
+    program = torch.export.load(str(out / "pruned.pt2")).module()
+    zeros = sum(int((p == 0).sum()) for p in program.parameters())
+    assert zeros >= 0.9 * results["total_params"] * results["achieved_sparsity"]  # the zeros travel at full shape

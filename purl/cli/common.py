@@ -72,3 +72,15 @@ def finish(out: Path, results: dict[str, Any], lines: list[str], config: Experim
     print(f"results: {out / 'results.json'}")
     sys.stdout.flush()
     return 0
+
+
+def export_line(fields: dict[str, Any], granularity: str) -> str:
+    """The printed line about a run's ``.pt2``/``.onnx`` exports, saying plainly what the artefact is."""
+    if fields.get("export_error"):
+        return f"no .pt2/.onnx export: {fields['export_error']}"
+    paths = fields.get("exports") or {}
+    where = ", ".join(str(p) for p in paths.values())
+    if granularity == "channel":
+        return f"slimmed model (smaller shapes, reloads with torch or onnxruntime alone): {where}"
+    return ("masked dense model (same shapes, zeros stored; NOT faster than the dense model, use "
+            f"prune.granularity=channel for a smaller, faster one): {where}")

@@ -28,9 +28,10 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from purl.checkpoint import save_checkpoint
-    from purl.cli.common import config_from_args, finish, planned_output_dir
+    from purl.cli.common import config_from_args, export_line, finish, planned_output_dir
     from purl.config import CHANNEL_METHODS, MethodSpec
     from purl.errors import ConfigError
+    from purl.export import export_fields
     from purl.methods import ALLOCATOR_METHOD, MethodCell, get_method, method_name
     from purl.runtime import resolve_device
     from purl.task import build_task
@@ -61,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     row, model, masks = pruned.row, pruned.model, pruned.masks
     checkpoint = save_checkpoint(out / "pruned.pt", model, config=config.to_dict(), masks=masks.state_dict(),
                                  meta={"method": spec.method, "target_sparsity": config.prune.sparsity})
+    exported = export_fields(model, task.data.input_shape, out, granularity="weight")  # masked dense: NOT faster
     results = {"command": "prune", "method": spec.method, "schedule": spec.schedule,
                "min_threshold": spec.min_threshold, "target_sparsity": config.prune.sparsity, **row,
-               "wall_time_s": time.perf_counter() - start, "checkpoint": str(checkpoint)}
+               "wall_time_s": time.perf_counter() - start, "checkpoint": str(checkpoint), **exported}
     collapsed = f", collapsed layers: {', '.join(row['collapsed_layers'])}" if row["collapsed_layers"] else ""
     return finish(out, results, [
         f"{spec.method} ({spec.schedule}) at {config.prune.sparsity:g}: achieved sparsity "
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         f"compression {row['compression_ratio']:.1f}x, theoretical speedup {row['theoretical_speedup']:.2f}x, "
         f"wall time {results['wall_time_s']:.1f}s",
         f"pruned checkpoint: {checkpoint}",
+        export_line(exported, 'weight'),
     ], config)
 
 

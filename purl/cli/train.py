@@ -28,7 +28,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from purl.cli.common import add_common_arguments, config_from_args, finish, output_dir
+from purl.cli.common import add_common_arguments, config_from_args, export_line, finish, output_dir
 from purl.errors import OutputError, PurlError
 from purl.results import check_writable
 
@@ -150,6 +150,7 @@ def _finish(out: Path, row: dict[str, Any], spec: Any, config: Any) -> int:
         f"{row['search_evaluations']} evaluations, {row['search_wall_time_s']:.1f}s; "
         f"total wall time {row['wall_time_s']:.1f}s",
         f"pruned checkpoint: {row['checkpoint']}; TensorBoard: tensorboard --logdir {out / 'tb'}",
+        export_line(row, config.prune.granularity),
     ], config)
 
 
