@@ -17,6 +17,7 @@ from torch import nn
 
 from baselines.base import LayerCollapseWarning, get_allocator
 from baselines.channel import CHANNEL_ALLOCATORS, ChannelConstraints
+from baselines.flops_budget import flops_equivalent_sparsity
 from baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
@@ -34,7 +35,8 @@ def constraints_for(task: Task, spec: MethodSpec) -> Constraints:
 
 
 def run_baseline(
-    task: Task, spec: MethodSpec, sparsity: float | None, *, seed: int, progress: bool = True
+    task: Task, spec: MethodSpec, sparsity: float | None, *, seed: int, progress: bool = True,
+    budget_metric: str = "params",
 ) -> tuple[dict[str, Any], nn.Module, MaskState]:
     """Prune a fresh copy of the dense model with ``spec`` at ``sparsity``, fine-tune, and measure it.
 
@@ -44,6 +46,10 @@ def run_baseline(
     there is no "before fine-tuning" accuracy then (reported as None). The ``layerwise``
     allocator applies its map as given (the achieved sparsity is the map's) unless its
     ``rescale`` option asks to scale the map to ``sparsity``.
+
+    ``budget_metric="flops"`` (one-shot only): ``sparsity`` is the fraction of the dense FLOPs to remove; the
+    allocator prunes at the weight sparsity that removes it (:func:`baselines.flops_budget.flops_equivalent_sparsity`),
+    and the row's ``achieved_sparsity`` is the removed FLOPs fraction (``weight_sparsity`` the weights').
     """
     model, masks = task.fresh_copy()
     allocator = get_allocator(spec.method, **spec.kwargs)
@@ -66,9 +72,23 @@ def run_baseline(
                                        measure_before=False)
             row.update({"before_test_top1": None, "before_test_top5": None})
         else:
+            flops_target = sparsity if budget_metric == "flops" and sparsity is not None else None
+            if flops_target is not None:
+                sparsity = flops_equivalent_sparsity(allocator, masks.layers, flops_target, constraints,
+                                                     task.profiles, generator=generator)
             allocator.prune(masks, sparsity, constraints, generator=generator)
             row = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
+            if flops_target is not None:
+                row.update(flops_budget_fields(row))
     return row, model, masks
+
+
+def flops_budget_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A weight-granularity row on a FLOPs budget: the removed FLOPs fraction is the achieved target."""
+    return {"budget_metric": "flops", "weight_sparsity": row["achieved_sparsity"],
+            "achieved_sparsity": 1.0 - row["sparse_flops"] / row["dense_flops"],
+            "flops_ratio": row["sparse_flops"] / row["dense_flops"],
+            "params_ratio": row["nonzero_params"] / row["total_params"]}
 
 
 def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:
@@ -154,6 +174,10 @@ class BaselineMethod:
         if config.prune.granularity == "channel":
             check_channel_request(config, spec)
             return
+        if config.prune.budget_metric == "flops" and spec.schedule != "oneshot":
+            raise ConfigError(f"method '{spec.label}': schedule '{spec.schedule}' with prune.budget_metric=flops is "
+                              "not supported at weight granularity (a gradual mask's FLOPs depend on weights that "
+                              "change during fine-tuning); use oneshot, or budget_metric params")
         if spec.method in CHANNEL_ALLOCATORS:
             raise ConfigError(f"method '{spec.method}' removes whole channels: set prune.granularity=channel "
                               "(the current granularity is 'weight')")
@@ -176,7 +200,7 @@ class BaselineMethod:
                                              seed=cell.seed, progress=cell.progress)
             return Pruned(row, slim, None)  # no masks at channel granularity
         row, model, masks = run_baseline(cell.task, cell.spec, cell.target_sparsity, seed=cell.seed,
-                                         progress=cell.progress)
+                                         progress=cell.progress, budget_metric=cell.config.prune.budget_metric)
         return Pruned(row, model, masks)
 
     def run(self, cell: MethodCell) -> dict[str, Any]:

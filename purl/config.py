@@ -4,9 +4,9 @@ Every section forbids unknown keys, so a misspelt key fails loudly. Validation
 errors are turned into one :class:`~purl.errors.ConfigError` whose message names
 the key and what is allowed (the CLI prints it without a traceback).
 
-Accuracies in configs are fractions in [0, 1]; sparsities are fractions of
-prunable weights in [0, 1] at ``prune.granularity: weight`` (the default), and fractions of
-``prune.budget_metric`` (parameters or Conv/Linear MACs) removed at ``prune.granularity: channel``.
+Accuracies in configs are fractions in [0, 1]; a target sparsity is the fraction of
+``prune.budget_metric`` removed: ``params`` (the default; at ``prune.granularity: weight`` the prunable
+weights, at ``channel`` all parameters) or ``flops`` (Conv/Linear MACs per sample).
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ class PruneConfig(Section):
         "global-mp", description="allocator; at granularity 'channel' one of channel-global-mp, channel-uniform"
     )
     sparsity: TargetSparsity = Field(
-        0.9, description="target: at granularity 'weight' the fraction of prunable weights zeroed; at 'channel' "
-        "the fraction of the budget metric REMOVED (0.5 with budget_metric flops = keep 50% of the dense MACs)"
+        0.9, description="target: the fraction of the budget metric REMOVED (params at granularity 'weight': "
+        "prunable weights zeroed; 0.5 with budget_metric flops = keep 50% of the dense MACs)"
     )
     granularity: Literal["weight", "channel"] = Field(
         "weight", description="'weight': unstructured masks (same shapes, not faster on dense kernels); "
@@ -123,8 +123,9 @@ class PruneConfig(Section):
         "l1", description="channel granularity: channel importance, L1/L2 norm of its filters or |BN gamma|"
     )
     budget_metric: Literal["params", "flops"] = Field(
-        "params", description="channel granularity: what sparsity (and compare.sparsities) removes a fraction "
-        "of: parameters or Conv/Linear MACs (FLOPs); weight granularity supports params only"
+        "params", description="what sparsity (and compare.sparsities) removes a fraction of: 'params' (weight "
+        "granularity: prunable weights; channel: all parameters) or 'flops' (Conv/Linear MACs; at weight "
+        "granularity one-shot only)"
     )
     min_channels: PositiveInt = Field(
         1, description="channel granularity: the Minimum Threshold in channels every channel group keeps"
@@ -143,9 +144,9 @@ class PruneConfig(Section):
     def _window(self) -> PruneConfig:
         if self.gradual_end <= self.gradual_start:
             raise ValueError("gradual_end must be greater than gradual_start")
-        if self.granularity == "weight" and self.budget_metric != "params":
-            raise ValueError(f"budget_metric '{self.budget_metric}' needs granularity 'channel'; at granularity "
-                             "'weight' the target is a fraction of weights (budget_metric params)")
+        if self.budget_metric == "flops" and self.schedule != "oneshot":
+            raise ValueError(f"schedule '{self.schedule}' with budget_metric 'flops' is not supported (a gradual "
+                             "mask's FLOPs depend on weights that change during fine-tuning); use schedule oneshot")
         if self.granularity == "channel" and self.schedule != "oneshot":
             raise ValueError(f"schedule '{self.schedule}' is not supported at granularity 'channel'; use "
                              "schedule oneshot (channels are removed once, then the slimmed model is fine-tuned)")
@@ -183,9 +184,8 @@ class EnvConfig(Section):
     sigma_grid: list[NonNegativeFloat] = Field(default_factory=lambda: [1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2])
     budget: bool = True
     budget_metric: Literal["params", "flops"] | None = Field(
-        None, description="what target_sparsity removes a fraction of: at prune.granularity weight only 'params' "
-        "(prunable weights); at channel 'params' (all parameters) or 'flops' (Conv/Linear MACs); None = "
-        "prune.budget_metric, which it must equal when set (one budget for the agent and the baselines)"
+        None, description="what target_sparsity removes a fraction of, 'params' or 'flops' (Conv/Linear MACs); "
+        "None = prune.budget_metric, which it must equal when set (one budget for the agent and the baselines)"
     )
     finetune_steps: NonNegativeInt = 0
     finetune_lr: PositiveFloat = 0.01
@@ -308,10 +308,7 @@ class ExperimentConfig(Section):
         metric = self.env.budget_metric
         if metric is None:
             return self
-        if self.prune.granularity == "weight" and metric != "params":
-            raise ValueError(f"env.budget_metric '{metric}' needs prune.granularity channel; at granularity 'weight' "
-                             "the target is a fraction of the prunable weights (budget_metric params)")
-        if self.prune.granularity == "channel" and metric != self.prune.budget_metric:
+        if metric != self.prune.budget_metric:
             raise ValueError(f"env.budget_metric '{metric}' differs from prune.budget_metric "
                              f"'{self.prune.budget_metric}'; the agent and the baselines share one budget, set "
                              f"prune.budget_metric={metric} (or leave env.budget_metric unset)")
