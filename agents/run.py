@@ -41,7 +41,7 @@ from agents.training import AgentRun, train_agent
 from envs.target import episode_meets_target
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell
-from purl.pipeline import finetune_and_measure
+from purl.pipeline import finetune_and_measure, flops_budget_fields
 from purl.task import Task
 
 
@@ -153,6 +153,8 @@ def search_and_prune(
     else:
         model, masks = apply_policy(task, chosen.sparsities, default_constraints(task))
         measured = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
+        if config.budget_metric() == "flops":
+            measured.update(flops_budget_fields(measured))
     row: dict[str, Any] = {
         "method": "agent",
         "algo": config.agent.algo,
@@ -294,6 +296,11 @@ class AgentMethod:
                                   "weights; at prune.granularity=channel set prune.min_channels (channels each group "
                                   "keeps)")
             check_channel_env_config(config)
+        elif config.budget_metric() == "flops" and config.env.passes != 1:
+            from purl.errors import ConfigError
+
+            raise ConfigError(f"method '{spec.label}': env.passes > 1 is not supported with budget_metric flops; "
+                              "set env.passes=1")
         validate_agent_config(config)
         make_reward(config.env.reward, config.env.reward_kwargs)
 

@@ -22,7 +22,7 @@ from baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
 from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell
-from purl.pipeline import finetune_and_measure, finetune_and_measure_channels
+from purl.pipeline import finetune_and_measure, finetune_and_measure_channels, flops_budget_fields
 from purl.pruning import MaskState
 from purl.pruning.constraints import Constraints
 from purl.task import Task
@@ -81,14 +81,6 @@ def run_baseline(
             if flops_target is not None:
                 row.update(flops_budget_fields(row))
     return row, model, masks
-
-
-def flops_budget_fields(row: dict[str, Any]) -> dict[str, Any]:
-    """A weight-granularity row on a FLOPs budget: the removed FLOPs fraction is the achieved target."""
-    return {"budget_metric": "flops", "weight_sparsity": row["achieved_sparsity"],
-            "achieved_sparsity": 1.0 - row["sparse_flops"] / row["dense_flops"],
-            "flops_ratio": row["sparse_flops"] / row["dense_flops"],
-            "params_ratio": row["nonzero_params"] / row["total_params"]}
 
 
 def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:

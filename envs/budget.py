@@ -72,11 +72,13 @@ class Budget:
                 f"({self.suffix_max[0]} of {self.total} prunable weights)"
             )
 
-    def bounds(self, i: int, current: int, total_pruned: int, done_in_pass: int, final_pass: bool) -> tuple[int, int]:
+    def bounds(self, i: int, current: int, total_pruned: int, done_in_pass: int, final_pass: bool, *,
+               removed: float = 0.0) -> tuple[int, int]:
         """``(lo, hi)`` for layer ``i`` whose count is ``current``.
 
         ``total_pruned`` is the pruned count of all layers now; ``done_in_pass`` the summed counts of
-        the layers already visited in this pass (``0..i-1``).
+        the layers already visited in this pass (``0..i-1``). ``removed`` (MACs, for
+        :class:`envs.flops_budget.FlopsBudget`'s interface) is unused.
         """
         lo, hi = current, self.max_pruned[i]
         if self.enabled:
@@ -87,7 +89,8 @@ class Budget:
             raise AssertionError(f"budget bounds crossed on layer {i}: lo={lo} > hi={hi}")
         return lo, hi
 
-    def spread(self, i: int, prior: Sequence[int], prior_suffix: Sequence[int], done_in_pass: int) -> int:
+    def spread(self, i: int, prior: Sequence[int], prior_suffix: Sequence[int], done_in_pass: int, *,
+               removed: float = 0.0) -> int:
         """Base count of layer ``i`` for the prior-relative action: the prior's count, rescaled so that
         the layers from ``i`` on, at their prior proportions, prune exactly what the target still needs.
 

@@ -13,10 +13,10 @@ allocator's exact counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from purl.errors import ConfigError, PruningError, RegistryError
-from purl.pruning import PrunableLayer
+from purl.pruning import LayerProfile, PrunableLayer
 from purl.pruning.channels import ChannelGraph
 from purl.pruning.constraints import Constraints
 
@@ -48,6 +48,28 @@ def prior_counts(
         return round_to_total(spread, zeros, list(caps), target_count)
     except PruningError as exc:
         raise ConfigError(f"env.prior '{name}' cannot be fitted to the env's per-layer caps: {exc}") from None
+
+
+def flops_prior_counts(
+    name: str,
+    layers: Sequence[PrunableLayer],
+    flops_sparsity: float,
+    constraints: Constraints,
+    caps: Sequence[int],
+    profiles: Mapping[str, LayerProfile],
+) -> list[int]:
+    """The prior on a FLOPs budget: allocator ``name`` at the weight sparsity that removes ``flops_sparsity`` of
+    the dense MACs (:func:`baselines.flops_budget.flops_equivalent_sparsity`, as the baselines do), fitted to
+    ``caps`` like :func:`prior_counts`."""
+    from baselines import get_allocator
+    from baselines.flops_budget import flops_equivalent_sparsity
+
+    try:
+        sparsity = flops_equivalent_sparsity(get_allocator(name), layers, flops_sparsity, constraints, profiles)
+    except (RegistryError, PruningError) as exc:
+        raise ConfigError(f"env.prior '{name}': {exc}") from None
+    total = sum(layer.numel for layer in layers)
+    return prior_counts(name, layers, sparsity, constraints, caps, int(round(sparsity * total)))
 
 
 #: env.prior names -> the channel allocator that computes the prior at prune.granularity channel

@@ -38,12 +38,17 @@ Step ``info`` keys: ``layer`` (pruned by this step), ``layer_index``, ``pass``,
 (real evaluations so far in this env), ``target_sparsity``, ``target_accuracy``; on the last step
 also ``purl_episode`` (``return``, ``components``, ``accuracy``, ``global_sparsity``, ``flops``,
 ``layer_sparsities``, ``reaches_target``, ``meets_target``, ``length``, ``dense_accuracy``, ``target_sparsity``,
-``target_accuracy``). ``reaches_target``: at least ``round(target x prunable weights)`` pruned (what
-the budget lands on; :func:`envs.target.meets_target`, the one rule the callbacks and the result
+``target_accuracy``, ``budget_metric``). ``reaches_target``: at least ``round(target x prunable weights)``
+pruned (what the budget lands on; :func:`envs.target.meets_target`, the one rule the callbacks and the result
 selection use too); ``meets_target``: ``reaches_target`` and accuracy >= the accuracy target.
 Reset ``info``: ``layer`` (the first layer to prune), ``accuracy`` and
 ``dense_accuracy``, ``global_sparsity`` (0), ``flops``, ``dense_flops``, ``layer_sparsities``
-(empty), ``evaluations``, ``target_sparsity``, ``target_accuracy``.
+(empty), ``evaluations``, ``target_sparsity``, ``target_accuracy``, ``budget_metric``.
+
+FLOPs budget (``prune.budget_metric: flops``, one pass): the target is a fraction of the dense MACs,
+the wall is :class:`envs.flops_budget.FlopsBudget` (the episode removes at least the target and less than
+one weight's MACs more), ``global_sparsity`` is the removed MACs fraction, ``reaches_target`` the removed
+MACs at the target, and the prior is the allocator at its FLOPs-equivalent weight sparsity.
 
 Parts: the episode's mutable state is :class:`envs.episode.EpisodeState`; scoring (reward split, BatchNorm
 recalibration, memoisation, prefix cache) is :class:`purl.evaluator.RewardEvaluator`; config resolution is
@@ -66,8 +71,9 @@ from envs.actions import PriorRelative, SigmaThreshold, make_action_map
 from envs.budget import Budget, layer_caps
 from envs.config import resolve_config
 from envs.episode import EpisodeState
+from envs.flops_budget import FlopsBudget
 from envs.observation import ObservationBuilder, observation_space
-from envs.prior import prior_counts
+from envs.prior import flops_prior_counts, prior_counts
 from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
 from envs.target import meets_target
 from envs.task_cache import shared_task
@@ -129,9 +135,10 @@ class PruningEnv(gym.Env):
                                        passes=self.passes, target_sparsity=self.target_sparsity,
                                        target_accuracy=self.target_accuracy)
         # visited-weights schedule: cumulative weights after each step, over the whole episode
-        self._visited_weights = [0] * (self.n_steps + 1)
+        sizes = self._macs if self.budget_metric == "flops" else self._numels  # what the budget counts
+        self._visited_weights = [0.0] * (self.n_steps + 1)
         for t in range(self.n_steps):
-            self._visited_weights[t + 1] = self._visited_weights[t] + self._numels[t % self.n_layers]
+            self._visited_weights[t + 1] = self._visited_weights[t] + sizes[t % self.n_layers]
         self._dirty = False
         self._ready = False
         self._ep = self._new_episode()
@@ -165,14 +172,27 @@ class PruningEnv(gym.Env):
         """Constraints, budget, action map (with its prior or precomputed thresholds) and reward."""
         ecfg = self.config.env
         caps = layer_caps(self.config.constraints, layers, ecfg.max_sparsity, ecfg.min_layer_weights)
-        self.budget = Budget(self._numels, caps, ecfg.target_sparsity, enabled=ecfg.budget, names=self.layer_names)
+        self.budget_metric = self.config.budget_metric()
+        self.budget: Budget | FlopsBudget
+        if self.budget_metric == "flops":  # remove target x the dense MACs (envs/flops_budget.py)
+            if self.passes != 1:
+                raise ConfigError("env.passes > 1 is not supported with budget_metric flops; set env.passes=1")
+            self.budget = FlopsBudget(self._numels, self._macs, caps, ecfg.target_sparsity, self.dense_flops,
+                                      enabled=ecfg.budget)
+        else:
+            self.budget = Budget(self._numels, caps, ecfg.target_sparsity, enabled=ecfg.budget,
+                                 names=self.layer_names)
         self.target_sparsity = ecfg.target_sparsity
         self.action_map = make_action_map(ecfg)
         self.prior: list[int] | None = None  # the prior-relative mode's per-layer counts (envs/prior.py)
         if isinstance(self.action_map, PriorRelative):
-            self.prior = prior_counts(ecfg.prior, layers, ecfg.target_sparsity,
-                                      Constraints.from_config(self.config.constraints), self.budget.max_pruned,
-                                      self.budget.target_count)
+            constraints = Constraints.from_config(self.config.constraints)
+            if isinstance(self.budget, FlopsBudget):
+                self.prior = flops_prior_counts(ecfg.prior, layers, ecfg.target_sparsity, constraints,
+                                                self.budget.max_pruned, self.task.profiles)
+            else:
+                self.prior = prior_counts(ecfg.prior, layers, ecfg.target_sparsity, constraints,
+                                          self.budget.max_pruned, self.budget.target_count)
             self._prior_suffix = [sum(self.prior[i:]) for i in range(self.n_layers + 1)]
         if isinstance(self.action_map, SigmaThreshold):
             self.action_map.precompute(self._weights)
@@ -210,6 +230,19 @@ class PruningEnv(gym.Env):
         """Whether ``pruned`` weights are at the target sparsity (:func:`envs.target.meets_target`)."""
         return meets_target(pruned, self.total_weights, self.target_sparsity)
 
+    def _at_target(self) -> bool:
+        """Whether the episode so far is at the budget: the pruned-count rule, or the removed MACs on a FLOPs budget."""
+        if isinstance(self.budget, FlopsBudget):
+            return self.budget.reaches(self._ep.total_removed)
+        return self.reaches_target(self._ep.total_pruned)
+
+    def _sparsity(self) -> float:
+        """The removed fraction of the budget metric: prunable weights, or the dense MACs on a FLOPs budget."""
+        ep = self._ep
+        if self.budget_metric == "flops":
+            return ep.total_removed / self.dense_flops if self.dense_flops else 0.0
+        return ep.total_pruned / self.total_weights
+
     @property
     def evaluations(self) -> int:
         """Real (not memoised) evaluations of the pruned network so far in this env."""
@@ -222,7 +255,8 @@ class PruningEnv(gym.Env):
         return ep
 
     def _bounds_for(self, ep: EpisodeState, i: int) -> tuple[int, int]:
-        return self.budget.bounds(i, ep.counts[i], ep.total_pruned, ep.done_in_pass, ep.pass_index == self.passes - 1)
+        return self.budget.bounds(i, ep.counts[i], ep.total_pruned, ep.done_in_pass, ep.pass_index == self.passes - 1,
+                                  removed=ep.total_removed - ep.removed[i])
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -245,6 +279,7 @@ class PruningEnv(gym.Env):
             "evaluations": self.evaluator.evaluations,
             "target_sparsity": self.target_sparsity,
             "target_accuracy": self.target_accuracy,
+            "budget_metric": self.budget_metric,
         }
         return self._observe(), info
 
@@ -282,7 +317,8 @@ class PruningEnv(gym.Env):
         lo, hi = ep.bounds
         base = None
         if self.prior is not None:
-            spread = self.budget.spread(i, self.prior, self._prior_suffix, ep.done_in_pass)
+            spread = self.budget.spread(i, self.prior, self._prior_suffix, ep.done_in_pass,
+                                        removed=ep.total_removed - ep.removed[i])
             base = lo if spread < lo else hi if spread > hi else spread
         requested, k = self.action_map.requested(action, weight, i, dense_weights, base=base)
         k = lo if k < lo else hi if k > hi else k
@@ -306,19 +342,20 @@ class PruningEnv(gym.Env):
             "applied_sparsity": applied,
             "layer_sparsities": dict(ep.visited),
             "accuracy": ep.accuracy,
-            "global_sparsity": ep.total_pruned / self.total_weights,
+            "global_sparsity": self._sparsity(),
             "flops": int(round(self.dense_flops - ep.total_removed)),
             "dense_flops": self.dense_flops,
             "reward_components": components,
             "evaluations": self.evaluator.evaluations,
             "target_sparsity": self.target_sparsity,
             "target_accuracy": self.target_accuracy,
+            "budget_metric": self.budget_metric,
         }
 
     def _episode_summary(self, info: dict[str, Any]) -> dict[str, Any]:
         """The ``purl_episode`` record of the step that ended the episode (``info``)."""
         ep = self._ep
-        reaches = self.reaches_target(ep.total_pruned)
+        reaches = self._at_target()
         return {
             "return": ep.episode_return,
             "components": dict(ep.components),
@@ -333,6 +370,7 @@ class PruningEnv(gym.Env):
             "dense_accuracy": self.dense_accuracy,
             "target_sparsity": self.target_sparsity,
             "target_accuracy": self.target_accuracy,
+            "budget_metric": self.budget_metric,
         }
 
     def render(self) -> str | None:
@@ -343,7 +381,7 @@ class PruningEnv(gym.Env):
                  if self._ready else "episode over")
         return (f"step {ep.step}/{self.n_steps} {where}: accuracy {ep.accuracy:.4f} "
                 f"(target {self.target_accuracy:.4f}), global sparsity "
-                f"{ep.total_pruned / self.total_weights:.4f} (target {self.target_sparsity:.4f})\n")
+                f"{self._sparsity():.4f} of the {self.budget_metric} (target {self.target_sparsity:.4f})\n")
 
     def close(self) -> None:
         self._ep.train_iter = None
@@ -362,7 +400,7 @@ class PruningEnv(gym.Env):
             accuracy=ep.accuracy,
             dense_accuracy=self.dense_accuracy,
             target_accuracy=self.target_accuracy,
-            global_sparsity=ep.total_pruned / self.total_weights,
+            global_sparsity=self._sparsity(),
             target_sparsity=self.target_sparsity,
             scheduled_sparsity=self.target_sparsity * self._visited_weights[ep.step]
             / self._visited_weights[self.n_steps],

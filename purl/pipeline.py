@@ -86,6 +86,15 @@ def finetune_and_measure(
     return row
 
 
+def flops_budget_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A weight-granularity row on a FLOPs budget (``budget_metric: flops``): the removed fraction of the dense
+    FLOPs is the achieved target (``achieved_sparsity``); ``weight_sparsity`` keeps the weights' fraction."""
+    return {"budget_metric": "flops", "weight_sparsity": row["achieved_sparsity"],
+            "achieved_sparsity": 1.0 - row["sparse_flops"] / row["dense_flops"],
+            "flops_ratio": row["sparse_flops"] / row["dense_flops"],
+            "params_ratio": row["nonzero_params"] / row["total_params"]}
+
+
 def finetune_and_measure_channels(
     task: Task,
     model: nn.Module,
