@@ -7,7 +7,10 @@ path cannot serve are one clear line before any work.
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +165,13 @@ def test_compare_channel_grid_writes_measured_columns(run_cli, tmp_path: Path):
     n_params = sum(p.numel() for p in program.parameters())
     assert n_params < rows[0]["total_params"]  # fewer (incl. biases) than the dense prunable weights
     assert program(torch.zeros(3, 1, 8, 8)).shape[0] == 3  # dynamic batch
+    # benchmarks/bench_cell_latency.py re-times the exported cells of the folder against its dense model
+    bench = subprocess.run([sys.executable, "benchmarks/bench_cell_latency.py", str(out), "--repeats", "2",
+                            "--warmup", "0", "--batches", "1,4"], capture_output=True, text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr
+    timed = list(csv.DictReader((out / "cell_latency.csv").open()))
+    assert len(timed) == 4 * 2 * 2 and all(float(t["latency_ratio"]) > 0 for t in timed)  # cells x batches x runtimes
+    assert {t["runtime"] for t in timed} == {"eager", "onnxruntime"} and "latency ratio" in bench.stdout
     # without the opt-in there is no latency column value
     out2 = tmp_path / "cmp2"
     assert _compare(run_cli, tmp_path, out2, "[channel-uniform]").rc == 0
