@@ -114,7 +114,7 @@ def test_prune_channel_resnet20_flops_budget_lands_and_exports(run_cli, tmp_path
     (["prune.granularity=chanel"], "'prune.granularity': Input should be 'weight' or 'channel'"),
     (["prune.granularity=channel", "prune.channel_norm=l3"], "'prune.channel_norm'"),
     (["prune.granularity=channel", "prune.budget_metric=macs"], "'prune.budget_metric'"),
-    (["prune.budget_metric=flops"], "budget_metric 'flops' needs granularity 'channel'"),
+    (["prune.budget_metric=flops", "--schedule", "gradual"], "schedule 'gradual' with budget_metric 'flops'"),
     (["prune.granularity=channel", "--method", "global-mp"], "at channel granularity use 'channel-global-mp'"),
     (["prune.granularity=channel", "--method", "erk"], "'erk' has no channel version"),
     (["prune.granularity=channel", "--method", "channel-uniform", "--schedule", "gradual"],
