@@ -193,7 +193,7 @@ def _slim_and_measure(task: Task, config: ExperimentConfig, keep: dict[str, int]
     from purl.pruning.channels import channel_graph, prune_channels
 
     example = task.example_input()
-    graph = channel_graph(task.model, example)
+    graph = channel_graph(task.model, example, task.channel_ignored_layers())
     slim = prune_channels(task.model, example, keep, norm=config.prune.channel_norm, graph=graph)
     measured = finetune_and_measure_channels(task, slim, example, seed=seed, budget_metric=config.budget_metric(),
                                              progress=progress)

@@ -127,7 +127,7 @@ def run_channel_baseline(
     cfg = config.prune
     example = task.example_input()
     dense = copy.deepcopy(task.model)
-    graph = channel_graph(dense, example)
+    graph = channel_graph(dense, example, task.channel_ignored_layers())  # model.include/exclude
     keep = get_channel_allocator(spec.method)(graph, 1.0 - float(sparsity), metric=cfg.budget_metric,
                                               norm=cfg.channel_norm, constraints=channel_constraints(config))
     slim = prune_channels(dense, example, keep, norm=cfg.channel_norm, graph=graph)

@@ -6,7 +6,8 @@ residual addition, ...) in model order. Each step the action sets the fraction o
 removed (the same action modes as the weight env, on channel counts: ``prior-relative`` moves the prior's
 count in logit space, ``sparsity-continuous`` / ``sparsity-discrete`` ask for a fraction); the request is
 clipped by the channel constraints (``prune.min_channels`` kept per group, ``constraints.keep_dense`` groups,
-``env.max_sparsity``) and by AMC's action wall on the exact cost of the plan (:mod:`envs.channel_budget`), so
+``env.max_sparsity``; groups touching a layer ``model.include``/``model.exclude`` keep out stay whole) and by
+AMC's action wall on the exact cost of the plan (:mod:`envs.channel_budget`), so
 the episode ends with ``budget_metric`` (``env.budget_metric`` / ``prune.budget_metric``: Conv/Linear MACs
 or parameters) at ``1 - target_sparsity`` of the dense model's, within one channel's cost.
 
@@ -126,7 +127,7 @@ class ChannelPruningEnv(gym.Env):
         self.model.eval()
         example = torch.zeros((1, *self.task.data.input_shape), device=self.device)
         try:
-            self.graph = channel_graph(self.model, example)
+            self.graph = channel_graph(self.model, example, self.task.channel_ignored_layers())
         except PruningError as exc:
             raise ConfigError(f"prune.granularity channel: {exc}") from None
         self.groups: list[ChannelGroup] = list(self.graph.groups)

@@ -21,7 +21,14 @@ from purl.config import ExperimentConfig
 from purl.data import DataBundle, build_data
 from purl.errors import CheckpointError, PurlError
 from purl.models import build_model
-from purl.pruning import LayerProfile, MaskState, PrunableLayer, find_prunable_layers, profile_model
+from purl.pruning import (
+    PRUNABLE_TYPES,
+    LayerProfile,
+    MaskState,
+    PrunableLayer,
+    find_prunable_layers,
+    profile_model,
+)
 from purl.results import check_writable
 from purl.runtime import seed_everything
 from purl.training import Accuracy, evaluate, train
@@ -44,6 +51,17 @@ class Task:
     def prunable_layers(self, model: nn.Module | None = None) -> list[PrunableLayer]:
         """Prunable layers of ``model`` (default: the task's dense model), honouring include/exclude."""
         return find_prunable_layers(model or self.model, self.config.model.include, self.config.model.exclude)
+
+    def channel_ignored_layers(self) -> list[str]:
+        """Conv/Linear modules that ``model.include``/``model.exclude`` keep out of pruning: at channel
+        granularity every channel group touching one of them stays whole (``ignored_layers`` of
+        :func:`purl.pruning.channels.channel_graph`). Empty with the default (prune everything)."""
+        cfg = self.config.model
+        if not cfg.include and not cfg.exclude:
+            return []
+        prunable = {layer.name for layer in self.prunable_layers()}
+        return [name for name, module in self.model.named_modules()
+                if isinstance(module, PRUNABLE_TYPES) and name not in prunable]
 
     def example_input(self) -> torch.Tensor:
         """One zero sample of the task's input shape on its device: traces channel graphs and counts MACs."""

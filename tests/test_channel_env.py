@@ -142,8 +142,34 @@ def test_what_the_channel_env_cannot_do_is_one_line(resnet_task, overrides: list
 def test_budget_metric_is_one_setting_for_agent_and_baselines():
     with pytest.raises(ConfigError, match="differs from prune.budget_metric"):
         load_config("configs/quick.yaml", ["prune.granularity=channel", "env.budget_metric=flops"])
-    with pytest.raises(ConfigError, match="needs prune.granularity channel"):
-        load_config("configs/quick.yaml", ["env.budget_metric=flops"])
+    with pytest.raises(ConfigError, match="differs from prune.budget_metric 'params'"):
+        load_config("configs/quick.yaml", ["env.budget_metric=flops"])  # weight granularity: the same one rule
     config = load_config("configs/quick.yaml", ["prune.granularity=channel", "prune.budget_metric=flops"])
     assert config.budget_metric() == "flops"
     assert load_config("configs/quick.yaml", ["env.budget_metric=params"]).budget_metric() == "params"
+
+
+def test_model_exclude_keeps_every_group_touching_an_excluded_layer_whole(resnet_task):
+    """``model.exclude`` at channel granularity: the env, the channel baselines and the task agree on what stays."""
+    import dataclasses
+
+    from baselines.run import run_channel_baseline
+    from purl.config import MethodSpec
+
+    config = load_config("configs/mnist5k-resnet20.yaml", [f"cache_dir={resnet_task.config.cache_dir}", *RESNET_TINY,
+                                                           "model.exclude=[layer3.*]", "prune.budget_metric=flops",
+                                                           "env.target_sparsity=0.3", "finetune.max_steps=1"])
+    task = dataclasses.replace(resnet_task, config=config)
+    ignored = task.channel_ignored_layers()
+    assert ignored and all(name.startswith("layer3.") or name == "fc" for name in ignored)
+    env = ChannelPruningEnv(config, task=task)
+    assert not any(name.startswith("layer3.") for g in env.groups for name in g.layers)
+    assert len(env.groups) < len(_env(resnet_task).groups)
+    row, slim = run_channel_baseline(task, config, MethodSpec(label="c", method="channel-global-mp"), 0.3, seed=0,
+                                     progress=False)
+    assert set(row["channel_keep"]) == {g.name for g in env.groups}
+    dense = dict(resnet_task.model.named_modules())
+    for name, module in slim.named_modules():  # every layer3 conv keeps its dense shape
+        if name.startswith("layer3.") and isinstance(module, torch.nn.Conv2d):
+            assert module.weight.shape == dense[name].weight.shape, name
+    assert dataclasses.replace(resnet_task).channel_ignored_layers() == []

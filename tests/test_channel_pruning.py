@@ -223,8 +223,9 @@ def test_scores(resnet20: nn.Module) -> None:
 def test_ignored_layers(resnet20: nn.Module) -> None:
     names = {g.name for g in channel_groups(resnet20, X8, ignored_layers=["layer3.*"])}
     assert not any(n.startswith("layer3") for n in names)
-    # stage 3's stream (rooted at its shortcut) is gone; stage 2's stream, which feeds stage 3, stays
-    assert {"conv1", "layer2.0.shortcut.0"} <= names
+    # an ignored layer keeps its whole weight tensor: stage 3's stream (rooted at its shortcut) is gone, and so
+    # is stage 2's stream, whose channels are stage 3's input channels; stage 1's stream and stage 2's inner convs stay
+    assert "layer2.0.shortcut.0" not in names and {"conv1", "layer2.0.conv1", "layer1.0.conv1"} <= names
     with pytest.raises(PruningError, match="matches no module"):
         channel_groups(resnet20, X8, ignored_layers=["nope.*"])
 

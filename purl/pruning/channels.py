@@ -11,7 +11,8 @@ API (all names are module names of the model, as in ``model.named_modules()``):
 
 * :func:`channel_graph` / :func:`channel_groups`: the prunable groups of a model for an example input.
   The classifier's output layer (the conv/linear layer whose output is the model's output) is always
-  excluded, as are groups touching ``ignored_layers`` (names or :mod:`fnmatch` patterns).
+  excluded (its outputs are the classes; its inputs may shrink), as are groups touching ``ignored_layers``
+  (names or :mod:`fnmatch` patterns) on either side: an ignored layer keeps its whole weight tensor.
 * :func:`channel_scores`: per-channel importance of a group, ``"l1"`` (default), ``"l2"`` or ``"bn"``.
 * :func:`prune_channels`: a deep copy with the lowest-scoring channels of each group physically removed.
 * :func:`mask_channels`: the same decision as structured zeros at the same shapes (the "masked twin").
@@ -245,6 +246,7 @@ class ChannelGraph:
         layer_macs, classifier = _dense_costs(model, example_inputs)
         self.classifier = classifier
         ignored = _resolve_ignored(model, ignored_layers)
+        user_ignored = set(ignored) - {classifier}  # kept whole on both sides; the classifier: only its outputs
         if classifier is not None and classifier not in ignored:
             ignored.append(classifier)
         self.ignored_layers: tuple[str, ...] = tuple(ignored)
@@ -277,6 +279,9 @@ class ChannelGraph:
             producers: list[str] = []
             consumers: list[str] = []
             norms: list[str] = []
+            outs: dict[str, int] = {}
+            ins: dict[str, int] = {}
+            dw: set[str] = set()
             for dep, idxs in group:
                 module = dep.target.module
                 mname = self._names.get(module) if isinstance(module, nn.Module) else None
@@ -287,18 +292,26 @@ class ChannelGraph:
                 is_in = self.dg.is_in_channel_pruning_fn(handler)
                 if isinstance(module, _COMPUTE):
                     if handler is depthwise_fn or (is_out and not is_in):
-                        out_groups.setdefault(mname, {})[name] = len(idxs)
+                        outs[mname] = len(idxs)
                         producers.append(mname)
                         if handler is depthwise_fn:
-                            depthwise.add(mname)
+                            dw.add(mname)
                     elif is_in and not is_out:
-                        in_groups.setdefault(mname, {})[name] = len(idxs)
+                        ins[mname] = len(idxs)
                         consumers.append(mname)
                 elif any(True for _ in module.parameters(recurse=False)):
-                    self._norm_groups[mname] = name
                     norms.append(mname)
-            self._roots[name] = root
             touched = set(producers) | set(consumers)
+            if touched & user_ignored:
+                continue  # an ignored layer would lose input channels: the whole group stays
+            self._roots[name] = root
+            for mname, n in outs.items():
+                out_groups.setdefault(mname, {})[name] = n
+            for mname, n in ins.items():
+                in_groups.setdefault(mname, {})[name] = n
+            depthwise |= dw
+            for mname in norms:
+                self._norm_groups[mname] = name
             gmacs = int(sum(layer_macs.get(n, 0) for n in touched))
             groups.append(
                 ChannelGroup(
