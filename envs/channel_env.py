@@ -48,13 +48,11 @@ from envs.episode import EpisodeState
 from envs.observation import ObservationBuilder, observation_space
 from envs.prior import CHANNEL_PRIORS, channel_prior_removed
 from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
-from envs.task_cache import shared_task
-from purl.config import AUTO_BN_BATCHES, ExperimentConfig
+from envs.setup import check_render_mode, device_and_task, reward_scoring
+from purl.config import ExperimentConfig
 from purl.errors import ConfigError, PruningError, PurlError
-from purl.evaluator import RewardEvaluator, calibration_batches, has_batchnorm
 from purl.pruning.channels import ChannelGroup, channel_graph, zero_channels
 from purl.pruning.metrics import LayerProfile
-from purl.runtime import resolve_device
 from purl.task import Task
 
 __all__ = ["ChannelPruningEnv", "check_channel_env_config"]
@@ -102,15 +100,8 @@ class ChannelPruningEnv(gym.Env):
             config = config.model_copy(update={"prune": config.prune.model_copy(update={"granularity": "channel"})})
         check_channel_env_config(config)
         self.config = config
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(f"render_mode '{render_mode}' is not supported; allowed: None, "
-                              f"{', '.join(self.metadata['render_modes'])}")
-        self.render_mode = render_mode
-        if device is not None:
-            self.device = resolve_device(str(device))
-        else:
-            self.device = task.device if task is not None else torch.device("cpu")
-        self.task = task if task is not None else shared_task(self.config, self.device)
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self.device, self.task = device_and_task(self.config, task, device)
         self._build_graph()
         self._build_rules()
         self._build_evaluator()
@@ -182,20 +173,11 @@ class ChannelPruningEnv(gym.Env):
         return sum(layers[n].weight for n in (*group.producers, *group.consumers) if n in layers)
 
     def _build_evaluator(self) -> None:
-        ecfg = self.config.env
-        x, y = self.task.data.tensors("val", self.device, ecfg.val_samples)
-        self.bn_recalibration_batches = (
-            (AUTO_BN_BATCHES if has_batchnorm(self.model) else 0) if ecfg.bn_recalibration_batches == "auto"
-            else int(ecfg.bn_recalibration_batches))
-        calibration = calibration_batches(self.task.data, self.device, self.bn_recalibration_batches,
-                                          self.config.data.batch_size)
         # no prefix cache: a residual group spans the whole network
-        self.evaluator = RewardEvaluator(self.model, self.layer_names, x, y,
-                                         batch_size=self.config.data.eval_batch_size, calibration=calibration,
-                                         memoize=bool(ecfg.cache_evaluations), prefix_cache_mb=0.0)
-        self.dense_accuracy = self.evaluator.dense_accuracy()
-        self.target_accuracy = (float(ecfg.target_accuracy) if ecfg.target_accuracy is not None
-                                else max(self.dense_accuracy - ecfg.accuracy_drop, 0.0))
+        scoring = reward_scoring(self.config, self.task, self.device, self.model, self.layer_names,
+                                 memoize=bool(self.config.env.cache_evaluations), prefix_cache_mb=0.0)
+        self.evaluator, self.bn_recalibration_batches = scoring.evaluator, scoring.bn_recalibration_batches
+        self.dense_accuracy, self.target_accuracy = scoring.dense_accuracy, scoring.target_accuracy
 
     def _profiles(self) -> list[LayerProfile]:
         """One observation row per group: its first producer's layer facts, the group's weights and MACs."""

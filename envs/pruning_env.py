@@ -75,14 +75,13 @@ from envs.flops_budget import FlopsBudget
 from envs.observation import ObservationBuilder, observation_space
 from envs.prior import flops_prior_counts, prior_counts
 from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
+from envs.setup import check_render_mode, device_and_task, reward_scoring
 from envs.target import meets_target
 from envs.task_cache import shared_task
-from purl.config import AUTO_BN_BATCHES, ExperimentConfig
+from purl.config import ExperimentConfig
 from purl.errors import ConfigError, PurlError
-from purl.evaluator import RewardEvaluator, calibration_batches, has_batchnorm
 from purl.pruning import MaskState, PrunableLayer, find_prunable_layers, magnitude_mask
 from purl.pruning.constraints import Constraints
-from purl.runtime import resolve_device
 from purl.task import Task
 
 __all__ = ["PruningEnv", "resolve_config", "shared_task"]  # the last two re-exported from their modules
@@ -119,15 +118,8 @@ class PruningEnv(gym.Env):
     ) -> None:
         super().__init__()
         self.config = resolve_config(config, task, overrides, env_overrides)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(f"render_mode '{render_mode}' is not supported; allowed: None, "
-                              f"{', '.join(self.metadata['render_modes'])}")
-        self.render_mode = render_mode
-        if device is not None:
-            self.device = resolve_device(str(device))
-        else:
-            self.device = task.device if task is not None else torch.device("cpu")
-        self.task = task if task is not None else shared_task(self.config, self.device)
+        self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
+        self.device, self.task = device_and_task(self.config, task, device)
         layers = self._build_model()
         self._build_rules(layers)
         self._build_evaluator()
@@ -203,25 +195,13 @@ class PruningEnv(gym.Env):
     def _build_evaluator(self) -> None:
         """The reward-split scorer, the dense accuracy, the accuracy target and the first-pass ranks."""
         ecfg = self.config.env
-        x, y = self.task.data.tensors("val", self.device, ecfg.val_samples)
         self._finetune_steps = ecfg.finetune_steps
-        # fixed train-split batches (eval transforms) for BatchNorm recalibration, so that an
-        # evaluation stays a deterministic function of the masks and the caches stay valid
-        self.bn_recalibration_batches = (
-            (AUTO_BN_BATCHES if has_batchnorm(self.model) else 0) if ecfg.bn_recalibration_batches == "auto"
-            else int(ecfg.bn_recalibration_batches))
-        calibration = calibration_batches(self.task.data, self.device, self.bn_recalibration_batches,
-                                          self.config.data.batch_size)
         fixed_weights = ecfg.finetune_steps == 0  # then a layer's pruned count determines its weights
-        self.evaluator = RewardEvaluator(
-            self.model, self.layer_names, x, y, batch_size=self.config.data.eval_batch_size,
-            calibration=calibration, memoize=bool(ecfg.cache_evaluations and fixed_weights),
-            prefix_cache_mb=ecfg.activation_cache_mb if fixed_weights else 0.0)
-        self.dense_accuracy = self.evaluator.dense_accuracy()
-        self.target_accuracy = (
-            float(ecfg.target_accuracy) if ecfg.target_accuracy is not None
-            else max(self.dense_accuracy - ecfg.accuracy_drop, 0.0)
-        )
+        scoring = reward_scoring(self.config, self.task, self.device, self.model, self.layer_names,
+                                 memoize=bool(ecfg.cache_evaluations and fixed_weights),
+                                 prefix_cache_mb=ecfg.activation_cache_mb if fixed_weights else 0.0)
+        self.evaluator, self.bn_recalibration_batches = scoring.evaluator, scoring.bn_recalibration_batches
+        self.dense_accuracy, self.target_accuracy = scoring.dense_accuracy, scoring.target_accuracy
         # magnitude ranks of the dense weights (int32, lazily per layer): with no fine-tuning every
         # first-pass mask is one comparison ``rank >= k`` instead of a kthvalue selection
         self._ranks: list[torch.Tensor | None] | None = [None] * self.n_layers if not self._finetune_steps else None
