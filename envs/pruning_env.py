@@ -118,6 +118,10 @@ class PruningEnv(gym.Env):
     ) -> None:
         super().__init__()
         self.config = resolve_config(config, task, overrides, env_overrides)
+        if self.config.prune.granularity != "weight":
+            raise ConfigError(f"prune.granularity is '{self.config.prune.granularity}': PruningEnv prunes individual "
+                              "weights; use envs.ChannelPruningEnv (purl/ChannelPruning-v0), or envs.env_class(config) "
+                              "to pick the env of a config")
         self.render_mode = check_render_mode(render_mode, self.metadata["render_modes"])
         self.device, self.task = device_and_task(self.config, task, device)
         layers = self._build_model()

@@ -173,3 +173,9 @@ def test_model_exclude_keeps_every_group_touching_an_excluded_layer_whole(resnet
         if name.startswith("layer3.") and isinstance(module, torch.nn.Conv2d):
             assert module.weight.shape == dense[name].weight.shape, name
     assert dataclasses.replace(resnet_task).channel_ignored_layers() == []
+
+
+def test_the_weight_env_refuses_a_channel_config_instead_of_pruning_weights(quick_task):
+    config = load_config("configs/quick.yaml", ["prune.granularity=channel"])
+    with pytest.raises(ConfigError, match="use envs.ChannelPruningEnv"):
+        PruningEnv(config, task=quick_task)
