@@ -53,6 +53,7 @@ __all__ = [
     "channel_uniform",
     "get_channel_allocator",
     "keep_for_ratio",
+    "list_channel_allocators",
 ]
 
 METRICS: tuple[str, ...] = ("flops", "params")
@@ -230,6 +231,12 @@ CHANNEL_ALLOCATORS: dict[str, ChannelAllocator] = {
     "channel-global-mp": channel_global_mp,
     "channel-uniform": channel_uniform,
 }
+
+
+def list_channel_allocators() -> dict[str, str]:
+    """Channel allocator name -> one-line description (the first line of its docstring)."""
+    return {name: f"{(fn.__doc__ or '').strip().splitlines()[0]} (prune.granularity=channel)"
+            for name, fn in CHANNEL_ALLOCATORS.items()}
 
 
 def get_channel_allocator(name: str) -> ChannelAllocator:

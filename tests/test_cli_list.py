@@ -16,3 +16,11 @@ def test_list_one_section(run_cli) -> None:
     result = run_cli("list", "rewards")
     assert result.rc == 0
     assert result.out.startswith("rewards:") and "models:" not in result.out
+
+
+def test_list_methods_names_the_agent_and_the_channel_allocators(run_cli):
+    result = run_cli("list", "methods")
+    assert result.rc == 0
+    names = [line.split()[0] for line in result.out.splitlines()[1:] if line.strip()]
+    assert {"agent", "global-mp", "erk", "channel-global-mp", "channel-uniform"} <= set(names)
+    assert "prune.granularity=channel" in result.out

@@ -51,6 +51,17 @@ def _print(title: str, entries: dict[str, str], footer: str | None = None) -> No
         print(f"  ({plain_text(footer)})")
 
 
+def _methods() -> dict[str, str]:
+    """``purl compare`` method names: the agent, every allocator, the channel allocators."""
+    from purl.methods import METHODS, load_methods
+
+    load_methods()
+    entries = {"agent": METHODS.describe()["agent"]} if "agent" in METHODS else {}
+    entries.update(_optional("baselines", "list_allocators"))
+    entries.update(_optional("baselines.channel", "list_channel_allocators"))
+    return entries
+
+
 def run(args: argparse.Namespace) -> int:
     from purl.data import list_datasets
     from purl.models import list_models
@@ -60,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         "models": list_models,
         "datasets": list_datasets,
         "configs": lambda: {p.stem: str(p) for p in sorted(args.configs_dir.glob("*.yaml"))},
-        "methods": lambda: _optional("baselines", "list_allocators"),
+        "methods": _methods,
         "rewards": lambda: _optional("envs", "list_rewards"),
         "agents": lambda: _optional("agents", "list_algorithms"),
     }
