@@ -143,3 +143,28 @@ def test_uninterrupted_run_still_learns_from_its_last_rollout(agent_config_facto
     run = train_agent(agent_config_factory(12), output_dir=tmp_path, task=quick_task, progress=False)
     assert run.env_steps == 12
     assert run.model._n_updates == 2 * run.model.n_epochs  # two rollouts, each learnt from
+
+
+def test_channel_agent_interrupted_and_resumed_spends_exactly_its_budget(agent_config_factory, quick_task,
+                                                                         tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same exact-budget resume at channel granularity; the checkpointed best episodes keep their keep plan."""
+    config = agent_config_factory(24, "prune.granularity=channel", "prune.budget_metric=flops",
+                                  "env.target_sparsity=0.5")
+    original = PurlCallback._on_step
+
+    def interrupt(self: PurlCallback) -> bool:
+        keep_going = original(self)
+        if self.model.num_timesteps == 15:
+            raise KeyboardInterrupt
+        return keep_going
+
+    monkeypatch.setattr(PurlCallback, "_on_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(config, output_dir=tmp_path, task=quick_task, progress=False)
+    monkeypatch.setattr(PurlCallback, "_on_step", original)
+    run = train_agent(config, output_dir=tmp_path, task=quick_task, progress=False, resume=True)
+    assert run.env_steps == run.model.num_timesteps == 24
+    state = json.loads(checkpoint_paths(tmp_path)["state"].read_text())
+    assert state["num_timesteps"] == 24 and state["best_accuracy"]["channel_keep"]
+    assert run.best_accuracy is not None and set(run.best_accuracy["channel_keep"]) == {"fc1", "fc2"}  # MLP groups
