@@ -137,12 +137,24 @@ def run(args: argparse.Namespace) -> int:
                           "fix the cause and rerun with --resume", exc) from None
 
 
+def _granularity(config: Any) -> str:
+    return " (channel granularity)" if config.prune.granularity == "channel" else ""
+
+
+def _metric_words(config: Any) -> str:
+    """What the target is a fraction of, in words."""
+    metric = config.budget_metric()
+    if metric == "flops":
+        return "FLOPs (Conv/Linear MACs)"
+    return "parameters" if config.prune.granularity == "channel" else "prunable weights"
+
+
 def _finish(out: Path, row: dict[str, Any], spec: Any, config: Any) -> int:
     """results.json, config.yaml and the printed summary of a single run."""
     return finish(out, row, [
         f"{spec.name} agent ({config.env.action}, reward {config.env.reward}) on {config.model.name}/"
-        f"{config.data.name}: target sparsity {config.env.target_sparsity:.4f}, "
-        f"achieved {row['achieved_sparsity']:.4f} ({row['policy_source']} allocation)",
+        f"{config.data.name}{_granularity(config)}: target {config.env.target_sparsity:.4f} of the "
+        f"{_metric_words(config)} removed, achieved {row['achieved_sparsity']:.4f} ({row['policy_source']} allocation)",
         *_allocation_lines(row),
         f"test top-1 {row['before_test_top1']:.2f}% before fine-tuning -> {row['after_test_top1']:.2f}% after "
         f"(dense {row['dense_test_top1']:.2f}%), FLOPs {row['sparse_flops']:,} / {row['dense_flops']:,}",
