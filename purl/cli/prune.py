@@ -68,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
                "wall_time_s": time.perf_counter() - start, "checkpoint": str(checkpoint), **exported}
     collapsed = f", collapsed layers: {', '.join(row['collapsed_layers'])}" if row["collapsed_layers"] else ""
     return finish(out, results, [
-        f"{spec.method} ({spec.schedule}) at {config.prune.sparsity:g}: achieved sparsity "
-        f"{row['achieved_sparsity']:.4f}{collapsed}",
+        (f"{spec.method} ({spec.schedule}) removing {config.prune.sparsity:g} of the FLOPs: achieved "
+         f"{row['achieved_sparsity']:.4f} (weight sparsity {row['weight_sparsity']:.4f}){collapsed}"
+         if row.get("budget_metric") == "flops" else
+         f"{spec.method} ({spec.schedule}) at {config.prune.sparsity:g}: achieved sparsity "
+         f"{row['achieved_sparsity']:.4f}{collapsed}"),
         (f"test top-1 {row['before_test_top1']:.2f}% after pruning -> " if row["before_test_top1"] is not None
          else "test top-1 (pruned gradually during fine-tuning) ")
         + f"{row['after_test_top1']:.2f}% after fine-tuning (dense {row['dense_test_top1']:.2f}%)",
