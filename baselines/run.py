@@ -96,7 +96,10 @@ def check_channel_request(config: ExperimentConfig, spec: MethodSpec) -> None:
     if ":" in spec.method:
         raise ConfigError(f"method '{spec.label}': user allocators ({spec.method}) allocate weights; at "
                           f"prune.granularity=channel use one of {', '.join(CHANNEL_ALLOCATORS)}")
-    get_channel_allocator(spec.method)  # global-mp -> "use channel-global-mp"; erk, lamp -> "no channel version"
+    try:
+        get_channel_allocator(spec.method)  # global-mp -> "use channel-global-mp"; erk, lamp -> "no channel version"
+    except PruningError as exc:
+        raise ConfigError(f"method '{spec.label}': {exc}") from None
     if spec.schedule != "oneshot":
         raise ConfigError(f"method '{spec.label}': schedule '{spec.schedule}' is not supported at "
                           "prune.granularity=channel; use oneshot")
