@@ -63,24 +63,35 @@ NO_CHANNEL_VERSION: tuple[str, ...] = ("erk", "lamp", "uniform-plus", "random", 
 
 @dataclass(frozen=True)
 class ChannelConstraints:
-    """Per-group limits: ``min_channels`` kept at least (Minimum Threshold in channels), ``keep_dense`` groups."""
+    """Per-group limits: ``min_channels`` kept at least (Minimum Threshold in channels), ``keep_dense`` groups,
+    and ``multiple``: a pruned group keeps a multiple of this many channels (8 or 16 suit vectorised kernels;
+    1 = any count)."""
 
     min_channels: int = 1
     keep_dense: tuple[str, ...] = ()
+    multiple: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.min_channels, bool) or not isinstance(self.min_channels, Integral) or self.min_channels < 1:
-            raise PruningError(
-                f"min_channels (the Minimum Threshold in channels) must be an integer >= 1, got {self.min_channels!r}"
-            )
+        for name in ("min_channels", "multiple"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                what = "the Minimum Threshold in channels" if name == "min_channels" else "kept channels' multiple"
+                raise PruningError(f"{name} ({what}) must be an integer >= 1, got {value!r}")
         if isinstance(self.keep_dense, str):
             object.__setattr__(self, "keep_dense", (self.keep_dense,))
 
-    def removable(self, group: ChannelGroup) -> int:
-        """How many channels ``group`` may lose."""
+    def removals(self, group: ChannelGroup) -> list[int]:
+        """The channel counts ``group`` may lose, increasing (0 excluded): the group keeps its full size or a
+        multiple of ``multiple`` that is at least ``min_channels`` (and at least one channel)."""
         if any(fnmatch.fnmatchcase(group.name, p) for p in self.keep_dense):
-            return 0
-        return max(group.size - self.min_channels, 0)
+            return []
+        keeps = [k for k in range(self.multiple, group.size, self.multiple) if k >= self.min_channels]
+        return sorted(group.size - k for k in keeps)
+
+    def removable(self, group: ChannelGroup) -> int:
+        """How many channels ``group`` may lose at most."""
+        removals = self.removals(group)
+        return removals[-1] if removals else 0
 
 
 def channel_cost(graph: ChannelGraph, keep: Mapping[str, int], metric: str = "flops") -> int:
@@ -93,18 +104,21 @@ def _dense_cost(graph: ChannelGraph, metric: str) -> int:
     return graph.dense_macs if metric == "flops" else graph.dense_params
 
 
-def channel_tolerance(graph: ChannelGraph, metric: str = "flops") -> int:
-    """Largest cost one channel removal saves from the dense model: the allocators' landing tolerance.
+def channel_tolerance(graph: ChannelGraph, metric: str = "flops", constraints: ChannelConstraints | None = None) -> int:
+    """Largest cost one removal step saves from the dense model: the allocators' landing tolerance.
 
-    Removing a channel saves less once coupled groups have shrunk (costs are bilinear in the kept
+    A step is one channel, or with ``constraints.multiple`` > 1 the channels between two allowed keep counts.
+    Removing channels saves less once coupled groups have shrunk (costs are bilinear in the kept
     fractions), so this dense-model maximum bounds every later step too.
     """
     dense = _dense_cost(graph, metric)
     full = {g.name: g.size for g in graph.groups}
     worst = 0
     for group in graph.groups:
-        if group.size > 1:
-            worst = max(worst, dense - channel_cost(graph, {**full, group.name: group.size - 1}, metric))
+        removals = [1] if constraints is None else constraints.removals(group)
+        steps = [b - a for a, b in zip([0, *removals], removals, strict=False)]
+        if steps and group.size > max(steps):
+            worst = max(worst, dense - channel_cost(graph, {**full, group.name: group.size - max(steps)}, metric))
     return worst
 
 
@@ -124,13 +138,13 @@ def _check_ratio(keep_ratio: float, metric: str) -> float:
 
 def _land(
     graph: ChannelGraph,
-    order: Sequence[str],
+    order: Sequence[tuple[str, int]],
     keep_ratio: float,
     metric: str,
     constraints: ChannelConstraints,
     method: str,
 ) -> dict[str, int]:
-    """Remove channels in ``order`` (a group name per removal) until the cost first drops to the target."""
+    """Remove channels in ``order`` (``(group name, channels)`` per step) until the cost first drops to the target."""
     _check_metric(metric)
     ratio = _check_ratio(keep_ratio, metric)
     dense = _dense_cost(graph, metric)
@@ -139,8 +153,8 @@ def _land(
 
     def plan(k: int) -> dict[str, int]:
         keep = dict(sizes)
-        for name in order[:k]:
-            keep[name] -= 1
+        for name, step in order[:k]:
+            keep[name] -= step
         return keep
 
     lo, hi = 0, len(order)
@@ -173,18 +187,20 @@ def channel_global_mp(
     constraints = constraints or ChannelConstraints()
     if norm not in NORMS:
         raise PruningError(f"unknown channel norm '{norm}'; allowed: {', '.join(NORMS)}")
-    entries: list[tuple[float, int, int, str]] = []
+    entries: list[tuple[float, int, int, str, int]] = []
     for gi, group in enumerate(graph.groups):
-        allowed = constraints.removable(group)
-        if allowed == 0:
+        removals = constraints.removals(group)
+        if not removals:
             continue
         scores = channel_scores(group, norm).double()
         mean = float(scores.mean())
         normalised = scores / mean if mean > 0 else torch.zeros_like(scores)
-        ranked = sorted(range(group.size), key=lambda i, s=normalised: (float(s[i]), i))[:allowed]
-        entries.extend((float(normalised[i]), gi, i, group.name) for i in ranked)
+        ranked = sorted(float(s) for s in normalised)
+        # one entry per allowed step, scored by the last (highest) channel it removes: steps stay in order
+        for j, (before, after) in enumerate(zip([0, *removals], removals, strict=False)):
+            entries.append((ranked[after - 1], gi, j, group.name, after - before))
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
-    return _land(graph, [e[3] for e in entries], keep_ratio, metric, constraints, "channel-global-mp")
+    return _land(graph, [(e[3], e[4]) for e in entries], keep_ratio, metric, constraints, "channel-global-mp")
 
 
 def channel_uniform(
@@ -203,12 +219,13 @@ def channel_uniform(
     """
     del norm
     constraints = constraints or ChannelConstraints()
-    entries: list[tuple[float, int, str]] = []
+    entries: list[tuple[float, int, str, int]] = []
     for gi, group in enumerate(graph.groups):
-        for j in range(1, constraints.removable(group) + 1):
-            entries.append((j / group.size, gi, group.name))
+        removals = constraints.removals(group)
+        for before, after in zip([0, *removals], removals, strict=False):
+            entries.append((after / group.size, gi, group.name, after - before))
     entries.sort(key=lambda e: (e[0], e[1]))
-    return _land(graph, [e[2] for e in entries], keep_ratio, metric, constraints, "channel-uniform")
+    return _land(graph, [(e[2], e[3]) for e in entries], keep_ratio, metric, constraints, "channel-uniform")
 
 
 def keep_for_ratio(

@@ -84,8 +84,10 @@ def run_baseline(
 
 
 def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:
-    """Channel-granularity limits: ``prune.min_channels`` (MT in channels), ``constraints.keep_dense`` groups."""
-    return ChannelConstraints(min_channels=config.prune.min_channels, keep_dense=tuple(config.constraints.keep_dense))
+    """Channel-granularity limits: ``prune.min_channels`` (MT in channels), ``constraints.keep_dense`` groups,
+    ``prune.channel_multiple`` (kept counts)."""
+    return ChannelConstraints(min_channels=config.prune.min_channels, keep_dense=tuple(config.constraints.keep_dense),
+                              multiple=config.prune.channel_multiple)
 
 
 def check_channel_request(config: ExperimentConfig, spec: MethodSpec) -> None:

@@ -32,18 +32,21 @@ class ChannelBudget:
     """Bounds on the channels each group loses, on the exact cost of the plan so far.
 
     :param graph: the model's channel graph (its groups in model order are the episode's steps).
-    :param max_removed: channels each group may lose at most (constraints and the action range).
+    :param options: the channel counts each group may lose (constraints, ``prune.channel_multiple`` and the
+        action range; 0 is always allowed), or one maximum per group meaning every count up to it.
     :param target_sparsity: the fraction of the ``metric`` to remove (``0.5`` with ``flops``: keep half the MACs).
     :param metric: ``"flops"`` (Conv/Linear MACs per sample) or ``"params"`` (all parameters).
     :param enabled: False: no wall (``lo = 0``, ``hi = max_removed``), the episode lands wherever it lands.
     """
 
-    def __init__(self, graph: ChannelGraph, max_removed: Sequence[int], target_sparsity: float, metric: str,
-                 *, enabled: bool = True) -> None:
+    def __init__(self, graph: ChannelGraph, options: Sequence[Sequence[int] | int], target_sparsity: float,
+                 metric: str, *, enabled: bool = True) -> None:
         self.graph = graph
         self.names = [g.name for g in graph.groups]
         self.sizes = [g.size for g in graph.groups]
-        self.max_removed = [min(max(int(m), 0), s - 1) for m, s in zip(max_removed, self.sizes, strict=True)]
+        self.options = [sorted({0, *(min(max(int(r), 0), s - 1) for r in (range(o + 1) if isinstance(o, int) else o))})
+                        for o, s in zip(options, self.sizes, strict=True)]
+        self.max_removed = [o[-1] for o in self.options]
         self.metric = metric
         self.enabled = bool(enabled)
         self.dense = graph.dense_macs if metric == "flops" else graph.dense_params
@@ -67,22 +70,29 @@ class ChannelBudget:
         """Fraction of the dense cost the plan removes."""
         return 1.0 - self.cost(removed) / self.dense if self.dense else 0.0
 
-    def _first_reaching(self, i: int, plan: list[int], limit: int) -> int | None:
-        """Smallest ``r`` in ``[0, limit]`` with ``cost(plan with r at i) <= target`` (None: none does)."""
-        def ok(r: int) -> bool:
-            plan[i] = r
+    def _first_reaching(self, i: int, plan: list[int]) -> int | None:
+        """Smallest allowed ``r`` of group ``i`` with ``cost(plan with r at i) <= target`` (None: none does)."""
+        opts = self.options[i]
+
+        def ok(k: int) -> bool:
+            plan[i] = opts[k]
             return self.cost(plan) <= self.target + 1e-9
 
-        if not ok(limit):
+        if not ok(len(opts) - 1):
             return None
-        lo, hi = 0, limit
+        lo, hi = 0, len(opts) - 1
         while lo < hi:
             mid = (lo + hi) // 2
             if ok(mid):
                 hi = mid
             else:
                 lo = mid + 1
-        return lo
+        return opts[lo]
+
+    def snap(self, i: int, r: int, lo: int, hi: int) -> int:
+        """The allowed removal of group ``i`` in ``[lo, hi]`` nearest to ``r`` (a tie keeps more channels)."""
+        inside = [o for o in self.options[i] if lo <= o <= hi] or [lo]
+        return min(inside, key=lambda o: (abs(o - r), o))
 
     def bounds(self, i: int, removed: Sequence[int]) -> tuple[int, int]:
         """``(lo, hi)`` channels group ``i`` may lose, given ``removed[:i]`` (the later entries are ignored)."""
@@ -91,11 +101,11 @@ class ChannelBudget:
             return 0, top
         prefix = [int(r) for r in removed[:i]]
         at_max = prefix + [0] + self.max_removed[i + 1:]
-        lo = self._first_reaching(i, at_max, top)
+        lo = self._first_reaching(i, at_max)
         if lo is None:  # pragma: no cover - impossible: the previous step's lo kept the target reachable
             raise AssertionError(f"channel budget: group {i} cannot reach the target")
         whole = prefix + [0] * (len(self.sizes) - i)
-        hi = self._first_reaching(i, whole, top)
+        hi = self._first_reaching(i, whole)
         return lo, top if hi is None else max(hi, lo)
 
     def spread(self, i: int, removed: Sequence[int], prior: Sequence[int]) -> int:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import fnmatch
 import math
 from pathlib import Path
 from typing import Any
@@ -136,29 +135,34 @@ class ChannelPruningEnv(gym.Env):
             raise ConfigError(f"prune.channel_norm '{norm}': {exc}") from None
         self._dense_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def _caps(self) -> list[int]:
-        """Channels each group may lose: ``prune.min_channels`` kept, ``keep_dense`` groups whole, the action range."""
-        keep_dense = self.config.constraints.keep_dense
-        caps = []
+    def _options(self) -> list[list[int]]:
+        """Channel counts each group may lose: the baselines' channel constraints (``prune.min_channels``,
+        ``constraints.keep_dense``, ``prune.channel_multiple``) within the action range (``env.max_sparsity``)."""
+        from baselines.channel import ChannelConstraints
+
+        prune = self.config.prune
+        constraints = ChannelConstraints(min_channels=prune.min_channels, multiple=prune.channel_multiple,
+                                         keep_dense=tuple(self.config.constraints.keep_dense))
+        options = []
         for g in self.groups:
-            dense = any(fnmatch.fnmatchcase(g.name, p) for p in keep_dense)
-            caps.append(0 if dense else max(min(g.size - self.config.prune.min_channels,
-                                                math.floor(self.config.env.max_sparsity * g.size + 1e-9)), 0))
-        return caps
+            top = math.floor(self.config.env.max_sparsity * g.size + 1e-9)
+            options.append([0, *(r for r in constraints.removals(g) if r <= top)])
+        return options
 
     def _build_rules(self) -> None:
         """Budget (the wall), action map (with the prior) and reward."""
         ecfg = self.config.env
         self.budget_metric = self.config.budget_metric()
         self.target_sparsity = ecfg.target_sparsity
-        caps = self._caps()
-        self.budget = ChannelBudget(self.graph, caps, ecfg.target_sparsity, self.budget_metric, enabled=ecfg.budget)
+        self.budget = ChannelBudget(self.graph, self._options(), ecfg.target_sparsity, self.budget_metric,
+                                    enabled=ecfg.budget)
         self.action_map = make_action_map(ecfg)
         self.prior: list[int] | None = None
         if isinstance(self.action_map, PriorRelative):
             self.prior = channel_prior_removed(ecfg.prior, self.graph, ecfg.target_sparsity, self.budget_metric,
                                                self.config.prune.channel_norm, self.config.prune.min_channels,
-                                               self.config.constraints.keep_dense, self.budget.max_removed)
+                                               self.config.constraints.keep_dense, self.budget.max_removed,
+                                               self.config.prune.channel_multiple)
         self.action_space = self.action_map.space
         self.observation_space = observation_space()
         self.reward_fn = make_reward(ecfg.reward, ecfg.reward_kwargs)
@@ -235,7 +239,7 @@ class ChannelPruningEnv(gym.Env):
             spread = self.budget.spread(i, ep.counts, self.prior)
             base = lo if spread < lo else hi if spread > hi else spread
         requested, r = self.action_map.requested_count(action, self.sizes[i], base)
-        r = lo if r < lo else hi if r > hi else r
+        r = self.budget.snap(i, lo if r < lo else hi if r > hi else r, lo, hi)  # an allowed count (channel_multiple)
         if r:
             zero_channels(self.graph, self.layer_names[i], self._orders[i][:r])
             self._dirty = True

@@ -90,6 +90,7 @@ def channel_prior_removed(
     min_channels: int,
     keep_dense: Sequence[str],
     caps: Sequence[int],
+    multiple: int = 1,
 ) -> list[int]:
     """Channels each group of ``graph`` loses under channel allocator ``name`` (``env.prior``) removing
     ``target_sparsity`` of ``metric``, with the same channel constraints as the baselines, clipped to ``caps``."""
@@ -101,7 +102,8 @@ def channel_prior_removed(
     try:
         keep = get_channel_allocator(CHANNEL_PRIORS[name])(
             graph, 1.0 - float(target_sparsity), metric=metric, norm=norm,
-            constraints=ChannelConstraints(min_channels=min_channels, keep_dense=tuple(keep_dense)))
+            constraints=ChannelConstraints(min_channels=min_channels, keep_dense=tuple(keep_dense),
+                                           multiple=multiple))
     except PruningError as exc:
         raise ConfigError(f"env.prior '{name}': {exc}") from None
     return [min(g.size - int(keep[g.name]), int(cap)) for g, cap in zip(graph.groups, caps, strict=True)]

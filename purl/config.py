@@ -130,6 +130,10 @@ class PruneConfig(Section):
     min_channels: PositiveInt = Field(
         1, description="channel granularity: the Minimum Threshold in channels every channel group keeps"
     )
+    channel_multiple: PositiveInt = Field(
+        1, description="channel granularity: a pruned group keeps a multiple of this many channels (8 or 16 suit "
+        "vectorised CPU/GPU kernels: irregular counts run slower at the same FLOPs); 1 = any count"
+    )
     measure_latency: bool = Field(
         True, description="purl prune at channel granularity: time the dense and the slimmed model on CPU "
         "(eager, batch 1 and 64, medians) and report the latency ratio; timing is noisy on a busy machine"

@@ -121,3 +121,25 @@ def test_allocator_names(graph) -> None:
         get_channel_allocator("nope")
     with pytest.raises(PruningError, match="unknown budget metric 'latency'; allowed: flops, params"):
         channel_uniform(graph, 0.5, metric="latency")
+
+
+@pytest.mark.parametrize("method", ["channel-global-mp", "channel-uniform"])
+@pytest.mark.parametrize("multiple", [4, 8])
+def test_channel_multiple_keeps_round_counts_and_still_lands(graph, method: str, multiple: int) -> None:
+    constraints = ChannelConstraints(multiple=multiple)
+    keep = keep_for_ratio(graph, 0.4, method=method, constraints=constraints)
+    sizes = {g.name: g.size for g in graph.groups}
+    assert all(k == sizes[n] or (k % multiple == 0 and k >= multiple) for n, k in keep.items()), keep
+    assert any(k < sizes[n] for n, k in keep.items())
+    tolerance = channel_tolerance(graph, "flops", constraints)
+    assert 0.4 * graph.dense_macs - tolerance <= channel_cost(graph, keep, "flops") <= 0.4 * graph.dense_macs
+    assert tolerance > channel_tolerance(graph, "flops")  # a step is several channels now
+
+
+def test_channel_multiple_removals_respect_the_minimum_threshold(graph) -> None:
+    group = next(g for g in graph.groups if g.size == 64)
+    assert ChannelConstraints(multiple=16).removals(group) == [16, 32, 48]
+    assert ChannelConstraints(multiple=16, min_channels=20).removals(group) == [16, 32]
+    assert ChannelConstraints(multiple=1, min_channels=60).removals(group) == [1, 2, 3, 4]
+    with pytest.raises(PruningError, match="multiple"):
+        ChannelConstraints(multiple=0)

@@ -247,3 +247,15 @@ def test_compare_agent_next_to_channel_baselines_on_one_flops_budget(run_cli, tm
         assert 1 - row["target_sparsity"] - 0.05 <= row["flops_ratio"] <= 1 - row["target_sparsity"] + 1e-9
     assert sorted(p.name for p in (out / "cells").glob("agent-*/pruned.onnx")) == ["pruned.onnx"] * 2
     assert "PPO agent" in (out / "summary.md").read_text()
+
+
+def test_prune_with_channel_multiple_writes_round_widths(run_cli, tmp_path: Path):
+    result, out = _prune(run_cli, tmp_path, *CHANNEL, "prune.channel_multiple=16", "--method", "channel-global-mp",
+                         "--sparsity", "0.6", "prune.measure_latency=false")
+    assert result.rc == 0, result.err
+    results = json.loads((out / "results.json").read_text())
+    assert all(k % 16 == 0 for k in results["channel_keep"].values()), results["channel_keep"]
+    program = torch.export.load(str(out / "pruned.pt2")).module()
+    widths = [v.shape[0] for k, v in program.state_dict().items() if k.endswith("weight") and v.dim() == 2][:-1]
+    assert widths and all(w % 16 == 0 for w in widths)  # the hidden layers; the classifier keeps its 10 outputs
+    assert results["flops_ratio"] <= 0.4 + 1e-9

@@ -179,3 +179,19 @@ def test_the_weight_env_refuses_a_channel_config_instead_of_pruning_weights(quic
     config = load_config("configs/quick.yaml", ["prune.granularity=channel"])
     with pytest.raises(ConfigError, match="use envs.ChannelPruningEnv"):
         PruningEnv(config, task=quick_task)
+
+
+@pytest.mark.parametrize("policy", ["zero", "random", "high"])
+def test_channel_multiple_in_the_env_keeps_round_counts_on_the_budget(resnet_task, policy: str):
+    from baselines.channel import ChannelConstraints
+
+    env = _env(resnet_task, "prune.budget_metric=flops", "env.target_sparsity=0.6", "prune.channel_multiple=8",
+               "env.bn_recalibration_batches=0")
+    rng = np.random.default_rng(2)
+    actions = {"zero": lambda e: np.zeros(1, np.float32), "high": lambda e: np.ones(1, np.float32),
+               "random": lambda e: rng.uniform(-1, 1, 1).astype(np.float32)}
+    _, info, _ = _episode(env, actions[policy])
+    keep = info["purl_episode"]["channel_keep"]
+    assert all(k == s or k % 8 == 0 for k, s in zip(keep.values(), env.sizes, strict=True)), keep
+    tolerance = channel_tolerance(env.graph, "flops", ChannelConstraints(multiple=8)) / env.budget.dense
+    assert 0.4 - tolerance - 1e-9 <= info["purl_episode"]["flops_ratio"] <= 0.4 + 1e-9
