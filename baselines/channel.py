@@ -18,14 +18,17 @@ They work on a :class:`~purl.pruning.channels.ChannelGraph` and return a *keep p
 * ``channel-uniform``: every group loses the same fraction of its channels (up to one channel).
 
 Both honour :class:`ChannelConstraints`: the Minimum Threshold expressed in channels (``min_channels``,
-every group keeps at least that many, a smaller group is left whole) and ``keep_dense`` patterns of group
-names that are never pruned.
+every group keeps at least that many, a smaller group is left whole), ``keep_dense`` patterns of group
+names that are never pruned, and ``multiple`` (``prune.channel_multiple``): a pruned group keeps a multiple of
+that many channels, so the slimmed layers have widths vectorised kernels run well (irregular widths run
+slower at the same FLOPs, docs/RESULTS.md section 6). Channels are then removed in *steps* between two
+allowed keep counts (one channel when ``multiple`` is 1).
 
 **Exactness.** Channels are discrete, so a cost target cannot be hit exactly. Both allocators remove
-channels one at a time in their order and stop at the first plan whose cost is ``<= target`` (binary search
-on the exact analytic cost, :meth:`ChannelGraph.macs`/:meth:`ChannelGraph.params`). The result is therefore
-never above the target and below it by less than the cost of the last channel removed, which is at most
-:func:`channel_tolerance` (the largest cost any single channel carries in the dense model). A target below
+channels one step at a time in their order and stop at the first plan whose cost is ``<= target`` (binary
+search on the exact analytic cost, :meth:`ChannelGraph.macs`/:meth:`ChannelGraph.params`). The result is
+therefore never above the target and below it by less than the cost of the last step, which is at most
+:func:`channel_tolerance` (the largest cost any single step carries in the dense model). A target below
 what the constraints allow raises :class:`~purl.errors.PruningError` naming the reachable minimum.
 
 ERK, LAMP, uniform-plus and random have no channel version here: asking for one raises PruningError saying so.
@@ -211,10 +214,11 @@ def channel_uniform(
     norm: str = "l1",
     constraints: ChannelConstraints | None = None,
 ) -> dict[str, int]:
-    """Uniform channel pruning: every group loses the same fraction of its channels (within one channel).
+    """Uniform channel pruning: every group loses the same fraction of its channels (within one step).
 
-    Removals are interleaved by the fraction each group would reach (``j / size`` for its ``j``-th channel),
-    so at every point all groups' removed fractions differ by less than one channel. ``norm`` is unused
+    Removals are interleaved by the fraction each group would reach (``j / size`` after its step to ``j``
+    removed channels), so at every point all groups' removed fractions differ by less than one step (one
+    channel, or ``constraints.multiple`` channels). ``norm`` is unused
     here (which channels go is decided by :func:`~purl.pruning.channels.prune_channels`).
     """
     del norm

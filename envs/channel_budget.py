@@ -13,9 +13,11 @@ search, instead of from per-layer constants:
 
 ``lo_i <= hi_i`` always (the later groups at their maximum cost no more than left whole). On the last
 group both bounds are the first removal count that reaches the target, so an episode ends with a cost
-``<= target`` and above it by less than one channel's cost of the last group: the same landing rule
-(:func:`baselines.channel.channel_tolerance`) as the channel allocators. Feasibility (every group at its
-maximum reaches the target) is checked once; the error names the reachable minimum.
+``<= target`` and below it by less than one step's cost: the same landing rule
+(:func:`baselines.channel.channel_tolerance`) as the channel allocators. The searches run over each group's
+*allowed* removal counts (all counts, or with ``prune.channel_multiple`` those that keep a multiple of it),
+and :meth:`ChannelBudget.snap` moves a request to the nearest allowed count inside the bounds. Feasibility
+(every group at its maximum reaches the target) is checked once; the error names the reachable minimum.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ channel groups (:func:`purl.pruning.channels.channel_graph`: a conv with its Bat
 residual addition, ...) in model order. Each step the action sets the fraction of the group's channels
 removed (the same action modes as the weight env, on channel counts: ``prior-relative`` moves the prior's
 count in logit space, ``sparsity-continuous`` / ``sparsity-discrete`` ask for a fraction); the request is
-clipped by the channel constraints (``prune.min_channels`` kept per group, ``constraints.keep_dense`` groups,
-``env.max_sparsity``; groups touching a layer ``model.include``/``model.exclude`` keep out stay whole) and by
-AMC's action wall on the exact cost of the plan (:mod:`envs.channel_budget`), so
-the episode ends with ``budget_metric`` (``env.budget_metric`` / ``prune.budget_metric``: Conv/Linear MACs
+clipped by the channel constraints (``prune.min_channels`` kept per group, ``constraints.keep_dense``
+groups, ``prune.channel_multiple`` kept counts, ``env.max_sparsity``; groups touching a layer that
+``model.include``/``model.exclude`` keep out stay whole) and by AMC's action wall on the exact cost of the
+plan (:mod:`envs.channel_budget`), so the episode ends with ``budget_metric`` (``env.budget_metric`` /
+``prune.budget_metric``: Conv/Linear MACs
 or parameters) at ``1 - target_sparsity`` of the dense model's, within one channel's cost.
 
 The group's lowest-``prune.channel_norm`` channels (scores of the dense weights, the baselines' ranking) are
