@@ -9,8 +9,8 @@ clipped by the channel constraints (``prune.min_channels`` kept per group, ``con
 groups, ``prune.channel_multiple`` kept counts, ``env.max_sparsity``; groups touching a layer that
 ``model.include``/``model.exclude`` keep out stay whole) and by AMC's action wall on the exact cost of the
 plan (:mod:`envs.channel_budget`), so the episode ends with ``budget_metric`` (``env.budget_metric`` /
-``prune.budget_metric``: Conv/Linear MACs
-or parameters) at ``1 - target_sparsity`` of the dense model's, within one channel's cost.
+``prune.budget_metric``: Conv/Linear MACs or parameters) at ``1 - target_sparsity`` of the dense model's,
+within one step's cost (one channel, or ``prune.channel_multiple`` channels).
 
 The group's lowest-``prune.channel_norm`` channels (scores of the dense weights, the baselines' ranking) are
 zeroed in place in the env's own model with :func:`purl.pruning.channels.zero_channels`: producers' filters
