@@ -91,11 +91,6 @@ class ChannelConstraints:
         keeps = [k for k in range(self.multiple, group.size, self.multiple) if k >= self.min_channels]
         return sorted(group.size - k for k in keeps)
 
-    def removable(self, group: ChannelGroup) -> int:
-        """How many channels ``group`` may lose at most."""
-        removals = self.removals(group)
-        return removals[-1] if removals else 0
-
 
 def channel_cost(graph: ChannelGraph, keep: Mapping[str, int], metric: str = "flops") -> int:
     """Exact cost of a keep plan: Conv/Linear MACs per sample (``"flops"``) or parameters (``"params"``)."""

@@ -35,18 +35,18 @@ class ChannelBudget:
 
     :param graph: the model's channel graph (its groups in model order are the episode's steps).
     :param options: the channel counts each group may lose (constraints, ``prune.channel_multiple`` and the
-        action range; 0 is always allowed), or one maximum per group meaning every count up to it.
+        action range; 0 is always allowed).
     :param target_sparsity: the fraction of the ``metric`` to remove (``0.5`` with ``flops``: keep half the MACs).
     :param metric: ``"flops"`` (Conv/Linear MACs per sample) or ``"params"`` (all parameters).
     :param enabled: False: no wall (``lo = 0``, ``hi = max_removed``), the episode lands wherever it lands.
     """
 
-    def __init__(self, graph: ChannelGraph, options: Sequence[Sequence[int] | int], target_sparsity: float,
+    def __init__(self, graph: ChannelGraph, options: Sequence[Sequence[int]], target_sparsity: float,
                  metric: str, *, enabled: bool = True) -> None:
         self.graph = graph
         self.names = [g.name for g in graph.groups]
         self.sizes = [g.size for g in graph.groups]
-        self.options = [sorted({0, *(min(max(int(r), 0), s - 1) for r in (range(o + 1) if isinstance(o, int) else o))})
+        self.options = [sorted({0, *(min(max(int(r), 0), s - 1) for r in o)})
                         for o, s in zip(options, self.sizes, strict=True)]
         self.max_removed = [o[-1] for o in self.options]
         self.metric = metric
@@ -68,9 +68,9 @@ class ChannelBudget:
         keep = {name: size - int(r) for name, size, r in zip(self.names, self.sizes, removed, strict=True)}
         return self.graph.macs(keep) if self.metric == "flops" else self.graph.params(keep)
 
-    def sparsity(self, removed: Sequence[int]) -> float:
-        """Fraction of the dense cost the plan removes."""
-        return 1.0 - self.cost(removed) / self.dense if self.dense else 0.0
+    def reaches(self, cost: float) -> bool:
+        """Whether a plan costing ``cost`` is at or below the budget (what the wall lands on)."""
+        return cost <= self.target + 1e-9
 
     def _first_reaching(self, i: int, plan: list[int]) -> int | None:
         """Smallest allowed ``r`` of group ``i`` with ``cost(plan with r at i) <= target`` (None: none does)."""

@@ -207,6 +207,7 @@ class ChannelPruningEnv(gym.Env):
     def _new_episode(self, data_seed: int = 0) -> EpisodeState:
         ep = EpisodeState(self.n_layers, accuracy=self.dense_accuracy, data_seed=data_seed)
         ep.bounds = self.budget.bounds(0, ep.counts)
+        self._flops = self.graph.dense_macs  # MACs of the plan so far, counted once per step
         return ep
 
     def keep_plan(self, removed: list[int] | None = None) -> dict[str, int]:
@@ -246,7 +247,10 @@ class ChannelPruningEnv(gym.Env):
             self._dirty = True
         ep.set_count(i, r, 0.0)
         ep.done_in_pass += r
-        ep.total_removed = float(self.budget.dense - self.budget.cost(ep.counts))
+        keep = self.keep_plan()
+        self._flops = self.graph.macs(keep)
+        cost = self._flops if self.budget_metric == "flops" else self.graph.params(keep)
+        ep.total_removed = float(self.budget.dense - cost)
         applied = r / self.sizes[i]
         ep.visited[self.layer_names[i]] = applied
         ep.accuracy = self.evaluator.accuracy(ep.counts)
@@ -268,7 +272,7 @@ class ChannelPruningEnv(gym.Env):
         return self._ep.total_removed / self.budget.dense if self.budget.dense else 0.0
 
     def _macs(self) -> int:
-        return self.graph.macs(self.keep_plan())
+        return self._flops
 
     def _step_info(self, i: int, requested: float, applied: float, components: dict[str, float]) -> dict[str, Any]:
         ep = self._ep
@@ -279,13 +283,9 @@ class ChannelPruningEnv(gym.Env):
                 "target_sparsity": self.target_sparsity, "target_accuracy": self.target_accuracy,
                 "budget_metric": self.budget_metric, "channel_keep": self.keep_plan()}
 
-    def reaches_target(self, removed: list[int]) -> bool:
-        """Whether the plan's cost is at or below the budget (what the wall lands on)."""
-        return self.budget.cost(removed) <= self.budget.target + 1e-9
-
     def _episode_summary(self, info: dict[str, Any]) -> dict[str, Any]:
         ep = self._ep
-        reaches = self.reaches_target(ep.counts)
+        reaches = self.budget.reaches(self.budget.dense - ep.total_removed)
         keep = self.keep_plan()
         return {"return": ep.episode_return, "components": dict(ep.components), "accuracy": ep.accuracy,
                 "global_sparsity": info["global_sparsity"], "flops": info["flops"],
