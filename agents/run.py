@@ -296,11 +296,14 @@ class AgentMethod:
                                   "weights; at prune.granularity=channel set prune.min_channels (channels each group "
                                   "keeps)")
             check_channel_env_config(config)
-        elif config.budget_metric() == "flops" and config.env.passes != 1:
+        else:
+            from envs.flops_budget import check_flops_env_config
             from purl.errors import ConfigError
 
-            raise ConfigError(f"method '{spec.label}': env.passes > 1 is not supported with budget_metric flops; "
-                              "set env.passes=1")
+            try:
+                check_flops_env_config(config)
+            except ConfigError as exc:
+                raise ConfigError(f"method '{spec.label}': {exc}") from None
         validate_agent_config(config)
         make_reward(config.env.reward, config.env.reward_kwargs)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from envs.target import target_count
+from envs.target import meets_target, target_count
 from purl.config import ConstraintsConfig
 from purl.errors import ConfigError, PruningError
 from purl.pruning import PrunableLayer
@@ -71,6 +71,11 @@ class Budget:
                 f"the maximum feasible global sparsity is {self.max_feasible:.6f} "
                 f"({self.suffix_max[0]} of {self.total} prunable weights)"
             )
+
+    def reaches(self, pruned: int, removed: float = 0.0) -> bool:
+        """Whether ``pruned`` weights are at the target (:func:`envs.target.meets_target`); ``removed`` (MACs,
+        for :class:`envs.flops_budget.FlopsBudget`'s interface) is unused."""
+        return meets_target(pruned, self.total, self.target_sparsity)
 
     def bounds(self, i: int, current: int, total_pruned: int, done_in_pass: int, final_pass: bool, *,
                removed: float = 0.0) -> tuple[int, int]:

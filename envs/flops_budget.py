@@ -23,9 +23,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from purl.config import ExperimentConfig
 from purl.errors import ConfigError
 
-__all__ = ["FlopsBudget"]
+__all__ = ["FlopsBudget", "check_flops_env_config"]
+
+
+def check_flops_env_config(config: ExperimentConfig) -> None:
+    """What a FLOPs budget at weight granularity cannot do, as one ConfigError line (checked before any work)."""
+    if config.prune.granularity == "weight" and config.budget_metric() == "flops" and config.env.passes != 1:
+        raise ConfigError("env.passes > 1 is not supported with budget_metric flops; set env.passes=1")
 
 
 class FlopsBudget:
@@ -60,8 +67,9 @@ class FlopsBudget:
                 f"the prunable layers can remove at most {self.max_feasible:.6f} of the dense FLOPs"
             )
 
-    def reaches(self, removed: float) -> bool:
-        """Whether ``removed`` MACs are at the target (what the wall lands on)."""
+    def reaches(self, pruned: int, removed: float) -> bool:
+        """Whether ``removed`` MACs are at the target (what the wall lands on); ``pruned`` (weights, for
+        :class:`envs.budget.Budget`'s interface) is unused."""
         return removed >= self.target - 1e-6
 
     def bounds(self, i: int, current: int, total_pruned: int, done_in_pass: int, final_pass: bool, *,

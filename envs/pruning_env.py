@@ -71,7 +71,7 @@ from envs.actions import PriorRelative, SigmaThreshold, make_action_map
 from envs.budget import Budget, layer_caps
 from envs.config import resolve_config
 from envs.episode import EpisodeState
-from envs.flops_budget import FlopsBudget
+from envs.flops_budget import FlopsBudget, check_flops_env_config
 from envs.observation import ObservationBuilder, observation_space
 from envs.prior import flops_prior_counts, prior_counts
 from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
@@ -171,8 +171,7 @@ class PruningEnv(gym.Env):
         self.budget_metric = self.config.budget_metric()
         self.budget: Budget | FlopsBudget
         if self.budget_metric == "flops":  # remove target x the dense MACs (envs/flops_budget.py)
-            if self.passes != 1:
-                raise ConfigError("env.passes > 1 is not supported with budget_metric flops; set env.passes=1")
+            check_flops_env_config(self.config)
             self.budget = FlopsBudget(self._numels, self._macs, caps, ecfg.target_sparsity, self.dense_flops,
                                       enabled=ecfg.budget)
         else:
@@ -216,9 +215,7 @@ class PruningEnv(gym.Env):
 
     def _at_target(self) -> bool:
         """Whether the episode so far is at the budget: the pruned-count rule, or the removed MACs on a FLOPs budget."""
-        if isinstance(self.budget, FlopsBudget):
-            return self.budget.reaches(self._ep.total_removed)
-        return self.reaches_target(self._ep.total_pruned)
+        return self.budget.reaches(self._ep.total_pruned, self._ep.total_removed)
 
     def _sparsity(self) -> float:
         """The removed fraction of the budget metric: prunable weights, or the dense MACs on a FLOPs budget."""
