@@ -40,7 +40,7 @@ from agents.selection import Candidate, choose, gather
 from agents.training import AgentRun, train_agent
 from envs.target import episode_meets_target
 from purl.config import ExperimentConfig, MethodSpec, merge_config
-from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell
+from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
 from purl.pipeline import finetune_and_measure, flops_budget_fields
 from purl.task import Task
 
@@ -289,12 +289,8 @@ class AgentMethod:
 
         if config.prune.granularity == "channel":
             from envs.channel_env import check_channel_env_config
-            from purl.errors import ConfigError
 
-            if spec.min_threshold is not None or config.constraints.min_threshold is not None:
-                raise ConfigError(f"method '{spec.label}': the Minimum Threshold (min_threshold) is a percentage of "
-                                  "weights; at prune.granularity=channel set prune.min_channels (channels each group "
-                                  "keeps)")
+            refuse_weight_threshold_at_channel(config, spec)
             check_channel_env_config(config)
         else:
             from envs.flops_budget import check_flops_env_config

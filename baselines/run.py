@@ -21,7 +21,7 @@ from baselines.flops_budget import flops_equivalent_sparsity
 from baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
-from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell
+from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
 from purl.pipeline import finetune_and_measure, finetune_and_measure_channels, flops_budget_fields
 from purl.pruning import MaskState
 from purl.pruning.constraints import Constraints
@@ -105,9 +105,7 @@ def check_channel_request(config: ExperimentConfig, spec: MethodSpec) -> None:
     if spec.schedule != "oneshot":
         raise ConfigError(f"method '{spec.label}': schedule '{spec.schedule}' is not supported at "
                           "prune.granularity=channel; use oneshot")
-    if spec.min_threshold is not None or config.constraints.min_threshold is not None:
-        raise ConfigError(f"method '{spec.label}': the Minimum Threshold (min_threshold) is a percentage of "
-                          "weights; at prune.granularity=channel set prune.min_channels (channels each group keeps)")
+    refuse_weight_threshold_at_channel(config, spec)
     if spec.kwargs:
         raise ConfigError(f"method '{spec.label}': channel allocators take no options, got "
                           f"{', '.join(sorted(spec.kwargs))}")

@@ -71,6 +71,16 @@ class Pruned:
     masks: MaskState | None  # None at channel granularity (the slimmed model has no masks)
 
 
+def refuse_weight_threshold_at_channel(config: ExperimentConfig, spec: MethodSpec) -> None:
+    """The Minimum Threshold is a percentage of weights: at channel granularity it is one ConfigError line
+    pointing to ``prune.min_channels`` (every channel method, the agent's included, checks it before any work)."""
+    if spec.min_threshold is not None or config.constraints.min_threshold is not None:
+        from purl.errors import ConfigError
+
+        raise ConfigError(f"method '{spec.label}': the Minimum Threshold (min_threshold) is a percentage of "
+                          "weights; at prune.granularity=channel set prune.min_channels (channels each group keeps)")
+
+
 def finish_channel_cell(cell: MethodCell, pruned: Pruned) -> dict[str, Any]:
     """A channel-granularity cell's deployable model and (opt-in) latency, the same for every method.
 

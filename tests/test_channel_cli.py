@@ -183,6 +183,7 @@ def test_compare_channel_grid_writes_measured_columns(run_cli, tmp_path: Path):
     ("[agent,channel-uniform]", ["env.finetune_steps=2"], "env.finetune_steps > 0 is not supported"),
     ("[agent,channel-uniform]", ["env.prior=erk"], "env.prior 'erk' has no channel version"),
     ("[agent,channel-uniform]", ["env.budget_metric=params"], "differs from prune.budget_metric 'flops'"),
+    ("[agent]", ["constraints.min_threshold=0.1"], "method 'agent': the Minimum Threshold (min_threshold) is a"),
     ("[channel-uniform,lamp]", [], "'lamp' has no channel version"),
     ("[channel-uniform,global-mp]", [], "use 'channel-global-mp'"),
 ])
