@@ -41,7 +41,7 @@ from agents.training import AgentRun, train_agent
 from envs.target import episode_meets_target
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
-from purl.pipeline import finetune_and_measure, flops_budget_fields
+from purl.pipeline import finetune_and_measure, flops_budget_fields, slim_and_measure
 from purl.task import Task
 
 
@@ -148,8 +148,9 @@ def search_and_prune(
     select_seconds = time.perf_counter() - select_start
     search_source, search_episode = best_search_episode(chosen, run)
     if config.prune.granularity == "channel":
-        model, masks, measured = _slim_and_measure(task, config, chosen.episode["channel_keep"], seed=seed,
-                                                   progress=progress)
+        keep = chosen.episode["channel_keep"]
+        measured, model = slim_and_measure(task, config, lambda graph: keep, seed=seed, progress=progress)
+        masks = None
     else:
         model, masks = apply_policy(task, chosen.sparsities, default_constraints(task))
         measured = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
@@ -183,23 +184,6 @@ def search_and_prune(
         "wall_time_s": time.perf_counter() - start,
     }
     return AgentOutcome(row=row, model=model, masks=masks, run=run)
-
-
-def _slim_and_measure(task: Task, config: ExperimentConfig, keep: dict[str, int], *, seed: int,
-                      progress: bool) -> tuple[Any, None, dict[str, Any]]:
-    """Channel granularity: slim a dense copy to the chosen keep plan, then the baselines' channel tail
-    (:func:`purl.pipeline.finetune_and_measure_channels`: same fine-tuning, size and MACs re-measured)."""
-    from purl.pipeline import finetune_and_measure_channels
-    from purl.pruning.channels import channel_graph, prune_channels
-
-    example = task.example_input()
-    graph = channel_graph(task.model, example, task.channel_ignored_layers())
-    slim = prune_channels(task.model, example, keep, norm=config.prune.channel_norm, graph=graph)
-    measured = finetune_and_measure_channels(task, slim, example, seed=seed, budget_metric=config.budget_metric(),
-                                             progress=progress)
-    measured.update({"channel_norm": config.prune.channel_norm, "channel_keep": dict(keep),
-                     "channel_group_sizes": {g.name: g.size for g in graph.groups}})
-    return slim, None, measured
 
 
 def run_agent_method(

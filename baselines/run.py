@@ -7,7 +7,6 @@ task's cached dense model, so every method sees the same weights.
 
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 from typing import Any
@@ -22,7 +21,7 @@ from baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
 from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
-from purl.pipeline import finetune_and_measure, finetune_and_measure_channels, flops_budget_fields
+from purl.pipeline import finetune_and_measure, flops_budget_fields, slim_and_measure
 from purl.pruning import MaskState
 from purl.pruning.constraints import Constraints
 from purl.task import Task
@@ -119,27 +118,19 @@ def run_channel_baseline(
     The channel allocator ``spec.method`` turns the keep ratio ``1 - sparsity`` of the budget metric into
     channels per Torch-Pruning group (never above the budget, below it by less than one channel's cost);
     :func:`~purl.pruning.channels.prune_channels` removes the lowest-``prune.channel_norm`` channels of a
-    fresh dense copy; then the shared fine-tuning and evaluation (:func:`finetune_and_measure_channels`).
+    fresh dense copy; then the shared fine-tuning and evaluation (:func:`purl.pipeline.slim_and_measure`, the
+    agent's channel cells too).
     ``config`` is the cell's (its ``prune`` section: norm, metric, min_channels); fine-tuning is the task's.
     Returns the row (with ``channel_keep``: channels kept per group) and the slimmed, fine-tuned model.
     """
     from baselines.channel import get_channel_allocator
-    from purl.pruning.channels import channel_graph, prune_channels
 
     check_channel_request(config, spec)
     cfg = config.prune
-    example = task.example_input()
-    dense = copy.deepcopy(task.model)
-    graph = channel_graph(dense, example, task.channel_ignored_layers())  # model.include/exclude
-    keep = get_channel_allocator(spec.method)(graph, 1.0 - float(sparsity), metric=cfg.budget_metric,
-                                              norm=cfg.channel_norm, constraints=channel_constraints(config))
-    slim = prune_channels(dense, example, keep, norm=cfg.channel_norm, graph=graph)
-    sizes = {group.name: group.size for group in graph.groups}
-    del dense, graph
-    row = finetune_and_measure_channels(task, slim, example, seed=seed, budget_metric=cfg.budget_metric,
-                                        progress=progress)
-    row.update({"channel_norm": cfg.channel_norm, "channel_keep": keep, "channel_group_sizes": sizes})
-    return row, slim
+    allocator = get_channel_allocator(spec.method)
+    return slim_and_measure(task, config, lambda graph: allocator(
+        graph, 1.0 - float(sparsity), metric=cfg.budget_metric, norm=cfg.channel_norm,
+        constraints=channel_constraints(config)), seed=seed, progress=progress)
 
 
 class BaselineMethod:
@@ -205,8 +196,7 @@ class BaselineMethod:
         pruned = self.prune(cell)
         if cell.config.prune.granularity == "channel":  # the deployable model of the cell, reloadable without PuRL
             return finish_channel_cell(cell, pruned)
-        row = pruned.row
-        return row
+        return pruned.row
 
 
 METHODS.add("baseline", BaselineMethod(), help="every allocator: prune the dense copy, fine-tune, measure")

@@ -8,14 +8,18 @@ returned dict is one row of results (accuracies in percent).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from purl.pruning import MaskState, pruning_stats
 from purl.task import Task
 from purl.training import evaluate, planned_steps, train
+
+if TYPE_CHECKING:
+    from purl.config import ExperimentConfig
+    from purl.pruning.channels import ChannelGraph
 
 
 def measure(task: Task, model: nn.Module, masks: MaskState | None = None, *, prefix: str = "") -> dict[str, Any]:
@@ -93,6 +97,40 @@ def flops_budget_fields(row: dict[str, Any]) -> dict[str, Any]:
             "achieved_sparsity": 1.0 - row["sparse_flops"] / row["dense_flops"],
             "flops_ratio": row["sparse_flops"] / row["dense_flops"],
             "params_ratio": row["nonzero_params"] / row["total_params"]}
+
+
+def slim_and_measure(
+    task: Task,
+    config: ExperimentConfig,
+    plan: Callable[[ChannelGraph], Mapping[str, int]],
+    *,
+    seed: int,
+    progress: bool = True,
+) -> tuple[dict[str, Any], nn.Module]:
+    """The channel-granularity cell of every method: choose, slim, fine-tune, measure.
+
+    Traces a fresh dense copy (groups touching a layer ``model.include``/``model.exclude`` keep out are left
+    whole), lets ``plan(graph)`` choose the channels each group keeps (a channel allocator, or the agent's
+    chosen plan), removes each group's lowest-``prune.channel_norm`` channels
+    (:func:`~purl.pruning.channels.prune_channels`), then :func:`finetune_and_measure_channels`. The row gains
+    ``channel_norm``, ``channel_keep`` and ``channel_group_sizes``; returns it and the slimmed, fine-tuned model.
+    """
+    import copy
+
+    from purl.pruning.channels import channel_graph, prune_channels
+
+    norm = config.prune.channel_norm
+    example = task.example_input()
+    dense = copy.deepcopy(task.model)
+    graph = channel_graph(dense, example, task.channel_ignored_layers())
+    keep = dict(plan(graph))
+    slim = prune_channels(dense, example, keep, norm=norm, graph=graph)
+    sizes = {group.name: group.size for group in graph.groups}
+    del dense, graph
+    row = finetune_and_measure_channels(task, slim, example, seed=seed, budget_metric=config.budget_metric(),
+                                        progress=progress)
+    row.update({"channel_norm": norm, "channel_keep": keep, "channel_group_sizes": sizes})
+    return row, slim
 
 
 def finetune_and_measure_channels(
