@@ -3,8 +3,8 @@
 Python API (no CLI needed)::
 
     import torch
-    from agents import apply_policy, make_agent, policy_sparsities
-    from envs import PruningEnv
+    from purl.agents import apply_policy, make_agent, policy_sparsities
+    from purl.envs import PruningEnv
     from purl.config import load_config
     from purl.task import build_task
 
@@ -28,7 +28,7 @@ registered as ``agent`` in :data:`purl.methods.METHODS` on import), :mod:`agents
 --grid/--seeds`` as a compare grid).
 """
 
-from agents.algorithms import (
+from purl.agents.algorithms import (
     ALGORITHMS,
     AlgorithmSpec,
     get_algorithm,
@@ -36,7 +36,7 @@ from agents.algorithms import (
     make_agent,
     validate_agent_config,
 )
-from agents.callbacks import (
+from purl.agents.callbacks import (
     BestEpisodeTracker,
     Checkpointer,
     EpisodeCsv,
@@ -45,12 +45,12 @@ from agents.callbacks import (
     PurlCallback,
     TqdmProgress,
 )
-from agents.policy import apply_policy, policy_episode, policy_sparsities
-from agents.run import AgentMethod, AgentOutcome, run_agent_method, search_and_prune, train_and_save
-from agents.sweep import parse_grid, sweep_config  # noqa: F401 - sweeps are compare grids of agents
-from agents.training import AgentRun, train_agent
-from agents.vec_env import make_vec_env
-from envs.factory import EnvFactory
+from purl.agents.policy import apply_policy, policy_episode, policy_sparsities
+from purl.agents.run import AgentMethod, AgentOutcome, run_agent_method, search_and_prune, train_and_save
+from purl.agents.sweep import parse_grid, sweep_config  # noqa: F401 - sweeps are compare grids of agents
+from purl.agents.training import AgentRun, train_agent
+from purl.agents.vec_env import make_vec_env
+from purl.envs.factory import EnvFactory
 
 __all__ = [
     "ALGORITHMS",

@@ -45,8 +45,8 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.common.utils import should_collect_more_steps
 
-from envs.target import episode_meets_target
 from purl.checkpoint import atomic_write_bytes
+from purl.envs.target import episode_meets_target
 from purl.errors import CheckpointError
 from purl.results import write_json
 

@@ -86,7 +86,7 @@ def apply_policy(task: Task, sparsities: Mapping[str, float], constraints: Any =
     layer is unknown, the map breaks the constraints, or a layer ends with a
     pruned count other than ``round(sparsity x numel)``.
     """
-    from baselines import get_allocator
+    from purl.baselines import get_allocator
 
     model, masks = task.fresh_copy()
     unknown = sorted(set(sparsities) - set(masks.names))

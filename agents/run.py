@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from agents.callbacks import EPISODES_CSV
-from agents.policy import apply_policy, default_constraints, policy_episode
-from agents.selection import Candidate, choose, gather
-from agents.training import AgentRun, train_agent
-from envs.target import episode_meets_target
+from purl.agents.callbacks import EPISODES_CSV
+from purl.agents.policy import apply_policy, default_constraints, policy_episode
+from purl.agents.selection import Candidate, choose, gather
+from purl.agents.training import AgentRun, train_agent
 from purl.config import ExperimentConfig, MethodSpec, merge_config
+from purl.envs.target import episode_meets_target
 from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
 from purl.pipeline import finetune_and_measure, flops_budget_fields, slim_and_measure
 from purl.task import Task
@@ -132,7 +132,7 @@ def search_and_prune(
     resume: bool = False,
 ) -> AgentOutcome:
     """Train the agent on ``task``, apply its chosen allocation, fine-tune and measure (see module docs)."""
-    from envs import env_class
+    from purl.envs import env_class
 
     start = time.perf_counter()
     run = train_agent(config, output_dir=output_dir, device=task.device, resume=resume, task=task,
@@ -268,16 +268,16 @@ class AgentMethod:
 
     def validate(self, config: ExperimentConfig, spec: MethodSpec) -> None:
         """The agent section (algorithm, hyper-parameters) and the reward, before any pre-training."""
-        from agents.algorithms import validate_agent_config
-        from envs.rewards import make_reward
+        from purl.agents.algorithms import validate_agent_config
+        from purl.envs.rewards import make_reward
 
         if config.prune.granularity == "channel":
-            from envs.channel_env import check_channel_env_config
+            from purl.envs.channel_env import check_channel_env_config
 
             refuse_weight_threshold_at_channel(config, spec)
             check_channel_env_config(config)
         else:
-            from envs.flops_budget import check_flops_env_config
+            from purl.envs.flops_budget import check_flops_env_config
             from purl.errors import ConfigError
 
             try:

@@ -38,8 +38,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from envs.target import episode_meets_target
 from purl.config import AUTO_BN_BATCHES, ExperimentConfig
+from purl.envs.target import episode_meets_target
 from purl.evaluator import calibration_batches, has_batchnorm
 from purl.pruning import near_collapsed_layers
 from purl.runtime import seed_everything
@@ -100,7 +100,7 @@ def short_finetune_score(task: Task, sparsities: Mapping[str, float], *, steps: 
                          val_samples: int | None) -> float:
     """Reward-split top-1 of the allocation after ``steps`` masked SGD steps (lr = ``finetune.lr``) and a
     BatchNorm re-estimate: a cheap proxy for how it ends after the full fine-tuning."""
-    from agents.policy import apply_policy
+    from purl.agents.policy import apply_policy
 
     model, masks = apply_policy(task, sparsities)
     return _short_finetune(task, model, masks, steps=steps, seed=seed, val_samples=val_samples)

@@ -40,8 +40,8 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from agents.algorithms import AlgorithmSpec, make_agent, validate_agent_config
-from agents.callbacks import (
+from purl.agents.algorithms import AlgorithmSpec, make_agent, validate_agent_config
+from purl.agents.callbacks import (
     BEST_EPISODE,
     BEST_MODEL,
     CHECKPOINT_DIR,
@@ -54,7 +54,7 @@ from agents.callbacks import (
     read_json,
     truncate_episodes_csv,
 )
-from agents.vec_env import make_vec_env
+from purl.agents.vec_env import make_vec_env
 from purl.config import ExperimentConfig
 from purl.errors import CheckpointError
 from purl.task import Task

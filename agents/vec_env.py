@@ -16,8 +16,8 @@ import torch
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from envs.factory import EnvFactory
 from purl.config import ExperimentConfig
+from purl.envs.factory import EnvFactory
 from purl.task import Task
 
 

@@ -18,7 +18,7 @@ registers the ``baseline`` method in :data:`purl.methods.METHODS` (``purl.method
 do that import); no ``purl`` module imports ``baselines`` at import time.
 """
 
-from baselines.base import (
+from purl.baselines.base import (
     ALLOCATORS,
     Allocator,
     LayerCollapseWarning,
@@ -28,15 +28,15 @@ from baselines.base import (
     list_allocators,
     register_allocator,
 )
-from baselines.erk import ERK
-from baselines.global_mp import GlobalMagnitude, global_magnitude_prune
-from baselines.lamp import LAMP, lamp_scores
-from baselines.layerwise import Layerwise
-from baselines.random_pruning import RandomPruning
-from baselines.run import BaselineMethod  # registers the "baseline" method (purl.methods.METHODS)
-from baselines.schedule import CubicSchedule, GradualPruner, make_gradual_schedule
-from baselines.uniform import Uniform
-from baselines.uniform_plus import UniformPlus
+from purl.baselines.erk import ERK
+from purl.baselines.global_mp import GlobalMagnitude, global_magnitude_prune
+from purl.baselines.lamp import LAMP, lamp_scores
+from purl.baselines.layerwise import Layerwise
+from purl.baselines.random_pruning import RandomPruning
+from purl.baselines.run import BaselineMethod  # registers the "baseline" method (purl.methods.METHODS)
+from purl.baselines.schedule import CubicSchedule, GradualPruner, make_gradual_schedule
+from purl.baselines.uniform import Uniform
+from purl.baselines.uniform_plus import UniformPlus
 from purl.pruning.constraints import Constraints
 
 __all__ = [

@@ -64,7 +64,7 @@ def _package_dir(module: str) -> str | None:
 
 #: Frames in these directories are library internals, never "the user's call" of a warning.
 _INTERNAL_DIRS: tuple[str, ...] = tuple(
-    d for d in (_package_dir(__package__ or "baselines"), _package_dir("purl"), _package_dir("torch")) if d
+    d for d in (_package_dir(__package__ or "purl.baselines"), _package_dir("purl"), _package_dir("torch")) if d
 )
 
 

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import torch
 
-from baselines._alloc import proportional_counts, water_fill
-from baselines.base import Allocator, register_allocator
+from purl.baselines._alloc import proportional_counts, water_fill
+from purl.baselines.base import Allocator, register_allocator
 from purl.errors import ConfigError
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer

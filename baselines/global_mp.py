@@ -37,8 +37,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from baselines._select import AbsKeys, Cut, cpu_threads, select_smallest, select_with_caps
-from baselines.base import Allocator, PruningResult, filter_layers, register_allocator
+from purl.baselines._select import AbsKeys, Cut, cpu_threads, select_smallest, select_with_caps
+from purl.baselines.base import Allocator, PruningResult, filter_layers, register_allocator
 from purl.errors import PruningError
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer, find_prunable_layers

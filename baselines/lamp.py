@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from baselines._select import TensorKeys, select_smallest, select_with_caps
-from baselines.base import Allocator, register_allocator
+from purl.baselines._select import TensorKeys, select_smallest, select_with_caps
+from purl.baselines.base import Allocator, register_allocator
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
 

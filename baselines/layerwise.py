@@ -27,8 +27,8 @@ from numbers import Real
 
 import torch
 
-from baselines._alloc import proportional_counts, round_to_total
-from baselines.base import Allocator, register_allocator
+from purl.baselines._alloc import proportional_counts, round_to_total
+from purl.baselines.base import Allocator, register_allocator
 from purl.errors import ConfigError, PruningError
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer

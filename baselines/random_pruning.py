@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from baselines.base import register_allocator
-from baselines.uniform import Uniform
+from purl.baselines.base import register_allocator
+from purl.baselines.uniform import Uniform
 from purl.pruning.layers import PrunableLayer
 
 __all__ = ["RandomPruning", "random_mask"]

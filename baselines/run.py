@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from baselines.base import LayerCollapseWarning, get_allocator
-from baselines.channel import CHANNEL_ALLOCATORS, ChannelConstraints
-from baselines.flops_budget import flops_equivalent_sparsity
-from baselines.schedule import GradualPruner, make_gradual_schedule
+from purl.baselines.base import LayerCollapseWarning, get_allocator
+from purl.baselines.channel import CHANNEL_ALLOCATORS, ChannelConstraints
+from purl.baselines.flops_budget import flops_equivalent_sparsity
+from purl.baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
 from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
@@ -91,7 +91,7 @@ def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:
 
 def check_channel_request(config: ExperimentConfig, spec: MethodSpec) -> None:
     """What channel granularity cannot do yet, as one ConfigError/PruningError line (before any work)."""
-    from baselines.channel import get_channel_allocator
+    from purl.baselines.channel import get_channel_allocator
     from purl.errors import ConfigError
 
     if ":" in spec.method:
@@ -123,7 +123,7 @@ def run_channel_baseline(
     ``config`` is the cell's (its ``prune`` section: norm, metric, min_channels); fine-tuning is the task's.
     Returns the row (with ``channel_keep``: channels kept per group) and the slimmed, fine-tuned model.
     """
-    from baselines.channel import get_channel_allocator
+    from purl.baselines.channel import get_channel_allocator
 
     check_channel_request(config, spec)
     cfg = config.prune
@@ -153,7 +153,7 @@ class BaselineMethod:
 
     def validate(self, config: ExperimentConfig, spec: MethodSpec) -> None:
         """An unknown allocator or option is one ConfigError listing what is allowed."""
-        from baselines.base import ALLOCATORS
+        from purl.baselines.base import ALLOCATORS
         from purl.errors import ConfigError
         from purl.methods import METHODS
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from baselines.base import Allocator, PruningResult, get_allocator
+from purl.baselines.base import Allocator, PruningResult, get_allocator
 from purl.errors import ConfigError
 from purl.pruning.constraints import Constraints
 from purl.pruning.masks import MaskState

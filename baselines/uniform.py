@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from baselines._alloc import proportional_counts
-from baselines.base import Allocator, register_allocator
+from purl.baselines._alloc import proportional_counts
+from purl.baselines.base import Allocator, register_allocator
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-from baselines.base import Allocator, register_allocator
-from baselines.uniform import uniform_counts
+from purl.baselines.base import Allocator, register_allocator
+from purl.baselines.uniform import uniform_counts
 from purl.errors import ConfigError
 from purl.pruning.constraints import Constraints, floor_count
 from purl.pruning.layers import PrunableLayer

@@ -13,8 +13,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs import PruningEnv  # noqa: E402
 from purl.config import load_config  # noqa: E402
+from purl.envs import PruningEnv  # noqa: E402
 from purl.task import build_task  # noqa: E402
 
 

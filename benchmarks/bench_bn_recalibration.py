@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from baselines import Constraints, get_allocator  # noqa: E402
+from purl.baselines import Constraints, get_allocator  # noqa: E402
 from purl.config import load_config  # noqa: E402
 from purl.task import build_task  # noqa: E402
 from purl.training import evaluate, recalibrate_batchnorm  # noqa: E402

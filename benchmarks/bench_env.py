@@ -34,8 +34,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import write_csv  # noqa: E402
-from envs import PruningEnv  # noqa: E402
 from purl.config import load_config  # noqa: E402
+from purl.envs import PruningEnv  # noqa: E402
 from purl.runtime import resolve_device  # noqa: E402
 from purl.task import build_task  # noqa: E402
 

@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from baselines import _select, global_magnitude_prune  # noqa: E402
+from purl.baselines import _select, global_magnitude_prune  # noqa: E402
 from purl.pruning import MaskState, find_prunable_layers  # noqa: E402
 
 TARGETS = {"speedup_vs_torch": 25.0, "cost_in_elementwise_passes": 20.0, "peak_memory_x": 2.0}

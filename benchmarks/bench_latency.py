@@ -94,8 +94,8 @@ def build_variants(key: str, args: argparse.Namespace, tmp: Path) -> list[dict[s
     """Dense, channel-pruned and unstructured versions of model ``key``, each with an ONNX session."""
     import torch
 
-    from baselines.channel import keep_for_ratio
-    from baselines.global_mp import global_magnitude_prune
+    from purl.baselines.channel import keep_for_ratio
+    from purl.baselines.global_mp import global_magnitude_prune
     from purl.export import export_model, load_onnx
     from purl.models import build_model
     from purl.pruning.channels import channel_graph, measure_model, prune_channels

@@ -43,8 +43,8 @@ def prune_only(task, spec, sparsity: float) -> list[str]:
     """Collapsed layers of Global MP (``spec``) at ``sparsity``, without evaluating anything."""
     import torch
 
-    from baselines.base import LayerCollapseWarning, get_allocator
-    from baselines.run import constraints_for
+    from purl.baselines.base import LayerCollapseWarning, get_allocator
+    from purl.baselines.run import constraints_for
     from purl.pruning import pruning_stats
 
     _, masks = task.fresh_copy()
@@ -57,7 +57,7 @@ def prune_only(task, spec, sparsity: float) -> list[str]:
 
 def feasible_max(task, spec) -> float:
     """Highest global sparsity the variant's constraints allow."""
-    from baselines.run import constraints_for
+    from purl.baselines.run import constraints_for
 
     return constraints_for(task, spec).feasible_max_sparsity(task.prunable_layers())
 
@@ -81,8 +81,8 @@ def first_collapse(task, spec, lo: float = 0.5, iters: int = 24) -> tuple[float 
 
 def sweep_point(task, spec, sparsity: float, seed: int) -> dict[str, Any]:
     """Prune at ``sparsity``, fine-tune briefly, measure (or mark infeasible)."""
-    from baselines.base import LayerCollapseWarning
-    from baselines.run import run_baseline
+    from purl.baselines.base import LayerCollapseWarning
+    from purl.baselines.run import run_baseline
 
     row: dict[str, Any] = {"variant": spec.label, "min_threshold": spec.min_threshold, "target_sparsity": sparsity}
     if sparsity > feasible_max(task, spec) + 1e-12:

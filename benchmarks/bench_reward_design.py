@@ -84,7 +84,7 @@ def time_to_near_best(episodes: list[dict[str, str]], tolerance: float) -> dict[
 def run_one(task, model: str, agent: str, reward: str, seed: int, timesteps: int, args: argparse.Namespace,
             run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train one agent, fine-tune its allocation, and return (summary row, episode curve)."""
-    from agents import run_agent_method
+    from purl.agents import run_agent_method
 
     done = run_dir / "bench_row.json"
     if done.is_file() and not args.fresh:

@@ -77,7 +77,7 @@ def _small_model() -> nn.Module:
 
 def part_global_mp(device: torch.device, dry_run: bool, workdir: Path) -> str:
     """Global MP vs torch.prune.global_unstructured on ResNet-50 (dry run: a small conv net)."""
-    from baselines import global_magnitude_prune
+    from purl.baselines import global_magnitude_prune
     from purl.pruning import MaskState, find_prunable_layers
 
     if dry_run:
@@ -127,8 +127,8 @@ def part_global_mp(device: torch.device, dry_run: bool, workdir: Path) -> str:
 
 def _env_steps_per_s(device: torch.device, dry_run: bool, cache_dir: Path) -> tuple[float, bool]:
     from benchmarks.bench_env import TASKS
-    from envs import PruningEnv
     from purl.config import load_config
+    from purl.envs import PruningEnv
     from purl.task import build_task
 
     overrides = list(TASKS["mnist5k-resnet20"]) + [f"cache_dir={cache_dir}"]
@@ -172,8 +172,8 @@ def part_env(device: torch.device, dry_run: bool, workdir: Path) -> str:
 
 def part_amp_finetune(device: torch.device, dry_run: bool, workdir: Path) -> str:
     """One masked fine-tuning epoch with AMP (CUDA only; float32 on CPU) after Global MP at 90 %."""
-    from baselines import get_allocator
     from benchmarks.bench_env import TASKS
+    from purl.baselines import get_allocator
     from purl.config import load_config
     from purl.task import build_task
     from purl.training import evaluate, train

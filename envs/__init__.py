@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import gymnasium
 
-from envs.actions import InvalidActionError
-from envs.channel_env import ChannelPruningEnv
-from envs.config import resolve_config
-from envs.factory import EnvFactory, env_class, make_env
-from envs.observation import FEATURES, N_FEATURES
-from envs.pruning_env import PruningEnv
-from envs.rewards import REWARDS, Reward, RewardContext, make_reward
-from envs.target import episode_meets_target, meets_target, target_count
+from purl.envs.actions import InvalidActionError
+from purl.envs.channel_env import ChannelPruningEnv
+from purl.envs.config import resolve_config
+from purl.envs.factory import EnvFactory, env_class, make_env
+from purl.envs.observation import FEATURES, N_FEATURES
+from purl.envs.pruning_env import PruningEnv
+from purl.envs.rewards import REWARDS, Reward, RewardContext, make_reward
+from purl.envs.target import episode_meets_target, meets_target, target_count
 from purl.runtime import install_fork_guard
 
 ENV_ID = "purl/Pruning-v0"
@@ -37,9 +37,9 @@ CHANNEL_ENV_ID = "purl/ChannelPruning-v0"
 install_fork_guard()
 
 if ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=ENV_ID, entry_point="envs.pruning_env:PruningEnv", nondeterministic=False)
+    gymnasium.register(id=ENV_ID, entry_point="purl.envs.pruning_env:PruningEnv", nondeterministic=False)
 if CHANNEL_ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=CHANNEL_ENV_ID, entry_point="envs.channel_env:ChannelPruningEnv", nondeterministic=False)
+    gymnasium.register(id=CHANNEL_ENV_ID, entry_point="purl.envs.channel_env:ChannelPruningEnv", nondeterministic=False)
 
 
 def list_rewards() -> dict[str, str]:

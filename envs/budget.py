@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from envs.target import meets_target, target_count
 from purl.config import ConstraintsConfig
+from purl.envs.target import meets_target, target_count
 from purl.errors import ConfigError, PruningError
 from purl.pruning import PrunableLayer
 from purl.pruning.constraints import Constraints, floor_count

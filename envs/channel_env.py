@@ -41,15 +41,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.actions import PriorRelative, SigmaThreshold, make_action_map
-from envs.channel_budget import ChannelBudget
-from envs.config import resolve_config
-from envs.episode import EpisodeState
-from envs.observation import ObservationBuilder, observation_space
-from envs.prior import CHANNEL_PRIORS, channel_prior_removed
-from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
-from envs.setup import check_render_mode, device_and_task, reward_scoring
 from purl.config import ExperimentConfig
+from purl.envs.actions import PriorRelative, SigmaThreshold, make_action_map
+from purl.envs.channel_budget import ChannelBudget
+from purl.envs.config import resolve_config
+from purl.envs.episode import EpisodeState
+from purl.envs.observation import ObservationBuilder, observation_space
+from purl.envs.prior import CHANNEL_PRIORS, channel_prior_removed
+from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
+from purl.envs.setup import check_render_mode, device_and_task, reward_scoring
 from purl.errors import ConfigError, PruningError, PurlError
 from purl.pruning.channels import ChannelGroup, channel_graph, zero_channels
 from purl.pruning.metrics import LayerProfile
@@ -139,7 +139,7 @@ class ChannelPruningEnv(gym.Env):
     def _options(self) -> list[list[int]]:
         """Channel counts each group may lose: the baselines' channel constraints (``prune.min_channels``,
         ``constraints.keep_dense``, ``prune.channel_multiple``) within the action range (``env.max_sparsity``)."""
-        from baselines.channel import ChannelConstraints
+        from purl.baselines.channel import ChannelConstraints
 
         prune = self.config.prune
         constraints = ChannelConstraints(min_channels=prune.min_channels, multiple=prune.channel_multiple,

@@ -16,10 +16,10 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from envs.channel_env import ChannelPruningEnv
-from envs.config import resolve_config
-from envs.pruning_env import PruningEnv
 from purl.config import ExperimentConfig
+from purl.envs.channel_env import ChannelPruningEnv
+from purl.envs.config import resolve_config
+from purl.envs.pruning_env import PruningEnv
 from purl.task import Task
 
 __all__ = ["EnvFactory", "env_class", "make_env"]

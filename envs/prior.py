@@ -31,8 +31,8 @@ def prior_counts(
 ) -> list[int]:
     """Pruned count per layer of allocator ``name`` at ``target_sparsity``, summing to ``target_count``
     and within ``caps``."""
-    from baselines import get_allocator
-    from baselines._alloc import round_to_total, water_fill
+    from purl.baselines import get_allocator
+    from purl.baselines._alloc import round_to_total, water_fill
 
     try:
         allocator = get_allocator(name)
@@ -61,8 +61,8 @@ def flops_prior_counts(
     """The prior on a FLOPs budget: allocator ``name`` at the weight sparsity that removes ``flops_sparsity`` of
     the dense MACs (:func:`baselines.flops_budget.flops_equivalent_sparsity`, as the baselines do), fitted to
     ``caps`` like :func:`prior_counts`."""
-    from baselines import get_allocator
-    from baselines.flops_budget import flops_equivalent_sparsity
+    from purl.baselines import get_allocator
+    from purl.baselines.flops_budget import flops_equivalent_sparsity
 
     try:
         sparsity = flops_equivalent_sparsity(get_allocator(name), layers, flops_sparsity, constraints, profiles)
@@ -94,7 +94,7 @@ def channel_prior_removed(
 ) -> list[int]:
     """Channels each group of ``graph`` loses under channel allocator ``name`` (``env.prior``) removing
     ``target_sparsity`` of ``metric``, with the same channel constraints as the baselines, clipped to ``caps``."""
-    from baselines.channel import ChannelConstraints, get_channel_allocator
+    from purl.baselines.channel import ChannelConstraints, get_channel_allocator
 
     if name not in CHANNEL_PRIORS:
         raise ConfigError(f"env.prior '{name}' has no channel version; at prune.granularity channel allowed: "

@@ -67,18 +67,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from envs.actions import PriorRelative, SigmaThreshold, make_action_map
-from envs.budget import Budget, layer_caps
-from envs.config import resolve_config
-from envs.episode import EpisodeState
-from envs.flops_budget import FlopsBudget, check_flops_env_config
-from envs.observation import ObservationBuilder, observation_space
-from envs.prior import flops_prior_counts, prior_counts
-from envs.rewards import RewardContext, call_reward, make_reward, reset_reward
-from envs.setup import check_render_mode, device_and_task, reward_scoring
-from envs.target import meets_target
-from envs.task_cache import shared_task
 from purl.config import ExperimentConfig
+from purl.envs.actions import PriorRelative, SigmaThreshold, make_action_map
+from purl.envs.budget import Budget, layer_caps
+from purl.envs.config import resolve_config
+from purl.envs.episode import EpisodeState
+from purl.envs.flops_budget import FlopsBudget, check_flops_env_config
+from purl.envs.observation import ObservationBuilder, observation_space
+from purl.envs.prior import flops_prior_counts, prior_counts
+from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
+from purl.envs.setup import check_render_mode, device_and_task, reward_scoring
+from purl.envs.target import meets_target
+from purl.envs.task_cache import shared_task
 from purl.errors import ConfigError, PurlError
 from purl.pruning import MaskState, PrunableLayer, find_prunable_layers, magnitude_mask
 from purl.pruning.constraints import Constraints

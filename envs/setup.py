@@ -31,7 +31,7 @@ def check_render_mode(render_mode: str | None, modes: Sequence[str]) -> str | No
 def device_and_task(config: ExperimentConfig, task: Task | None,
                     device: str | torch.device | None) -> tuple[torch.device, Task]:
     """The env's device (given, else the task's, else CPU) and its task (given, else the process-wide cached one)."""
-    from envs.task_cache import shared_task
+    from purl.envs.task_cache import shared_task
 
     if device is not None:
         where = resolve_device(str(device))

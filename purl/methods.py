@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from purl.task import Task
 
 # Packages that register methods when imported (imported lazily by load_methods, never by purl at import time).
-METHOD_PACKAGES: tuple[str, ...] = ("baselines", "agents")
+METHOD_PACKAGES: tuple[str, ...] = ("purl.baselines", "purl.agents")
 # The method that runs every compare name that is not itself a registered method (an allocator name).
 ALLOCATOR_METHOD = "baseline"
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-import agents
-from agents import (
+from purl import agents
+from purl.agents import (
     apply_policy,
     list_algorithms,
     make_agent,
@@ -26,8 +26,8 @@ from agents import (
     train_agent,
     validate_agent_config,
 )
-from agents.callbacks import BestEpisodeTracker, checkpoint_paths
-from agents.run import cell_config, learning_curve
+from purl.agents.callbacks import BestEpisodeTracker, checkpoint_paths
+from purl.agents.run import cell_config, learning_curve
 from purl.config import ExperimentConfig, MethodSpec, load_config
 from purl.errors import ConfigError, PurlError, RegistryError
 from purl.pruning import pruned_count
@@ -220,7 +220,7 @@ def test_tensorboard_event_files_hold_the_expected_tags(agent_config, quick_task
 
 
 def test_policy_is_extracted_and_applied_exactly(agent_config, quick_task, tmp_path: Path) -> None:
-    from envs import PruningEnv
+    from purl.envs import PruningEnv
 
     config = agent_config("agent.algo=dqn", "env.action=sparsity-discrete", f"agent.total_timesteps={2 * EPISODE}",
                           "agent.hyperparams={}")
@@ -301,8 +301,8 @@ def test_subproc_workers_build_their_own_task_from_the_cache(agent_config, quick
 
 
 def test_prior_relative_gaussian_policies_start_close_to_the_prior(agent_config, quick_task) -> None:
-    from agents.algorithms import PRIOR_LOG_STD_INIT, make_agent
-    from envs import PruningEnv
+    from purl.agents.algorithms import PRIOR_LOG_STD_INIT, make_agent
+    from purl.envs import PruningEnv
 
     env = PruningEnv(quick_task.config, task=quick_task, action="prior-relative")
     default = make_agent(agent_config("env.action=prior-relative"), env)

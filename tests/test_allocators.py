@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import baselines
-from baselines import ALLOCATORS, Allocator, Constraints, get_allocator, list_allocators
-from baselines.base import LayerCollapseWarning
-from baselines.erk import ERK, erk_raw_density
-from baselines.lamp import LAMP, lamp_scores
-from baselines.layerwise import Layerwise
-from baselines.random_pruning import RandomPruning
-from baselines.uniform import Uniform
-from baselines.uniform_plus import UniformPlus
+from purl import baselines
+from purl.baselines import ALLOCATORS, Allocator, Constraints, get_allocator, list_allocators
+from purl.baselines.base import LayerCollapseWarning
+from purl.baselines.erk import ERK, erk_raw_density
+from purl.baselines.lamp import LAMP, lamp_scores
+from purl.baselines.layerwise import Layerwise
+from purl.baselines.random_pruning import RandomPruning
+from purl.baselines.uniform import Uniform
+from purl.baselines.uniform_plus import UniformPlus
 from purl.errors import ConfigError, PruningError, RegistryError
 from purl.pruning import MaskState, find_prunable_layers
 
@@ -68,7 +68,7 @@ def test_registry_names_and_descriptions():
 def test_get_allocator_errors_and_module_paths():
     assert isinstance(get_allocator("uniform"), Uniform)
     assert isinstance(get_allocator("UNIFORM"), Uniform)
-    assert isinstance(get_allocator("baselines.erk:ERK", power_scale=0.5), ERK)
+    assert isinstance(get_allocator("purl.baselines.erk:ERK", power_scale=0.5), ERK)
     instance = Uniform()
     assert get_allocator(instance) is instance
     with pytest.raises(RegistryError, match="allowed: erk, global-mp"):
@@ -89,7 +89,7 @@ def test_purl_core_never_imports_baselines():
     ]
     assert offenders == []
     code = ("import sys, purl, purl.pruning, purl.pruning.constraints, purl.registry; "
-            "print(any(m == 'baselines' or m.startswith('baselines.') for m in sys.modules))")
+            "print(any(m == 'purl.baselines' or m.startswith('purl.baselines.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(root)})
     assert out.stdout.strip() == "False"

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch import nn
 
-from baselines.global_mp import global_magnitude_prune
+from purl.baselines.global_mp import global_magnitude_prune
 from purl.pruning.layers import find_prunable_layers, uncovered_weights
 from purl.pruning.masks import MaskState
 from purl.pruning.metrics import profile_model, pruning_stats
@@ -185,8 +185,8 @@ def test_pruning_env_prunes_attention_projections(tmp_path) -> None:
     """The RL env walks the attention projections like any layer and lands on the target sparsity."""
     import numpy as np
 
-    from envs import PruningEnv
     from purl.config import load_config
+    from purl.envs import PruningEnv
 
     config = load_config("configs/quick.yaml", [f"cache_dir={tmp_path}", "device=cpu", "pretrain.epochs=1",
                                                 f"model.name={__name__}:digits_attn", "model.kwargs={}"])

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs import PruningEnv
-from envs.budget import default_floor
 from purl.config import load_config
+from purl.envs import PruningEnv
+from purl.envs.budget import default_floor
 from purl.pruning import find_prunable_layers
 from purl.pruning.constraints import Constraints
 from purl.task import build_task

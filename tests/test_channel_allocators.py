@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.channel import (
+from purl.baselines.channel import (
     ChannelConstraints,
     channel_cost,
     channel_global_mp,

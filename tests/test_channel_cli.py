@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from baselines.channel import CHANNEL_ALLOCATORS, channel_tolerance
+from purl.baselines.channel import CHANNEL_ALLOCATORS, channel_tolerance
 from purl.compare import ResultsTable
 from purl.config import CHANNEL_METHODS, ExperimentConfig, config_differences, load_config
 from purl.pruning.channels import channel_graph, prune_channels

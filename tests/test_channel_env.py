@@ -12,10 +12,10 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from baselines.channel import channel_tolerance
-from envs import CHANNEL_ENV_ID, ChannelPruningEnv, EnvFactory, PruningEnv, env_class
-from envs.observation import INDEX
+from purl.baselines.channel import channel_tolerance
 from purl.config import load_config
+from purl.envs import CHANNEL_ENV_ID, ChannelPruningEnv, EnvFactory, PruningEnv, env_class
+from purl.envs.observation import INDEX
 from purl.errors import ConfigError
 from purl.pruning.channels import prune_channels
 from purl.task import build_task
@@ -153,7 +153,7 @@ def test_model_exclude_keeps_every_group_touching_an_excluded_layer_whole(resnet
     """``model.exclude`` at channel granularity: the env, the channel baselines and the task agree on what stays."""
     import dataclasses
 
-    from baselines.run import run_channel_baseline
+    from purl.baselines.run import run_channel_baseline
     from purl.config import MethodSpec
 
     config = load_config("configs/mnist5k-resnet20.yaml", [f"cache_dir={resnet_task.config.cache_dir}", *RESNET_TINY,
@@ -183,7 +183,7 @@ def test_the_weight_env_refuses_a_channel_config_instead_of_pruning_weights(quic
 
 @pytest.mark.parametrize("policy", ["zero", "random", "high"])
 def test_channel_multiple_in_the_env_keeps_round_counts_on_the_budget(resnet_task, policy: str):
-    from baselines.channel import ChannelConstraints
+    from purl.baselines.channel import ChannelConstraints
 
     env = _env(resnet_task, "prune.budget_metric=flops", "env.target_sparsity=0.6", "prune.channel_multiple=8",
                "env.bn_recalibration_batches=0")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-from baselines import global_magnitude_prune
-from baselines.base import LayerCollapseWarning, get_allocator, user_stacklevel
+from purl.baselines import global_magnitude_prune
+from purl.baselines.base import LayerCollapseWarning, get_allocator, user_stacklevel
 from purl.pruning import MaskState, find_prunable_layers
 
 

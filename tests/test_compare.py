@@ -67,7 +67,7 @@ def test_a_failing_method_is_recorded_without_losing_the_others(run_cli, tmp_pat
     plugin = tmp_path / "plugins"
     plugin.mkdir()
     (plugin / "broken_alloc.py").write_text(textwrap.dedent("""
-        from baselines import Allocator
+        from purl.baselines import Allocator
 
         class Broken(Allocator):
             name = "broken"

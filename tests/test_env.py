@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import envs
-import envs.config as env_config
-import envs.pruning_env as pruning_env
-from envs import ENV_ID, FEATURES, InvalidActionError, PruningEnv, make_env
+import purl.envs.config as env_config
+import purl.envs.pruning_env as pruning_env
+from purl import envs
 from purl.config import load_config
+from purl.envs import ENV_ID, FEATURES, InvalidActionError, PruningEnv, make_env
 from purl.errors import ConfigError, PurlError
 from purl.pruning import magnitude_mask
 from purl.pruning.constraints import Constraints

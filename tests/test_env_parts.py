@@ -16,9 +16,9 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
-import agents.vec_env
-import envs
-from agents.callbacks import (
+import purl.agents.vec_env
+from purl import envs
+from purl.agents.callbacks import (
     BestEpisodeTracker,
     Checkpointer,
     EpisodeCsv,
@@ -28,11 +28,11 @@ from agents.callbacks import (
     checkpoint_paths,
     reaches_target,
 )
-from envs import EnvFactory, PruningEnv
-from envs.budget import Budget
-from envs.episode import EpisodeState
-from envs.target import episode_meets_target, meets_target, target_count
 from purl.config import ExperimentConfig, load_config
+from purl.envs import EnvFactory, PruningEnv
+from purl.envs.budget import Budget
+from purl.envs.episode import EpisodeState
+from purl.envs.target import episode_meets_target, meets_target, target_count
 from purl.training import evaluate_tensors
 
 QUICK = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
@@ -70,7 +70,7 @@ def test_env_uses_the_one_rule(config: ExperimentConfig, quick_task) -> None:
 
 # ----------------------------------------------------------------------------- one env factory
 def test_one_env_factory_is_picklable_and_wraps(config: ExperimentConfig, quick_task) -> None:
-    assert agents.vec_env.EnvFactory is envs.EnvFactory
+    assert purl.agents.vec_env.EnvFactory is envs.EnvFactory
     factory = EnvFactory(config.to_dict(), seed=3, rank=1, task_config=quick_task.config.to_dict(),
                          task=quick_task, wrapper=Monitor)
     env = factory()

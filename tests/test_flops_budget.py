@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from baselines import get_allocator
-from baselines.flops_budget import flops_equivalent_sparsity, removed_macs
-from envs import PruningEnv
+from purl.baselines import get_allocator
+from purl.baselines.flops_budget import flops_equivalent_sparsity, removed_macs
 from purl.config import load_config
+from purl.envs import PruningEnv
 from purl.errors import ConfigError, PruningError
 from purl.models import build_model
 from purl.pruning import find_prunable_layers, profile_model

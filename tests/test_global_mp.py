@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import baselines
-from baselines import _select
-from baselines.base import LayerCollapseWarning, collapsed_layers
-from baselines.global_mp import GlobalMagnitude, global_magnitude_prune
+from purl import baselines
+from purl.baselines import _select
+from purl.baselines.base import LayerCollapseWarning, collapsed_layers
+from purl.baselines.global_mp import GlobalMagnitude, global_magnitude_prune
 from purl.errors import ConfigError, PruningError
 from purl.pruning import MaskState, find_prunable_layers
 from purl.pruning.constraints import Constraints

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from baselines import _select
-from baselines.global_mp import global_magnitude_prune
-from baselines.lamp import LAMP
+from purl.baselines import _select
+from purl.baselines.global_mp import global_magnitude_prune
+from purl.baselines.lamp import LAMP
 from purl.pruning import MaskState, find_prunable_layers
 
 

@@ -23,7 +23,7 @@ def test_methods_are_registered_and_allocators_run_the_baseline_method() -> None
 
 def test_purl_core_imports_no_method_package() -> None:
     code = ("import sys, purl.methods, purl.compare, purl.compare.runner, purl.config; "
-            "print(any(m in sys.modules for m in ('agents', 'baselines', 'envs')))")
+            "print(any(m in sys.modules for m in ('purl.agents', 'purl.baselines', 'purl.envs')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from baselines import get_allocator
-from envs import PruningEnv
-from envs.actions import PriorRelative
+from purl.baselines import get_allocator
 from purl.config import load_config
+from purl.envs import PruningEnv
+from purl.envs.actions import PriorRelative
 from purl.errors import ConfigError
 from purl.pruning import find_prunable_layers
 from purl.pruning.constraints import Constraints

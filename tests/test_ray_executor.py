@@ -262,8 +262,8 @@ def test_worker_device_and_attempt_bookkeeping(cache_dir: Path) -> None:
     assert merged.row["error"].endswith("attempt 3: ValueError: x") and merged.failed
 
 
-@pytest.mark.skipif(importlib.util.find_spec("baselines") is None
-                    or importlib.util.find_spec("baselines.run") is None, reason="baselines.run not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("purl.baselines") is None
+                    or importlib.util.find_spec("purl.baselines.run") is None, reason="baselines.run not written yet")
 def test_cli_real_baselines_ray_matches_local(cache_dir: Path, tmp_path: Path, ray_session, capsys) -> None:
     from purl.cli.main import main
 

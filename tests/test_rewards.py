@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import envs.pruning_env as pruning_env
-import envs.rewards as rewards_pkg
-from envs import PruningEnv
-from envs.rewards import REWARDS, Reward, RewardContext, make_reward
+import purl.envs.pruning_env as pruning_env
+import purl.envs.rewards as rewards_pkg
 from purl.config import load_config
+from purl.envs import PruningEnv
+from purl.envs.rewards import REWARDS, Reward, RewardContext, make_reward
 from purl.errors import ConfigError, PurlError
 
 BUILTIN = ["amc", "amc-flops", "lagrangian", "purl", "shaped"]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from baselines import Constraints, CubicSchedule, GradualPruner, make_gradual_schedule
-from baselines.global_mp import GlobalMagnitude
+from purl.baselines import Constraints, CubicSchedule, GradualPruner, make_gradual_schedule
+from purl.baselines.global_mp import GlobalMagnitude
 from purl.errors import ConfigError, PruningError
 from purl.pruning import MaskState
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.selection import choose, gather, short_finetune_score
+from purl.agents.selection import choose, gather, short_finetune_score
 from purl.config import load_config
 from tests.conftest import QUICK_CONFIG
 

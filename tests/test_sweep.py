@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.sweep import GridAxis, parse_grid, point_labels, split_values, sweep_config
+from purl.agents.sweep import GridAxis, parse_grid, point_labels, split_values, sweep_config
 from purl.config import load_config
 from purl.errors import ConfigError
 

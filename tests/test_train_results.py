@@ -97,12 +97,12 @@ def test_unwritable_output_folder_fails_before_any_work(run_cli, fast: list[str]
 
 def test_a_late_write_failure_is_one_line(run_cli, fast: list[str], quick_task, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import agents.run
+    import purl.agents.run as agent_run
 
     def fail(*args, **kwargs):  # noqa: ANN002, ANN003
         raise OSError(28, "No space left on device", str(tmp_path / "run" / "pruned.pt"))
 
-    monkeypatch.setattr(agents.run, "train_and_save", fail)
+    monkeypatch.setattr(agent_run, "train_and_save", fail)
     result = run_cli("train", "--config", QUICK, "--output", tmp_path / "run", "--quiet", *fast)
     assert result.rc == 2 and "Traceback" not in result.err
     lines = [line for line in result.err.splitlines() if line.strip()]

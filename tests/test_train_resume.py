@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agents import train_agent
-from agents.callbacks import PurlCallback, checkpoint_paths
+from purl.agents import train_agent
+from purl.agents.callbacks import PurlCallback, checkpoint_paths
 from purl.config import ExperimentConfig, load_config
 from purl.errors import CheckpointError
 

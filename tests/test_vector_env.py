@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import torch
     import gymnasium
-    import envs
+    from purl import envs
     from purl.config import load_config
 
     mode, cache = sys.argv[1], sys.argv[2]
@@ -105,7 +105,7 @@ def test_forked_child_runs_torch_after_parallel_parent() -> None:
     code = textwrap.dedent(
         """
         import os, torch
-        import envs  # installs the fork guard
+        from purl import envs  # installs the fork guard
         torch.set_num_threads(2)
         x = torch.randn(512, 512)
         for _ in range(10): x @ x

@@ -14,7 +14,7 @@ A reward returns its components (name -> float); the step's reward is their sum,
 reports them in ``info["reward_components"]``. Your own reward is named ``package.module:Class``
 in the config (``env.reward=mypkg.rewards:OnTrackBonus``), e.g.::
 
-    from envs.rewards import Reward, RewardContext
+    from purl.envs.rewards import Reward, RewardContext
 
     class OnTrackBonus(Reward):  # +bonus per step above the accuracy target, accuracy at the end
         defaults = {"bonus": 0.1}  # env.reward_kwargs keys and defaults (types are checked)
@@ -30,8 +30,8 @@ Any class works whose ``__init__`` takes the kwargs and whose instances are call
 ``reward(ctx) -> dict[str, float]``; an optional ``reset(ctx)`` is called at each episode start.
 """
 
-from envs.rewards import amc, dense, lagrangian, shaped  # noqa: F401  (register the built-ins)
-from envs.rewards.base import Reward, RewardContext
-from envs.rewards.registry import REWARDS, call_reward, make_reward, reset_reward
+from purl.envs.rewards import amc, dense, lagrangian, shaped  # noqa: F401  (register the built-ins)
+from purl.envs.rewards.base import Reward, RewardContext
+from purl.envs.rewards.registry import REWARDS, call_reward, make_reward, reset_reward
 
 __all__ = ["REWARDS", "Reward", "RewardContext", "call_reward", "make_reward", "reset_reward"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from envs.rewards.base import Reward, RewardContext
-from envs.rewards.registry import REWARDS
+from purl.envs.rewards.base import Reward, RewardContext
+from purl.envs.rewards.registry import REWARDS
 
 
 @REWARDS.register("amc")

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from envs.rewards.base import RewardContext
+from purl.envs.rewards.base import RewardContext
 from purl.errors import ConfigError, PurlError, RegistryError
 from purl.registry import Registry
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from envs.rewards.base import Reward, RewardContext
-from envs.rewards.registry import REWARDS
+from purl.envs.rewards.base import Reward, RewardContext
+from purl.envs.rewards.registry import REWARDS
 from purl.errors import ConfigError
 
 

@@ -57,8 +57,8 @@ def _methods() -> dict[str, str]:
 
     load_methods()
     entries = {"agent": METHODS.describe()["agent"]} if "agent" in METHODS else {}
-    entries.update(_optional("baselines", "list_allocators"))
-    entries.update(_optional("baselines.channel", "list_channel_allocators"))
+    entries.update(_optional("purl.baselines", "list_allocators"))
+    entries.update(_optional("purl.baselines.channel", "list_channel_allocators"))
     return entries
 
 
@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         "datasets": list_datasets,
         "configs": lambda: {p.stem: str(p) for p in sorted(args.configs_dir.glob("*.yaml"))},
         "methods": _methods,
-        "rewards": lambda: _optional("envs", "list_rewards"),
-        "agents": lambda: _optional("agents", "list_algorithms"),
+        "rewards": lambda: _optional("purl.envs", "list_rewards"),
+        "agents": lambda: _optional("purl.agents", "list_algorithms"),
     }
     footers = {"models": describe_prunable()}
     for name, lister in sections.items():

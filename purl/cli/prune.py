@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                       min_threshold=config.constraints.min_threshold, kwargs=config.prune.method_kwargs)
     channel = config.prune.granularity == "channel"
     if not channel and spec.method not in CHANNEL_METHODS:  # a channel allocator: validate() says what to set
-        from baselines import get_allocator
+        from purl.baselines import get_allocator
 
         get_allocator(spec.method, **spec.kwargs)  # unknown allocator or option: one line naming the allocators
     if method_name(spec.method) != ALLOCATOR_METHOD:

@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--executor and --ray-address apply to sweeps: add --seeds and/or --grid "
                           "(e.g. --seeds 0 for one run)")
-    from agents.algorithms import get_algorithm
-    from agents.run import train_and_save
+    from purl.agents.algorithms import get_algorithm
+    from purl.agents.run import train_and_save
     from purl.config import MethodSpec
     from purl.methods import get_method
     from purl.runtime import resolve_device
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     for folder in (out, out / "tb", out / "checkpoints"):  # the subfolders a resumed run writes into
         check_writable(folder)
     if args.resume:  # a missing, damaged or foreign checkpoint: fail before pre-training or searching
-        from agents.training import check_resume, has_checkpoint
+        from purl.agents.training import check_resume, has_checkpoint
         from purl.errors import CheckpointError
 
         if not has_checkpoint(out):
@@ -168,7 +168,7 @@ def _finish(out: Path, row: dict[str, Any], spec: Any, config: Any) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """``purl train --seeds ... --grid ...``: the sweep as a ``purl compare`` grid of agents (:mod:`agents.sweep`)."""
-    from agents.sweep import parse_grid, sweep_config
+    from purl.agents.sweep import parse_grid, sweep_config
     from purl.cli.compare import run_grid
 
     flags = [f"compare.executor={args.executor}"] if args.executor is not None else []
