@@ -42,6 +42,16 @@ PositiveFloat = Annotated[float, Field(gt=0.0)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0)]
 
 
+def _check_seed(value: int) -> int:
+    if value < 0:  # numpy's seeding refuses negative seeds (a traceback deep in the data split otherwise)
+        raise ValueError("a seed must be a non-negative integer (0, 1, 2, ...)")
+    return value
+
+
+# The one rule for a seed (the config's seed, compare.seeds entries; the CLI's --seed/--seeds end up here too).
+Seed = Annotated[int, AfterValidator(_check_seed)]
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are validated on assignment."""
 
@@ -253,7 +263,7 @@ class CompareConfig(Section):
 
     methods: list[str | MethodSpec] = Field(default_factory=lambda: ["agent", "global-mp", "uniform", "lamp"])
     sparsities: list[TargetSparsity] = Field(default_factory=lambda: [0.5, 0.75, 0.9])
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Seed] = Field(default_factory=lambda: [0])
     profile_sparsity: Fraction | None = None
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
@@ -283,7 +293,7 @@ class ExperimentConfig(Section):
     """A whole experiment: one task (data + model + dense training) and what to do with it."""
 
     name: str = "experiment"
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     threads: PositiveInt | None = Field(
         None, description="torch CPU threads (None: torch's default); 1 is fastest for tiny models on a busy machine"

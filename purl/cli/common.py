@@ -20,11 +20,23 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, output: bool = True
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. prune.sparsity=0.95 finetune.epochs=5")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: config's, auto)")
-    parser.add_argument("--seed", type=int, default=None, help="experiment seed (default: config's)")
+    # parsed by seed_from_arg, not argparse's type=int: a bad value is one ConfigError line, not a usage block
+    parser.add_argument("--seed", default=None, help="experiment seed, a non-negative integer (default: config's)")
     if output:
         parser.add_argument("--output", "-o", type=Path, default=None,
                             help="output folder (default: runs/<config name>/<command>)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def seed_from_arg(value: int | str) -> int:
+    """The ``--seed`` value as an int, or one ConfigError line saying what is allowed."""
+    try:
+        seed = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value).strip())
+    except ValueError:
+        seed = None
+    if seed is None or seed < 0:
+        raise ConfigError(f"--seed {value!r} is not allowed: a seed must be a non-negative integer (0, 1, 2, ...)")
+    return seed
 
 
 def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -> ExperimentConfig:
@@ -33,7 +45,7 @@ def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -
     if args.device is not None:
         overrides.append(f"device={args.device}")
     if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
+        overrides.append(f"seed={seed_from_arg(args.seed)}")
     config = load_config(args.config, overrides)
     configure_threads(config.threads)
     return config
