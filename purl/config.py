@@ -274,6 +274,11 @@ class CompareConfig(Section):
     )
     cpus_per_task: PositiveFloat = 1.0
     gpus_per_task: NonNegativeFloat = 0.0
+    reference: str | None = Field(
+        None, description="the method label every other method is compared with, seed by seed, in summary.md "
+        "(mean paired difference, 95% interval, wins/ties/losses); default: global-mp when in the grid, else the "
+        "first method"
+    )
 
     @field_validator("methods")
     @classmethod
@@ -284,9 +289,25 @@ class CompareConfig(Section):
             raise ValueError(f"method labels must be unique, repeated: {dupes}")
         return methods
 
+    @model_validator(mode="after")
+    def _known_reference(self) -> CompareConfig:
+        labels = [spec.label for spec in self.method_specs()]
+        if self.reference is not None and self.reference not in labels:
+            raise ValueError(f"compare.reference {self.reference!r} is not a method label of the grid; "
+                             f"allowed: {', '.join(labels)}")
+        return self
+
     def method_specs(self) -> list[MethodSpec]:
         """Every method as a MethodSpec (a bare string is its own label)."""
         return [MethodSpec(label=m, method=m) if isinstance(m, str) else m for m in self.methods]
+
+    def reference_label(self) -> str | None:
+        """The label paired differences are taken against: ``reference``, else ``global-mp`` when in the grid,
+        else the first method (None for an empty grid)."""
+        labels = [spec.label for spec in self.method_specs()]
+        if self.reference is not None:
+            return self.reference
+        return "global-mp" if "global-mp" in labels else (labels[0] if labels else None)
 
 
 class ExperimentConfig(Section):

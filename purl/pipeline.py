@@ -22,10 +22,38 @@ if TYPE_CHECKING:
     from purl.pruning.channels import ChannelGraph
 
 
-def measure(task: Task, model: nn.Module, masks: MaskState | None = None, *, prefix: str = "") -> dict[str, Any]:
-    """Test top-1/top-5 (percent) of ``model`` on the task's test split (``masks`` is unused: kept for callers)."""
+def measure(task: Task, model: nn.Module, *, prefix: str = "") -> dict[str, Any]:
+    """Test top-1/top-5 (percent) of ``model`` on the task's test split."""
     acc = evaluate(model, task.loader("test"), device=task.device)
     return {f"{prefix}test_top1": 100.0 * acc.top1, f"{prefix}test_top5": 100.0 * acc.top5}
+
+
+def measure_before_finetuning(task: Task, model: nn.Module) -> dict[str, Any]:
+    """Test top-1/top-5 (percent) right after pruning, with BatchNorm statistics re-estimated first.
+
+    A pruned network scored with the dense network's BatchNorm statistics sits near chance whatever its
+    allocation, so the statistics are re-estimated on the reward's fixed train-split batches
+    (``env.bn_recalibration_batches`` when it is a count > 0, else AUTO_BN_BATCHES), exactly as the reward
+    does; the model's own statistics are put back afterwards, so fine-tuning starts from the same state for
+    every method. Models without BatchNorm are scored as they are.
+    """
+    from purl.config import AUTO_BN_BATCHES
+    from purl.evaluator import calibration_batches, has_batchnorm
+    from purl.training import recalibrate_batchnorm
+
+    if not has_batchnorm(model):
+        return measure(task, model, prefix="before_")
+    setting = task.config.env.bn_recalibration_batches
+    n_batches = setting if isinstance(setting, int) and setting > 0 else AUTO_BN_BATCHES
+    saved = {name: buf.detach().clone() for name, buf in model.named_buffers()}
+    try:
+        recalibrate_batchnorm(model, calibration_batches(task.data, task.device, n_batches,
+                                                         task.config.data.batch_size))
+        return measure(task, model, prefix="before_")
+    finally:
+        buffers = dict(model.named_buffers())
+        for name, value in saved.items():
+            buffers[name].copy_(value)
 
 
 def _finetune(
@@ -41,7 +69,7 @@ def _finetune(
     """Accuracy before, fine-tuning with ``task.config.finetune`` (masks kept if any), accuracy after."""
     row: dict[str, Any] = {}
     if measure_before:
-        row.update(measure(task, model, masks, prefix="before_"))
+        row.update(measure_before_finetuning(task, model))
     loader = task.loader("train", seed=seed)
     steps = planned_steps(task.config.finetune, len(loader))
     start = time.perf_counter()
@@ -49,7 +77,7 @@ def _finetune(
           progress=progress, desc="finetune")
     row["finetune_steps"] = steps
     row["finetune_seconds"] = time.perf_counter() - start
-    row.update(measure(task, model, masks, prefix="after_"))
+    row.update(measure(task, model, prefix="after_"))
     row.update({"dense_test_top1": 100.0 * task.dense_test.top1, "dense_test_top5": 100.0 * task.dense_test.top5})
     return row
 

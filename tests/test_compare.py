@@ -95,12 +95,22 @@ def test_unknown_method_fails_before_any_work(run_cli, tmp_path: Path) -> None:
     assert not (out / "results.csv").exists()
 
 
-def test_summary_marks_the_best_and_reports_mean_and_std() -> None:
+def test_summary_marks_the_best_only_outside_the_paired_interval_and_reports_mean_and_std() -> None:
     base = {c: None for c in CSV_COLUMNS} | {"status": "ok", "target_sparsity": 0.9, "achieved_sparsity": 0.9,
                                             "compression_ratio": 10.0, "theoretical_speedup": 9.0, "n_collapsed": 0}
-    rows = [base | {"label": "a", "seed": 0, "after_test_top1": 90.0, "before_test_top1": 80.0},
-            base | {"label": "a", "seed": 1, "after_test_top1": 92.0, "before_test_top1": 82.0},
-            base | {"label": "b", "seed": 0, "after_test_top1": 95.0, "before_test_top1": 70.0}]
+    # after FT: b leads a by 3, 3.5, 2.5 points on the same seeds (outside the 95% interval) -> bold;
+    # before FT: a leads b by +10, -1, +1 (the interval holds zero) -> the best mean is marked (tie)
+    after = {"a": [90.0, 92.0, 91.0], "b": [93.0, 95.5, 93.5]}
+    before = {"a": [80.0, 82.0, 81.0], "b": [70.0, 83.0, 80.0]}
+    rows = [base | {"label": label, "seed": seed, "after_test_top1": after[label][seed],
+                    "before_test_top1": before[label][seed]} for label in ("a", "b") for seed in range(3)]
     text = summary_markdown(rows)
-    assert "| 0.9 | a | 2 | 91.00 ± 1.41 | **81.00 ± 1.41** |" in text
-    assert "| 0.9 | b | 1 | **95.00** | 70.00 |" in text
+    assert "| 0.9 | a | 3 | 91.00 ± 1.00 | 81.00 ± 1.00 (tie) |" in text
+    assert "| 0.9 | b | 3 | **94.00 ± 1.32** | 77.67 ± 6.81 |" in text
+
+
+def test_one_seed_never_makes_a_bold_winner() -> None:
+    base = {c: None for c in CSV_COLUMNS} | {"status": "ok", "target_sparsity": 0.9, "seed": 0}
+    rows = [base | {"label": "a", "after_test_top1": 90.0}, base | {"label": "b", "after_test_top1": 95.0}]
+    text = summary_markdown(rows)
+    assert "| 0.9 | b | 1 | 95.00 (tie) |" in text and "**95.00**" not in text

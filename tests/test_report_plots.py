@@ -152,7 +152,7 @@ def test_regenerated_svgs_are_byte_identical(tmp_path: Path) -> None:
     write_report(folder)
     first = {p.name: p.read_bytes() for p in folder.glob("*.svg")}
     write_report(folder)
-    assert len(first) == 4 and first == {p.name: p.read_bytes() for p in folder.glob("*.svg")}
+    assert len(first) == 5 and first == {p.name: p.read_bytes() for p in folder.glob("*.svg")}
 
 
 # ----------------------------------------------------------------------------- purl report and the config

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from purl.checkpoint import atomic_write_bytes
 from purl.compare.cells import ResultsTable
+from purl.compare.stats import PairedDifference, interval_half_width, paired_difference
 from purl.errors import PurlError
 from purl.results import write_text
 
@@ -145,7 +146,7 @@ def saved_config(directory: str | Path) -> ExperimentConfig | None:
 SUMMARY_COLUMNS: list[tuple[str, str, bool, str]] = [
     # (row key, header, higher is better, format)
     ("after_test_top1", "top-1 after FT (%)", True, "{:.2f}"),
-    ("before_test_top1", "top-1 before FT (%)", True, "{:.2f}"),
+    ("before_test_top1", "top-1 before FT, BN re-estimated (%)", True, "{:.2f}"),
     ("after_test_top5", "top-5 after FT (%)", True, "{:.2f}"),
     ("achieved_sparsity", "sparsity", True, "{:.4f}"),
     ("compression_ratio", "compression", True, "{:.1f}x"),
@@ -160,6 +161,21 @@ CHANNEL_COLUMNS: list[tuple[str, str, bool, str]] = [
     ("latency_ratio", "CPU latency / dense", False, "{:.2f}"),
 ]
 NOT_RANKED = {"params_ratio", "flops_ratio"}  # set by the budget, not a quality: never bold
+REQUIRED_COLUMNS = ("label", "target_sparsity", "seed", "status", "after_test_top1", "compression_ratio")
+"""Columns a results.csv must have for a report (``purl report`` names the missing ones)."""
+HEADLINE = "after_test_top1"
+"""The score the paired-difference table and the plots compare: test top-1 after fine-tuning."""
+
+
+def check_columns(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Raise ResultsError naming the REQUIRED_COLUMNS for which no row of ``rows`` (read from ``path``) has a
+    value (the reader fills a column the file lacks with empty values)."""
+    from purl.errors import ResultsError
+
+    missing = [c for c in REQUIRED_COLUMNS if all(row.get(c) in (None, "") for row in rows)]
+    if missing:
+        raise ResultsError(f"'{path}' lacks the column(s) {', '.join(missing)}: a report needs "
+                           f"{', '.join(REQUIRED_COLUMNS)} (the columns `purl compare` writes)")
 
 
 def _ok_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -174,42 +190,60 @@ def _group(rows: Sequence[dict[str, Any]]) -> dict[float, dict[str, list[dict[st
     return dict(sorted(groups.items()))
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
     """Mean and sample std of the finite values (std 0 for one value; NaNs when there are none)."""
-    finite = [v for v in values if v is not None and not math.isinf(v) and not math.isnan(v)]
+    finite = [float(v) for v in values if _finite(v)]
     if not finite:
         return math.nan, math.nan
     return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison summary",
-                     names: Mapping[str, str] | None = None) -> str:
-    """Mean +- std per method and target sparsity; the best value of each column (per target) in bold.
+def by_seed(group: Sequence[dict[str, Any]], key: str) -> dict[int, float]:
+    """seed -> ``key`` of a method's rows at one target (finite values only): one side of a paired difference."""
+    return {int(r["seed"]): float(r[key]) for r in group if _finite(r.get(key))}
 
-    ``names`` maps labels to the names shown (default: :func:`method_names` of ``rows``).
-    """
-    names = dict(names) if names is not None else method_names(rows)
-    ok = _ok_rows(rows)
-    lines = [f"# {title}", "", "Mean ± std over seeds (n = number of seeds). Accuracies on the test split, "
-             "which no method used for any decision. Best per target sparsity in **bold**.", ""]
+
+def _leader(stats: dict[str, tuple[float, float]], higher: bool) -> tuple[str, str] | None:
+    """(best, runner-up) labels by mean, or None when fewer than two methods have a value."""
+    ranked = sorted((label for label in stats if not math.isnan(stats[label][0])),
+                    key=lambda label: stats[label][0], reverse=higher)
+    return (ranked[0], ranked[1]) if len(ranked) > 1 else None
+
+
+def _marks(by_label: dict[str, list[dict[str, Any]]], stats: dict[str, dict[str, tuple[float, float]]],
+           columns: list[tuple[str, str, bool, str]]) -> dict[str, tuple[str, str]]:
+    """column key -> (best label, "bold" | "tie"): bold only when the best's paired lead over the runner-up
+    lies outside the 95% interval; "tie" when it does not (or with one seed); no mark where methods agree."""
+    marks: dict[str, tuple[str, str]] = {}
+    for key, _, higher, fmt in columns:
+        if key in NOT_RANKED:
+            continue
+        column = {label: stats[label][key] for label in stats}
+        shown = {fmt.format(m) for m, _ in column.values() if not math.isnan(m)}
+        pair = _leader(column, higher)
+        if pair is None or len(shown) < 2:
+            continue
+        best, runner_up = pair
+        diff = paired_difference(by_seed(by_label[best], key), by_seed(by_label[runner_up], key))
+        marks[key] = (best, "bold" if diff.separated else "tie")
+    return marks
+
+
+def _main_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) -> list[str]:
     columns = list(SUMMARY_COLUMNS)
     if any(r.get("flops_ratio") is not None for r in ok):  # channel rows: sparsity is of the budget metric
         columns = [(k, "removed fraction of budget" if k == "achieved_sparsity" else h, hi, f)
                    for k, h, hi, f in columns] + CHANNEL_COLUMNS
     header = ["target", "method", "n"] + [h for _, h, _, _ in columns]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] * 3 + ["---:"] * len(columns)) + "|")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * len(columns)) + "|"]
     for target, by_label in _group(ok).items():
         stats = {label: {key: mean_std([r.get(key) for r in group]) for key, *_ in columns}
                  for label, group in by_label.items()}
-        best: dict[str, float] = {}
-        for key, _, higher, fmt in columns:
-            if key in NOT_RANKED:
-                continue
-            means = [stats[label][key][0] for label in stats if not math.isnan(stats[label][key][0])]
-            shown = {float(fmt.format(m).rstrip("x")) for m in means}
-            if len(shown) > 1:  # mark a winner only where methods differ
-                best[key] = max(shown) if higher else min(shown)
+        marks = _marks(by_label, stats, columns)
         for label, group in by_label.items():
             cells = [f"{target:g}", names.get(label, label), str(len(group))]
             for key, _, _, fmt in columns:
@@ -217,13 +251,66 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
                 if math.isnan(mean):
                     cells.append("n/a")
                     continue
-                text = fmt.format(mean)
-                if len(group) > 1:
-                    text += " ± " + fmt.format(std).rstrip("x")
-                if key in best and float(fmt.format(mean).rstrip("x")) == best[key]:
-                    text = f"**{text}**"
+                text = fmt.format(mean) + (" ± " + fmt.format(std).rstrip("x") if len(group) > 1 else "")
+                mark = marks.get(key)
+                if mark and mark[0] == label:
+                    text = f"**{text}**" if mark[1] == "bold" else f"{text} (tie)"
                 cells.append(text)
             lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _interval_text(diff: PairedDifference) -> str:
+    return "n/a (one seed)" if diff.n < 2 else f"[{diff.low:+.2f}, {diff.high:+.2f}]"
+
+
+def paired_table(ok: Sequence[dict[str, Any]], reference: str, names: Mapping[str, str]) -> list[str]:
+    """Markdown lines: every method against ``reference`` per target, paired by seed (top-1 after FT)."""
+    ref_name = names.get(reference, reference)
+    lines = [f"## Paired differences vs {ref_name}", "",
+             f"Test top-1 after FT of each method minus {ref_name}'s on the same seed (same split, dense model and "
+             "fine-tuning data order), in points: mean over seeds, two-sided 95% Student-t interval of the mean, "
+             f"and seeds won / tied / lost against {ref_name}. An interval wholly above (below) zero is a lead "
+             "(deficit) outside the seed noise.", "",
+             "| target | method | pairs | mean diff (points) | 95% interval | W/T/L |",
+             "|---|---|---:|---:|---:|---:|"]
+    for target, by_label in _group(ok).items():
+        if reference not in by_label:
+            continue
+        ref = by_seed(by_label[reference], HEADLINE)
+        for label, group in by_label.items():
+            if label == reference:
+                continue
+            diff = paired_difference(by_seed(group, HEADLINE), ref)
+            if diff.n == 0:
+                continue
+            mean = f"{diff.mean:+.2f}"
+            lines.append(f"| {target:g} | {names.get(label, label)} | {diff.n} | "
+                         f"{f'**{mean}**' if diff.separated else mean} | {_interval_text(diff)} | {diff.wtl} |")
+    return lines
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison summary",
+                     names: Mapping[str, str] | None = None, reference: str | None = None) -> str:
+    """Mean +- std per method and target; best per column in bold only when its lead is outside the noise;
+    then every method's paired difference against ``reference`` (default: ``global-mp`` when present).
+
+    ``names`` maps labels to the names shown (default: :func:`method_names` of ``rows``).
+    """
+    names = dict(names) if names is not None else method_names(rows)
+    ok = _ok_rows(rows)
+    lines = [f"# {title}", "",
+             "Mean ± std over seeds (n = number of seeds). Accuracies on the test split, which no method used for "
+             "any decision. Per target, the best mean of a column is **bold** only when its paired lead over the "
+             "runner-up (same seeds) lies outside the 95% Student-t interval; otherwise it is marked (tie) (always "
+             "with one seed). \"before FT\": right after pruning, BatchNorm statistics re-estimated on the reward's "
+             "fixed train batches (a pruned network scored with the dense statistics sits near chance).", ""]
+    lines += _main_table(ok, names)
+    labels = list(dict.fromkeys(r["label"] for r in ok))
+    if reference is None:
+        reference = "global-mp" if "global-mp" in labels else (labels[0] if labels else None)
+    if reference in labels and len(labels) > 1:
+        lines += [""] + paired_table(ok, reference, names)
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
         lines += ["", "## Failed cells", ""]
@@ -275,14 +362,14 @@ def _save(fig: Any, stem: Path) -> dict[str, Path]:
 
 
 def _method_series(rows: Sequence[dict[str, Any]], x_key: str) -> dict[str, list[tuple[float, float, float]]]:
-    """label -> [(mean x, mean top-1, std top-1)] sorted by x."""
+    """label -> [(mean x, mean top-1, half-width of its 95% t-interval over seeds)] sorted by x."""
     series: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for by_label in _group(rows).values():
         for label, group in by_label.items():
-            x, _ = mean_std([float(r[x_key]) for r in group])
-            y, dy = mean_std([float(r["after_test_top1"]) for r in group])
-            if not math.isnan(x) and not math.isnan(y):
-                series[label].append((x, y, dy))
+            x, _ = mean_std([r.get(x_key) for r in group])
+            ys = list(by_seed(group, HEADLINE).values())
+            if not math.isnan(x) and ys:
+                series[label].append((x, statistics.fmean(ys), interval_half_width(ys)))
     return {label: sorted(points) for label, points in series.items()}
 
 
@@ -293,7 +380,8 @@ def _legend_outside(ax: Any, fontsize: int = 8) -> None:
 
 def _accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, xlabel: str, base: int, stem: Path, *,
                    title: str, names: Mapping[str, str], x_format: str) -> dict[str, Path]:
-    """Top-1 after fine-tuning (mean +- std over seeds) against ``x_key`` on a log axis increasing to the right."""
+    """Top-1 after fine-tuning (mean, 95% t-interval over seeds) against ``x_key`` on a log axis increasing to the
+    right."""
     from matplotlib.ticker import EngFormatter, FixedLocator, FuncFormatter, NullFormatter
 
     plt = _pyplot()
@@ -320,6 +408,40 @@ def _accuracy_plot(rows: Sequence[dict[str, Any]], x_key: str, xlabel: str, base
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test top-1 after fine-tuning (%)")
     ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend_outside(ax)
+    return _save(fig, stem)
+
+
+def paired_differences_plot(rows: Sequence[dict[str, Any]], reference: str, stem: Path, *,
+                            names: Mapping[str, str]) -> dict[str, Path] | None:
+    """Each method's paired top-1 difference to ``reference`` (mean, 95% t-interval over seeds) against the
+    compression ratio; a zero line; None when no method pairs with the reference."""
+    from matplotlib.ticker import FuncFormatter
+
+    series: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    for target, by_label in _group(rows).items():
+        if reference not in by_label or target >= 1.0:
+            continue
+        ref = by_seed(by_label[reference], HEADLINE)
+        for label, group in by_label.items():
+            diff = paired_difference(by_seed(group, HEADLINE), ref)
+            if label != reference and diff.n:
+                low, high = (diff.mean, diff.mean) if diff.n < 2 else (diff.low, diff.high)
+                series[label].append((1.0 / (1.0 - target), diff.mean, diff.mean - low, high - diff.mean))
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    for label, points in series.items():
+        xs, ys, lo, hi = zip(*sorted(points), strict=True)
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=names.get(label, label))
+    ax.axhline(0.0, color="gray", linestyle="--", linewidth=1, label=names.get(reference, reference))
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}x"))
+    ax.set_xlabel("target compression ratio (log2 scale; right = more pruned)")
+    ax.set_ylabel(f"top-1 after FT minus {names.get(reference, reference)} (points)")
+    ax.set_title("Paired difference to the reference, same seeds (mean, 95% interval)")
     ax.grid(True, which="both", alpha=0.3)
     _legend_outside(ax)
     return _save(fig, stem)
@@ -417,26 +539,34 @@ def write_report(directory: str | Path, *, profile_sparsity: float | None = None
     if profile_sparsity is None and config is not None:
         profile_sparsity = config.compare.profile_sparsity
     rows = ResultsTable.read(directory / "results.csv")
+    check_columns(rows, directory / "results.csv")
     names = method_names(rows, config)
     ok = _ok_rows(rows)
+    reference = config.compare.reference_label() if config is not None else None
+    labels = {r["label"] for r in ok}
+    if reference not in labels:
+        reference = "global-mp" if "global-mp" in labels else next(iter(dict.fromkeys(r["label"] for r in ok)), None)
     written = {"summary": write_text(directory / "summary.md",
-                                     summary_markdown(rows, title or "Comparison summary", names))}
+                                     summary_markdown(rows, title or "Comparison summary", names, reference))}
     plots: dict[str, dict[str, Path] | None] = {}
     if ok:
         plots["accuracy_vs_compression"] = _accuracy_plot(
             ok, "compression_ratio",
             "compression ratio = dense / non-zero weights (log2 scale; right = more pruned)", 2,
-            directory / "accuracy_vs_compression", title="Test accuracy vs compression (mean ± std over seeds)",
+            directory / "accuracy_vs_compression", title="Test accuracy vs compression (mean, 95% interval over seeds)",
             names=names, x_format="ratio")
         plots["accuracy_vs_flops"] = _accuracy_plot(
             ok, "sparse_flops",
             "FLOPs per sample after pruning, in MACs (log10 scale, increasing to the right; left = more pruned)",
-            10, directory / "accuracy_vs_flops", title="Test accuracy vs FLOPs (mean ± std over seeds)",
+            10, directory / "accuracy_vs_flops", title="Test accuracy vs FLOPs (mean, 95% interval over seeds)",
             names=names, x_format="eng")
         target = pick_profile_sparsity(ok, profile_sparsity)
         if target is not None:
             plots["layer_profile"] = layer_profile_plot(ok, target, directory / "layer_profile", names)
         plots["learning_curve"] = learning_curve_plot(ok, directory / "learning_curve", names=names)
+        if reference is not None:
+            plots["paired_differences"] = paired_differences_plot(ok, reference, directory / "paired_differences",
+                                                                  names=names)
     for name, files in plots.items():
         if files is None:
             continue
