@@ -11,7 +11,8 @@ order the cells *finish* (``ray.wait``), so ``run_comparison`` appends every row
   builds the data split and the model and loads the weights from that object, so no
   cell pre-trains or reads the checkpoint from disk. A worker process keeps its last
   task, so further cells in the same process skip even that.
-* A method that raises is retried inside the task by :func:`~purl.compare.runner.execute_cell`;
+* A method that raises is retried inside the task by :func:`~purl.compare.runner.execute_cell`
+  (except a deterministic error, a PurlError or a full disk: recorded at once);
   a Ray-level failure (worker crash, an error outside the method) is resubmitted,
   all within ``compare.max_retries`` retries, then recorded as a failed row naming
   the cell and the error. Other cells are never affected.

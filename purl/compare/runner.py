@@ -10,6 +10,7 @@ same method from the job's picklable ``method`` name. The method merges the cell
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 import traceback
@@ -69,8 +70,24 @@ def _base_row(job: CellJob) -> dict[str, Any]:
     }
 
 
+def is_deterministic(exc: BaseException) -> bool:
+    """Whether ``exc`` fails the same way on every try: a user error (:class:`~purl.errors.PurlError`: a bad
+    config, an impossible target, ...) or a full disk (an ``OSError`` with errno ENOSPC, also as a cause)."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, PurlError) or (isinstance(error, OSError) and error.errno == errno.ENOSPC):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: float | None = None) -> CellOutcome:
     """Run one cell with retries; never raises for a method failure (it is recorded as status=failed).
+
+    A deterministic failure (:func:`is_deterministic`: a PurlError or a full disk) is recorded at once
+    (attempts = 1): a retry would fail the same way. Any other exception is retried ``job.max_retries`` times.
 
     ``task`` is the shared in-process task; a remote worker passes None and builds it from the
     cached dense checkpoint. ``effective_sparsity`` overrides the target (baselines matching an
@@ -99,8 +116,11 @@ def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: flo
         except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the grid
             detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, PurlError) else \
                 traceback.format_exc(limit=3).strip().splitlines()[-1]
+            deterministic = is_deterministic(exc)
+            if deterministic and attempts <= job.max_retries:
+                detail += " (not retried: it would fail the same way)"
             messages.append(f"attempt {attempts}: {detail}")
-            if attempts <= job.max_retries:
+            if attempts <= job.max_retries and not deterministic:
                 continue
             row = _base_row(job) | {"status": "failed", "error": " | ".join(messages), "attempts": attempts}
             return CellOutcome(job.cell, row, failed=True, messages=messages)
