@@ -37,6 +37,7 @@ ActionKind = Literal["discrete", "continuous"]
 
 #: env.action modes and the kind of action space each one produces.
 ACTION_MODES: dict[str, ActionKind] = {
+    "prior-relative": "continuous",
     "sparsity-continuous": "continuous",
     "sparsity-discrete": "discrete",
     "sigma": "discrete",
@@ -339,9 +340,10 @@ def make_agent(
     """
     spec = spec or validate_agent_config(config)
     kind = _action_kind(env.action_space)
-    if kind not in spec.actions:
-        check_action_mode(spec, "sparsity-continuous" if kind == "continuous" else "sparsity-discrete",
-                          config.agent.algo)
+    if kind not in spec.actions:  # a user env whose space disagrees with env.action: name the space's kind
+        mode = config.env.action if ACTION_MODES.get(config.env.action) == kind else (
+            "sparsity-continuous" if kind == "continuous" else "sparsity-discrete")
+        check_action_mode(spec, mode, config.agent.algo)
     agent = config.agent
     n_envs = env.num_envs if isinstance(env, VecEnv) else 1
     params = spec.defaults(episode_length(env), n_envs, agent.total_timesteps, agent.hyperparams)

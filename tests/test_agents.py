@@ -311,3 +311,12 @@ def test_prior_relative_gaussian_policies_start_close_to_the_prior(agent_config,
     assert float(explicit.policy.log_std.detach()[0]) == 0.5
     other = make_agent(agent_config("env.action=sparsity-continuous"), env)
     assert float(other.policy.log_std.detach()[0]) == 0.0  # SB3's own default elsewhere
+
+
+@pytest.mark.parametrize("algo", ["dqn"])
+def test_a_discrete_algorithm_with_the_prior_relative_action_names_that_action(run_cli, tmp_path, algo: str) -> None:
+    result = run_cli("train", "--config", "configs/quick.yaml", f"agent.algo={algo}", "agent.hyperparams={}",
+                     "--output", tmp_path / "run", "--quiet")
+    assert result.rc == 2 and "Traceback" not in result.err
+    assert "env.action=prior-relative is continuous" in result.err and "sparsity-continuous" not in result.err
+    assert not (tmp_path / "run").exists()  # refused before any work
