@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from purl.errors import ConfigError, PruningError, RegistryError
+from purl.numerics import first_non_finite
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer, find_prunable_layers
 from purl.pruning.masks import MaskState, magnitude_mask
@@ -45,6 +46,7 @@ __all__ = [
     "Allocator",
     "LayerCollapseWarning",
     "PruningResult",
+    "check_finite_weights",
     "collapsed_layers",
     "filter_layers",
     "get_allocator",
@@ -98,6 +100,19 @@ def filter_layers(
     if not out:
         raise PruningError(f"no prunable layer left after include={list(include)} exclude={list(exclude)}")
     return out
+
+
+def check_finite_weights(layers: Sequence[PrunableLayer], allocator: str = "") -> None:
+    """Refuse layers holding a NaN or inf weight: one PruningError naming the first such layer.
+
+    Magnitudes (and every allocation made from them) are meaningless there, so every allocator checks once
+    before allocating (:meth:`Allocator.apply`, and Global MP's fast path)."""
+    bad = first_non_finite((layer.name, layer.weight) for layer in layers)
+    if bad is not None:
+        where = f"{allocator}: " if allocator else ""
+        raise PruningError(f"{where}layer '{bad.name}' has {bad.count} non-finite weight(s) (NaN or inf) of "
+                           f"{bad.numel}; prune only a finite model (a diverged training run or a damaged "
+                           "checkpoint: retrain it)")
 
 
 def collapsed_layers(counts: Mapping[str, int], layers: Sequence[PrunableLayer]) -> list[str]:
@@ -192,6 +207,7 @@ class Allocator(ABC):
     ) -> PruningResult:
         """Prune ``layers``: install keep-masks in ``masks``, or (``masks=None``) zero the weights in place."""
         layers = list(layers)
+        check_finite_weights(layers, self.name or type(self).__name__)
         counts = self.allocate(layers, sparsity, constraints, generator=generator)
         self.check_counts(layers, sparsity, constraints, counts)
         keep = self.select(layers, counts, generator=generator)

@@ -24,10 +24,10 @@ threshold and is exact only up to rounding; the per-layer results differ slightl
 Speed: the threshold is found without sorting or ``kthvalue``-ing the concatenated weights
 (see :mod:`baselines._select`; ~10 elementwise passes, 60x faster than torch's ``global_unstructured``
 on ResNet-50), and the weights are zeroed with one fused in-place ``hardshrink`` per layer (a plain
-mask multiply only for layers where some weights tied with the threshold are kept). NaN weights
-count as the largest magnitudes. On CPU the call runs with one thread when a busy process occupies the
-spare cores (or the model is small), which keeps it fast on a shared machine; see
-:func:`baselines._select.cpu_threads`.
+mask multiply only for layers where some weights tied with the threshold are kept). Non-finite
+weights are refused (one PruningError naming the layer, as by every allocator). On CPU the call runs
+with one thread when a busy process occupies the spare cores (or the model is small), which keeps it
+fast on a shared machine; see :func:`baselines._select.cpu_threads`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ import torch
 from torch import nn
 
 from purl.baselines._select import AbsKeys, Cut, cpu_threads, select_smallest, select_with_caps
-from purl.baselines.base import Allocator, PruningResult, filter_layers, register_allocator
+from purl.baselines.base import (
+    Allocator,
+    PruningResult,
+    check_finite_weights,
+    filter_layers,
+    register_allocator,
+)
 from purl.errors import PruningError
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer, find_prunable_layers
@@ -89,6 +95,7 @@ class GlobalMagnitude(Allocator):
     ) -> PruningResult:
         """Fast path: threshold selection, then masks built (or weights zeroed) straight from the cuts."""
         layers = list(layers)
+        check_finite_weights(layers, self.name)  # this fast path bypasses Allocator.apply
         # one thread choice for the whole call (selection and zeroing): see baselines._select.cpu_threads
         with cpu_threads(sum(layer.numel for layer in layers)):
             return self._apply(layers, sparsity, constraints, masks)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from purl.errors import CheckpointError, OutputError
+from purl.numerics import first_non_finite
 
 FORMAT = "purl-checkpoint-v1"
 
@@ -111,9 +112,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_weights(model: nn.Module, payload: dict[str, Any], path: str | Path = "<checkpoint>") -> None:
-    """Load a checkpoint's weights into ``model``; a shape or key mismatch is a CheckpointError."""
+    """Load a checkpoint's weights into ``model``; a shape or key mismatch, or a tensor holding NaN or inf,
+    is a CheckpointError (naming the tensor)."""
+    state = payload["state_dict"]
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint '{path}' does not match the configured model: {first}") from None
+    bad = first_non_finite((name, value) for name, value in state.items() if isinstance(value, torch.Tensor))
+    if bad is not None:
+        raise CheckpointError(f"checkpoint '{path}' is damaged: tensor {bad.describe()} (a diverged training run "
+                              "or a corrupt file)")

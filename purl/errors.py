@@ -29,6 +29,10 @@ class PruningError(PurlError):
     """A pruning request cannot be satisfied (nothing prunable, bad sparsity)."""
 
 
+class NumericalError(PurlError):
+    """Weights or a training loss are NaN or infinite (a diverged run: learning rate too high, or bad data)."""
+
+
 class DataError(PurlError):
     """A dataset is missing on disk, malformed or misconfigured."""
 

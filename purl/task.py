@@ -19,8 +19,9 @@ from torch import nn
 from purl.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from purl.config import ExperimentConfig
 from purl.data import DataBundle, build_data
-from purl.errors import CheckpointError, PurlError
+from purl.errors import CheckpointError, NumericalError
 from purl.models import build_model
+from purl.numerics import first_non_finite
 from purl.pruning import (
     PRUNABLE_TYPES,
     LayerProfile,
@@ -133,15 +134,21 @@ def build_task(
         seconds = float(payload["meta"].get("pretrain_seconds", 0.0))
         model.to(device)
     else:
+        bad = first_non_finite(model.state_dict().items())
+        if bad is not None:  # before training: a NaN loss at step 1 would blame the learning rate
+            raise NumericalError(f"the dense model '{config.model.name}' holds non-finite weights as built: tensor "
+                                 f"{bad.describe()}; fix the model's initialisation (model.name, model.kwargs)")
         check_writable(path.parent, what="dense-model cache folder (cache_dir)")  # before training, not after
         model.to(device)
         loader = data.loader("train", config.data.batch_size, seed=config.seed,
                              num_workers=config.data.num_workers, pin_memory=device.type == "cuda")
         result = train(model, loader, config.pretrain, device=device, progress=progress, desc="pretrain")
         seconds = result.seconds
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise PurlError(f"pre-training of {config.model.name} on {config.data.name} diverged (non-finite "
-                            f"weights); lower pretrain.lr (now {config.pretrain.lr}) or add pretrain.weight_decay")
+        bad = first_non_finite(model.state_dict().items())
+        if bad is not None:
+            raise NumericalError(f"pre-training of {config.model.name} on {config.data.name} diverged: tensor "
+                                 f"{bad.describe()}; lower pretrain.lr (now {config.pretrain.lr}) or add "
+                                 "pretrain.weight_decay")
     test_loader = data.loader("test", config.data.eval_batch_size, num_workers=config.data.num_workers)
     dense_test = evaluate(model, test_loader, device=device)
     if not from_cache:

@@ -4,7 +4,9 @@ One loop serves both: pass a :class:`~purl.pruning.MaskState` and pruned
 weights stay zero (gradients masked, masks re-applied after every step).
 ``on_step(step)`` is called after every optimiser step (1-based), which is how
 gradual pruning recomputes masks during fine-tuning. AMP and channels_last are
-used only on CUDA; on CPU the same code runs in float32.
+used only on CUDA; on CPU the same code runs in float32. A NaN or infinite loss
+stops the run with a :class:`~purl.errors.NumericalError` (checked without an extra
+host sync: at the loss read-outs every 20 steps and at the end).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from purl.config import TrainConfig
+from purl.errors import NumericalError
 from purl.pruning.masks import MaskState
 
 
@@ -81,6 +84,7 @@ def train(
         masks.attach(optimizer)
     model.train()
     step, loss_value = 0, math.nan
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
     try:
         while step < total:
@@ -98,7 +102,10 @@ def train(
                 if schedule is not None:
                     schedule.step()
                 step += 1
-                loss_value = loss.item() if step % 20 == 0 or step == total else loss_value
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+                if step % 20 == 0 or step == total:
+                    loss_value = loss.item()
+                    _check_loss(int(first_bad), loss_value, total, cfg, desc)
                 if on_step is not None:
                     on_step(step)
                 bar.update(1)
@@ -112,6 +119,17 @@ def train(
             masks.detach()
             masks.apply()
     return TrainResult(step, float(loss_value), time.perf_counter() - start)
+
+
+def _check_loss(first_bad: int, loss_value: float, total: int, cfg: TrainConfig, desc: str) -> None:
+    """Stop a run whose loss went NaN or infinite (every later step would train on garbage weights)."""
+    if first_bad < 0:
+        return
+    key = f"{desc}.lr" if desc in ("pretrain", "finetune") else "the learning rate"
+    raise NumericalError(
+        f"{desc}: the training loss is not finite (NaN or inf) from step {first_bad} of {total} (now {loss_value:g}); "
+        f"likely the learning rate is too high (lower {key}, now {cfg.lr:g}) or the training data holds NaN or inf "
+        "values")
 
 
 @torch.no_grad()
