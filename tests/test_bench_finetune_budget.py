@@ -1,0 +1,51 @@
+"""benchmarks/bench_finetune_budget.py's verdict: where the ranking of methods stops changing as the budget grows."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_finetune_budget.py"
+
+
+def _bench():
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_finetune_budget", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _seeds(base: float, jitter: float = 0.1) -> dict[int, float]:
+    return {s: base + s + (jitter if s % 2 else -jitter) for s in range(4)}
+
+
+def test_a_reversal_at_a_larger_budget_moves_the_verdict_up() -> None:
+    bench = _bench()
+    # a leads b at 1 epoch; from 2 epochs on b leads, outside the noise: the ranking holds from 2
+    table = {0.9: {"a": {1: _seeds(92.0), 2: _seeds(93.0), 4: _seeds(93.5)},
+                   "b": {1: _seeds(90.0), 2: _seeds(94.0), 4: _seeds(94.6)}}}
+    result = bench.verdict(table, [1, 2, 4])
+    info = result["targets"]["0.9"]
+    assert info["holds_from"] == 2 and result["holds_from_every_target"] == 2
+    assert set(info["reversals"]) == {"1->2", "1->4"}
+
+
+def test_noise_and_ties_are_not_reversals() -> None:
+    bench = _bench()
+    # the order flips between budgets but never outside the paired interval; c ties a at 1 then separates
+    table = {0.5: {"a": {1: _seeds(90.0, 1.0), 2: _seeds(90.2, 1.0)},
+                   "b": {1: _seeds(90.1, -1.0), 2: _seeds(90.0, -1.0)},
+                   "c": {1: _seeds(90.0, 1.0), 2: _seeds(91.0, 1.0)}}}
+    result = bench.verdict(table, [1, 2])
+    assert result["targets"]["0.5"] == {"holds_from": 1, "reversals": {}}
+
+
+def test_a_ranking_still_moving_at_the_largest_budget_does_not_settle() -> None:
+    bench = _bench()
+    table = {0.98: {"a": {1: _seeds(50.0), 2: _seeds(70.0), 4: _seeds(80.0)},
+                    "b": {1: _seeds(60.0), 2: _seeds(65.0), 4: _seeds(85.0)}}}
+    result = bench.verdict(table, [1, 2, 4])
+    assert result["targets"]["0.98"]["holds_from"] is None  # the largest budget alone confirms nothing
+    assert result["holds_from_every_target"] is None
