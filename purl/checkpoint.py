@@ -32,6 +32,11 @@ def _umask() -> int:
     return mask
 
 
+def default_file_mode() -> int:
+    """The mode of every output file: 0666 minus the umask, what ``open()`` would give (``mkstemp`` makes 0600)."""
+    return 0o666 & ~_umask()
+
+
 def write_failure(path: Path, exc: OSError) -> OutputError:
     """The one-line :class:`OutputError` for an OSError raised while writing ``path`` (keeps errno etc.)."""
     if isinstance(exc, OutputError):
@@ -54,7 +59,7 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             write(handle)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:

@@ -20,10 +20,11 @@ exporter, at its default opset, which needs the ``onnxscript`` package.
   at full shape, so the file is as large as the dense one and it is **not faster**: every dense kernel
   (PyTorch, ONNX Runtime, cuDNN) multiplies the zeros like any other weight. The metadata file says so.
 
-Files are written to temporary files in the same folder, checked, and renamed into place only once every
-requested artefact succeeded, so an export that fails leaves earlier artefacts of the same name intact;
-a folder that cannot be written raises :class:`~purl.errors.OutputError`, an unexportable model
-:class:`ExportError` (a :class:`~purl.errors.PurlError`), both with a one-line message.
+Files are written to temporary files in the same folder, checked, and renamed into place (with every
+output's mode, 0666 minus the umask) only once every requested artefact succeeded, so an export that fails
+leaves earlier artefacts of the same name intact; a folder that cannot be written raises
+:class:`~purl.errors.OutputError`, an unexportable model :class:`ExportError` (a
+:class:`~purl.errors.PurlError`), both with a one-line message.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from purl.checkpoint import default_file_mode
 from purl.errors import ConfigError, OutputError, PurlError
 
 __all__ = ["FORMATS", "GRANULARITIES", "ExportError", "ExportResult", "export_model", "load_onnx", "load_program"]
@@ -222,7 +224,9 @@ def export_model(
             tmp = stage(meta)
             tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
             staged[meta] = tmp
+            mode = default_file_mode()  # the staged files are mkstemp's 0600; give them every output's mode
             for path, tmp in staged.items():
+                os.chmod(tmp, mode)
                 os.replace(tmp, path)
         except OSError as exc:
             raise OutputError(f"cannot write '{meta}': {exc.strerror or exc}", exc) from exc
