@@ -49,7 +49,7 @@ from purl.envs.episode import EpisodeState
 from purl.envs.observation import ObservationBuilder, observation_space
 from purl.envs.prior import CHANNEL_PRIORS, channel_prior_removed
 from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
-from purl.envs.setup import check_render_mode, device_and_task, reward_scoring
+from purl.envs.setup import RENDER_MODES, allocation_image, check_render_mode, device_and_task, reward_scoring
 from purl.errors import ConfigError, PruningError, PurlError
 from purl.pruning.channels import ChannelGroup, channel_graph, zero_channels
 from purl.pruning.metrics import LayerProfile
@@ -78,11 +78,11 @@ class ChannelPruningEnv(gym.Env):
     """Remove channels group by group; a reward at every step; ends on the FLOPs/params budget.
 
     Same arguments as :class:`envs.PruningEnv`: ``config`` (object, YAML path or None), ``task``, ``device``,
-    ``overrides`` (``key.sub=value``), ``render_mode`` (None or ``"ansi"``), ``**env_overrides``
+    ``overrides`` (``key.sub=value``), ``render_mode`` (None, ``"ansi"`` or ``"rgb_array"``), ``**env_overrides``
     (:class:`~purl.config.EnvConfig` fields). ``prune.granularity`` is set to ``channel`` when it is not.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 4}
 
     def __init__(
         self,
@@ -296,10 +296,16 @@ class ChannelPruningEnv(gym.Env):
                 "length": ep.step, "dense_accuracy": self.dense_accuracy, "target_sparsity": self.target_sparsity,
                 "target_accuracy": self.target_accuracy}
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
+        """``ansi``: one line of text; ``rgb_array``: the allocation so far as an HxWx3 uint8 image (one bar per
+        channel group at its sparsity, the next one to prune in another colour:
+        :func:`purl.envs.setup.allocation_image`)."""
+        ep = self._ep
+        if self.render_mode == "rgb_array":
+            sparsities = [c / n if n else 0.0 for c, n in zip(ep.counts, self.sizes, strict=True)]
+            return allocation_image(sparsities, ep.layer if self._ready else None)
         if self.render_mode != "ansi":
             return None
-        ep = self._ep
         where = (f"group {self.layer_names[ep.layer]} ({ep.layer + 1}/{self.n_layers})" if self._ready
                  else "episode over")
         return (f"step {ep.step}/{self.n_steps} {where}: accuracy {ep.accuracy:.4f} (target "

@@ -76,7 +76,7 @@ from purl.envs.flops_budget import FlopsBudget, check_flops_env_config
 from purl.envs.observation import ObservationBuilder, observation_space
 from purl.envs.prior import flops_prior_counts, prior_counts
 from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
-from purl.envs.setup import check_render_mode, device_and_task, reward_scoring
+from purl.envs.setup import RENDER_MODES, allocation_image, check_render_mode, device_and_task, reward_scoring
 from purl.envs.target import meets_target
 from purl.envs.task_cache import shared_task
 from purl.errors import ConfigError, PurlError
@@ -99,12 +99,12 @@ class PruningEnv(gym.Env):
             (env, constraints, include/exclude) and may differ from ``task.config`` (e.g. its seed).
         device: ``cpu``, ``cuda[:N]`` or ``auto``; default: the task's device, else ``cpu``.
         overrides: ``key.sub=value`` strings applied to the config.
-        render_mode: None or ``"ansi"``.
+        render_mode: None, ``"ansi"`` (a line of text) or ``"rgb_array"`` (an image of the allocation so far).
         **env_overrides: :class:`~purl.config.EnvConfig` fields, e.g. ``reward="amc"``,
             ``action="sigma"``, ``target_sparsity=0.8`` (validated; bad values raise ConfigError).
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 4}
 
     def __init__(
         self,
@@ -354,10 +354,15 @@ class PruningEnv(gym.Env):
             "budget_metric": self.budget_metric,
         }
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
+        """``ansi``: one line of text; ``rgb_array``: the allocation so far as an HxWx3 uint8 image (one bar per
+        layer at its sparsity, the next one to prune in another colour: :func:`purl.envs.setup.allocation_image`)."""
+        ep = self._ep
+        if self.render_mode == "rgb_array":
+            sparsities = [c / n if n else 0.0 for c, n in zip(ep.counts, self._numels, strict=True)]
+            return allocation_image(sparsities, ep.layer if self._ready else None)
         if self.render_mode != "ansi":
             return None
-        ep = self._ep
         where = (f"layer {self.layer_names[ep.layer]} ({ep.layer + 1}/{self.n_layers}, pass {ep.pass_index + 1})"
                  if self._ready else "episode over")
         return (f"step {ep.step}/{self.n_steps} {where}: accuracy {ep.accuracy:.4f} "

@@ -1,7 +1,8 @@
 """Construction steps both environments share (:class:`envs.PruningEnv`, :class:`envs.ChannelPruningEnv`).
 
-One place for: the ``render_mode`` check, where the env runs and which task it prunes, and the reward-split
-scorer with its BatchNorm recalibration batches, the dense accuracy and the accuracy target.
+One place for: the render modes (the ``render_mode`` check and the ``rgb_array`` picture of the allocation),
+where the env runs and which task it prunes, and the reward-split scorer with its BatchNorm recalibration
+batches, the dense accuracy and the accuracy target.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,7 +20,22 @@ from purl.evaluator import RewardEvaluator, calibration_batches, has_batchnorm
 from purl.runtime import resolve_device
 from purl.task import Task
 
-__all__ = ["Scoring", "check_render_mode", "device_and_task", "reward_scoring"]
+__all__ = ["RENDER_COLOURS", "RENDER_MODES", "Scoring", "allocation_image", "check_render_mode", "device_and_task",
+           "reward_scoring"]
+
+#: what both envs' ``render()`` supports: ``ansi`` (one line of text), ``rgb_array`` (:func:`allocation_image`;
+#: the mode Stable-Baselines3's ``make_vec_env`` asks for when it builds an env by id)
+RENDER_MODES: tuple[str, ...] = ("ansi", "rgb_array")
+#: RGB colours of :func:`allocation_image`: background, a layer's empty slot and its sparsity bar, and the
+#: same two for the layer the next action prunes
+RENDER_COLOURS: dict[str, tuple[int, int, int]] = {
+    "background": (255, 255, 255),
+    "slot": (225, 225, 225),
+    "bar": (31, 119, 180),
+    "current_slot": (255, 214, 170),
+    "current_bar": (255, 127, 14),
+}
+_HEIGHT, _BAR, _GAP, _MARGIN = 96, 8, 2, 4  # pixels; width 2*margin + n*bar + (n-1)*gap is even
 
 
 def check_render_mode(render_mode: str | None, modes: Sequence[str]) -> str | None:
@@ -26,6 +43,26 @@ def check_render_mode(render_mode: str | None, modes: Sequence[str]) -> str | No
     if render_mode is not None and render_mode not in modes:
         raise ConfigError(f"render_mode '{render_mode}' is not supported; allowed: None, {', '.join(modes)}")
     return render_mode
+
+
+def allocation_image(sparsities: Sequence[float], current: int | None) -> np.ndarray:
+    """The allocation so far as an HxWx3 uint8 image (numpy only): one bar per prunable layer (channel group),
+    left to right in pruning order, filled from the bottom to its sparsity; the layer at index ``current``
+    (the next one the agent prunes; None when the episode is over) drawn in :data:`RENDER_COLOURS`'
+    ``current_*`` colours. The size depends only on the number of layers, so every frame of an env matches."""
+    n = max(len(sparsities), 1)
+    inner = _HEIGHT - 2 * _MARGIN
+    image = np.empty((_HEIGHT, 2 * _MARGIN + n * _BAR + (n - 1) * _GAP, 3), dtype=np.uint8)
+    image[:] = RENDER_COLOURS["background"]
+    for i, sparsity in enumerate(sparsities):
+        left = _MARGIN + i * (_BAR + _GAP)
+        slot, bar = ("current_slot", "current_bar") if i == current else ("slot", "bar")
+        image[_MARGIN:_HEIGHT - _MARGIN, left:left + _BAR] = RENDER_COLOURS[slot]
+        value = float(sparsity)
+        filled = int(round(min(max(value, 0.0), 1.0) * inner)) if np.isfinite(value) else 0
+        if filled:
+            image[_HEIGHT - _MARGIN - filled:_HEIGHT - _MARGIN, left:left + _BAR] = RENDER_COLOURS[bar]
+    return image
 
 
 def device_and_task(config: ExperimentConfig, task: Task | None,
