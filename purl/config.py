@@ -557,11 +557,44 @@ def config_differences(saved: dict[str, Any], config: ExperimentConfig) -> list[
     return sorted(k for k in set(old) | set(new) if relevant(k) and differs(k))
 
 
+def shipped_configs() -> dict[str, Path]:
+    """Name -> file of every config shipped with PuRL (``configs/*.yaml``, installed as package data of
+    ``purl.configs``), sorted by name."""
+    from importlib.resources import files
+
+    try:
+        folder = files("purl.configs")
+    except ModuleNotFoundError:  # a source tree used without `pip install -e .`: nothing shipped
+        return {}
+    found = {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+    return dict(sorted(found.items()))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """The config file ``name_or_path`` names: an existing path wins; else a shipped config by name (``quick``,
+    ``quick.yaml``) or by its path in the source tree (``configs/quick.yaml``), from any working directory;
+    else one ConfigError listing the shipped names."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    if not path.is_absolute() and path.parent in (Path("."), Path("configs")) and path.suffix in ("", ".yaml"):
+        found = shipped.get(path.name.removesuffix(".yaml"))
+        if found is not None and found.is_file():
+            return found
+    if path.exists():  # e.g. a folder: read_yaml says it is not a file
+        return path
+    names = ", ".join(shipped) or "(none installed)"
+    raise ConfigError(f"config file '{name_or_path}' does not exist (not a path from '{Path.cwd()}', not a shipped "
+                      f"config); shipped configs, usable by name from anywhere (e.g. --config quick): {names}")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with clear errors for missing files and bad syntax."""
-    path = Path(path)
+    """Read a YAML mapping (a path, or a shipped config's name: :func:`resolve_config_path`), with clear errors
+    for missing files and bad syntax."""
+    path = resolve_config_path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+        raise ConfigError(f"config file '{path}' is not a file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

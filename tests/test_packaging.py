@@ -1,5 +1,6 @@
 """Packaging: one import name. The wheel installs only ``purl`` (the design card's top-level folders envs/,
-agents/ and baselines/ become purl.envs, purl.agents and purl.baselines), and no package is left out."""
+agents/ and baselines/ become purl.envs, purl.agents and purl.baselines; configs/ becomes purl.configs with its
+YAMLs as package data), and no package is left out."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 REPO = Path(__file__).resolve().parents[1]
-MAPPED = {"purl.envs": "envs", "purl.agents": "agents", "purl.baselines": "baselines"}
+MAPPED = {"purl.envs": "envs", "purl.agents": "agents", "purl.baselines": "baselines", "purl.configs": "configs"}
 
 
 def _pyproject() -> dict:
@@ -63,6 +64,8 @@ def test_the_wheel_installs_only_the_purl_package(tmp_path: Path) -> None:
     for package in MAPPED:
         assert f"{package.replace('.', '/')}/__init__.py" in names
     assert "purl/envs/rewards/__init__.py" in names
+    shipped = sorted(f"purl/configs/{p.name}" for p in (REPO / "configs").glob("*.yaml"))
+    assert shipped and sorted(n for n in names if n.startswith("purl/configs/") and n.endswith(".yaml")) == shipped
 
 
 def test_the_mapped_packages_import_from_any_directory(tmp_path: Path) -> None:

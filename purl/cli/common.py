@@ -16,7 +16,8 @@ from purl.runtime import configure_threads
 def add_common_arguments(parser: argparse.ArgumentParser, *, output: bool = True) -> None:
     """--config, overrides, --device, --seed, --output, --quiet."""
     parser.add_argument("--config", "-c", type=Path, default=None,
-                        help="experiment YAML (default: built-in quick task, digits + MLP)")
+                        help="experiment YAML: a path, or a shipped config's name from any directory, e.g. quick "
+                             "(`purl list configs`; default: built-in quick task, digits + MLP)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. prune.sparsity=0.95 finetune.epochs=5")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: config's, auto)")
@@ -52,15 +53,18 @@ def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -
 
 
 def planned_output_dir(args: argparse.Namespace, config: ExperimentConfig, command: str) -> Path:
-    """The run's output folder, checked for writability but NOT created.
+    """The run's output folder, checked for writability and locked for this run (:mod:`purl.lock`).
 
-    Call it before any heavy work: a read-only location, a full disk or a file in the way is one
-    :class:`~purl.errors.OutputError` line at once. The folder appears with the first file the run
-    writes (atomic writes create parents), so a run that fails early (a bad model name, a missing
-    dataset) leaves no empty folder behind.
+    Call it before any heavy work: a read-only location, a full disk, a file in the way or another run
+    holding the folder is one :class:`~purl.errors.OutputError` line at once. The lock is released when the
+    command ends (``purl.cli.main``); a folder it created that is still empty then is removed, so a run that
+    fails early (a bad model name, a missing dataset) leaves no empty folder behind.
     """
-    out = args.output if args.output is not None else Path("runs") / config.name / command
-    return check_writable(out)
+    from purl import lock
+
+    out = check_writable(args.output if args.output is not None else Path("runs") / config.name / command)
+    lock.acquire(out, f"purl {command}")
+    return out
 
 
 def output_dir(args: argparse.Namespace, config: ExperimentConfig, command: str) -> Path:

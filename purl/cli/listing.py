@@ -14,7 +14,9 @@ _LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", nargs="?", default="all",
                         choices=["all", "models", "datasets", "configs", "methods", "rewards", "agents"])
-    parser.add_argument("--configs-dir", type=Path, default=Path("configs"), help="where to look for YAML configs")
+    parser.add_argument("--configs-dir", type=Path, default=None,
+                        help="list the YAML configs of this folder (default: the shipped configs, usable by name "
+                             "from any directory, e.g. --config quick)")
 
 
 def _optional(module: str, attr: str) -> dict[str, str]:
@@ -62,6 +64,15 @@ def _methods() -> dict[str, str]:
     return entries
 
 
+def _configs(folder: Path | None) -> dict[str, str]:
+    """Config name -> file: the YAMLs of ``folder``, or the shipped configs when None."""
+    if folder is None:
+        from purl.config import shipped_configs
+
+        return {name: str(path) for name, path in shipped_configs().items()}
+    return {p.stem: str(p) for p in sorted(folder.glob("*.yaml"))}
+
+
 def run(args: argparse.Namespace) -> int:
     from purl.data import list_datasets
     from purl.models import list_models
@@ -70,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     sections = {
         "models": list_models,
         "datasets": list_datasets,
-        "configs": lambda: {p.stem: str(p) for p in sorted(args.configs_dir.glob("*.yaml"))},
+        "configs": lambda: _configs(args.configs_dir),
         "methods": _methods,
         "rewards": lambda: _optional("purl.envs", "list_rewards"),
         "agents": lambda: _optional("purl.agents", "list_algorithms"),
