@@ -12,10 +12,12 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
-from purl import __version__
+from purl import __version__, lock
 from purl.errors import PurlError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -26,6 +28,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "report": ("purl.cli.report", "regenerate summary.md and plots from a results.csv"),
     "list": ("purl.cli.listing", "list models, datasets, configs, methods, rewards, agents"),
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so a terminated run stops exactly like Ctrl-C does (an agent
+    search saves its checkpoint, a grid keeps its finished cells), then exits 143 (128 + SIGTERM)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -55,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return int(args._run(args) or 0)
     except PurlError as exc:
@@ -63,9 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `purl ... | head`: the reader left; results are already written
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit (Python docs)
         return 0
-    except KeyboardInterrupt:
-        print(f"purl {args.command}: interrupted; finished results are saved", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        resume = "; rerun with --resume to continue the search" if args.command == "train" else \
+            "; the same command resumes" if args.command == "compare" else ""
+        print(f"purl {args.command}: {how}; finished results are saved{resume}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        lock.release_all()  # the output folder's lock (purl.lock), taken by planned_output_dir
 
 
 if __name__ == "__main__":
