@@ -136,3 +136,12 @@ def test_report_names_missing_columns(run_cli, tmp_path: Path) -> None:
     result = run_cli("report", str(tmp_path))
     assert result.rc == 2 and "Traceback" not in result.err
     assert "after_test_top1" in result.err and "compression_ratio" in result.err
+
+
+def test_a_grid_whose_cells_all_failed_still_gets_its_failed_cells_summary(tmp_path: Path) -> None:
+    table = ResultsTable(tmp_path / "results.csv")
+    row = {c: None for c in CSV_COLUMNS} | {"label": "lamp", "method": "lamp", "target_sparsity": 0.9, "seed": 0,
+                                            "status": "failed", "error": "PruningError: no"}
+    table.add(row)
+    write_report(tmp_path)
+    assert "## Failed cells" in (tmp_path / "summary.md").read_text()

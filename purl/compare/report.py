@@ -161,21 +161,27 @@ CHANNEL_COLUMNS: list[tuple[str, str, bool, str]] = [
     ("latency_ratio", "CPU latency / dense", False, "{:.2f}"),
 ]
 NOT_RANKED = {"params_ratio", "flops_ratio"}  # set by the budget, not a quality: never bold
-REQUIRED_COLUMNS = ("label", "target_sparsity", "seed", "status", "after_test_top1", "compression_ratio")
-"""Columns a results.csv must have for a report (``purl report`` names the missing ones)."""
+REQUIRED_COLUMNS = ("label", "target_sparsity", "seed", "status")
+"""Columns every results.csv must have for a report (``purl report`` names the missing ones)."""
+SCORE_COLUMNS = ("after_test_top1", "compression_ratio")
+"""Columns the finished (``status: ok``) rows must have: what the tables and plots show."""
 HEADLINE = "after_test_top1"
 """The score the paired-difference table and the plots compare: test top-1 after fine-tuning."""
 
 
 def check_columns(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Raise ResultsError naming the REQUIRED_COLUMNS for which no row of ``rows`` (read from ``path``) has a
-    value (the reader fills a column the file lacks with empty values)."""
+    """Raise ResultsError naming the columns a report needs that ``rows`` (read from ``path``) lack: a
+    REQUIRED_COLUMNS column no row has a value in, or a SCORE_COLUMNS column the finished rows have none of
+    (the reader fills a column the file lacks with empty values; a grid whose cells all failed has no scores
+    and still gets its failed-cells summary)."""
     from purl.errors import ResultsError
 
+    ok = _ok_rows(rows)
     missing = [c for c in REQUIRED_COLUMNS if all(row.get(c) in (None, "") for row in rows)]
+    missing += [c for c in SCORE_COLUMNS if ok and all(row.get(c) in (None, "") for row in ok)]
     if missing:
         raise ResultsError(f"'{path}' lacks the column(s) {', '.join(missing)}: a report needs "
-                           f"{', '.join(REQUIRED_COLUMNS)} (the columns `purl compare` writes)")
+                           f"{', '.join(REQUIRED_COLUMNS + SCORE_COLUMNS)} (the columns `purl compare` writes)")
 
 
 def _ok_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
