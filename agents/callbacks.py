@@ -21,7 +21,7 @@ pruning allocation of the whole network) or the loop's own hooks, and each works
   rollout was learnt from; every file is written to a temporary name and renamed, the JSON last;
 * :class:`ExactBudgetStop`: stops the search at exactly ``budget`` env steps (:func:`planned_steps`), so a
   run resumed from a checkpoint taken mid-rollout does not overshoot; an uninterrupted run is unchanged;
-* :class:`TqdmProgress`: the search's tqdm bar on stderr.
+* :class:`TqdmProgress`: the search's progress on stderr (a tqdm bar on a terminal, plain lines in a log).
 
 :class:`PurlCallback` is the ``CallbackList`` of the first five that :func:`agents.training.train_agent`
 uses (sharing one :class:`SearchClock`), and exposes the run's record (``best``, ``episodes``, ...).
@@ -531,7 +531,8 @@ def truncate_episodes_csv(output_dir: str | Path, max_step: int) -> None:
 
 
 class TqdmProgress(BaseCallback):
-    """The search's progress bar: tqdm on stderr like every other PuRL bar (SB3's own bar is rich on stdout).
+    """The search's progress on stderr, like every other PuRL bar (:func:`purl.progress.progress_bar`: a tqdm
+    bar on a terminal, periodic plain lines in a log file; SB3's own bar is rich on stdout).
 
     :param total: the run's budget (``agent.total_timesteps``); the bar starts at the resumed step.
     """
@@ -543,11 +544,10 @@ class TqdmProgress(BaseCallback):
         self._bar: Any = None
 
     def _on_training_start(self) -> None:
-        from tqdm.auto import tqdm
+        from purl.progress import progress_bar
 
         start = min(int(self.model.num_timesteps), self.total)
-        self._bar = tqdm(total=self.total, initial=start, desc=self.desc, unit="step", dynamic_ncols=True,
-                         leave=False)
+        self._bar = progress_bar(self.total, initial=start, desc=self.desc, unit="step")
 
     def _on_step(self) -> bool:
         if self._bar is not None:

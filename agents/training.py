@@ -246,9 +246,10 @@ def train_agent(
             _clear_previous_run(out)
             model, state = make_agent(config, venv, seed=seed, spec=spec), {}
         model.set_logger(configure(str(out / TB_DIR), ["tensorboard"]))
+        budget = planned_steps(model, config.agent.total_timesteps)
         callback = PurlCallback(out, checkpoint_every=config.agent.checkpoint_every, figure_every=figure_every,
                                 target_sparsity=config.env.target_sparsity, state=state if can_resume else None,
-                                budget=planned_steps(model, config.agent.total_timesteps),
+                                budget=budget,
                                 accuracy_target=config.env.target_accuracy,
                                 run={"config": config.to_dict(), "seed": int(seed)})
         callback.init_callback(model)  # so that an interrupt before the first step can still checkpoint
@@ -256,7 +257,7 @@ def train_agent(
         if remaining > 0:
             extras: list[BaseCallback] = []
             if progress and config.agent.progress_bar:  # one bar style in the CLI: tqdm (SB3's is rich)
-                extras.append(TqdmProgress(config.agent.total_timesteps))
+                extras.append(TqdmProgress(budget))  # the env steps the search takes
             _learn(model, remaining, callback, extras, fresh=not can_resume, torch_threads=torch_threads)
         return AgentRun(model=model, output_dir=out, best=callback.best, best_return=callback.best_return,
                         best_accuracy=callback.best_accuracy, top_accurate=list(callback.top_accurate),

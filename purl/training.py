@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from purl.config import TrainConfig
 from purl.errors import NumericalError
+from purl.progress import progress_bar
 from purl.pruning.masks import MaskState
 
 
@@ -85,7 +85,7 @@ def train(
     model.train()
     step, loss_value = 0, math.nan
     first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+    bar = progress_bar(total, desc=desc, enabled=progress, unit="step")
     try:
         while step < total:
             for inputs, targets in loader:

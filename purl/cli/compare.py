@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     return run_grid(args, config_from_args(args, overrides), "compare")
 
 
+CELLS_DIR = "cells"  # each cell's folder: <out>/cells/<cell slug>/ (purl.compare.runner)
+TB_DIR = "tb"  # an agent cell's TensorBoard logs: <out>/cells/<cell slug>/tb/ (purl.agents.training.TB_DIR)
 GRID_FILE = "grid.json"  # the config a folder's rows were computed with (written before the first cell)
 
 
@@ -89,6 +91,7 @@ def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *
     from purl.compare.runner import LocalExecutor
     from purl.config import save_config
     from purl.methods import validate_methods
+    from purl.progress import write
     from purl.results import write_json
     from purl.runtime import resolve_device
     from purl.task import build_task
@@ -109,12 +112,12 @@ def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *
         executor = LocalExecutor(task)
 
     def show(outcome, done: int, total: int) -> None:  # noqa: ANN001
-        row = outcome.row
+        row = outcome.row  # progress.write: on its own line, never on the grid bar's (a terminal) line
         if outcome.failed:
-            print(f"[{done}/{total}] {row['label']} @ {row['target_sparsity']:g} seed {row['seed']}: FAILED "
+            write(f"[{done}/{total}] {row['label']} @ {row['target_sparsity']:g} seed {row['seed']}: FAILED "
                   f"({row['error']})")
         else:
-            print(f"[{done}/{total}] {row['label']} @ {row['target_sparsity']:g} seed {row['seed']}: "
+            write(f"[{done}/{total}] {row['label']} @ {row['target_sparsity']:g} seed {row['seed']}: "
                   f"top-1 {row['after_test_top1']:.2f}% (before FT {row['before_test_top1']:.2f}%), "
                   f"sparsity {row['achieved_sparsity']:.4f}, {row['wall_time_s']:.1f}s")
 
@@ -133,5 +136,9 @@ def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *
     print((out / "summary.md").read_text())
     for name, path in written.items():
         print(f"{name}: {path}")
+    logged = {path.parent.parent.name for path in (out / CELLS_DIR).glob(f"*/{TB_DIR}/events.out.tfevents.*")}
+    if logged:  # each agent cell's search logs to cells/<cell>/tb
+        print(f"TensorBoard: tensorboard --logdir {out / CELLS_DIR}  ({len(logged)} agent cell(s), each in "
+              f"{out / CELLS_DIR}/<cell>/{TB_DIR})")
     print(f"results: {out / 'results.csv'}  ({len(table.rows)} cells, {len(failed)} failed, wall time {wall:.1f}s)")
     return 1 if failed else 0

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from purl.compare.cells import Cell, ResultsTable
 from purl.config import ExperimentConfig, MethodSpec
 from purl.errors import PurlError
 from purl.methods import Method, MethodCell, get_method, method_name
+from purl.progress import progress_bar
 from purl.task import Task
 
 MethodRunner = Method  # the old name of a method runner; every method is a purl.methods.Method now
@@ -170,7 +169,9 @@ def run_comparison(
         print(f"resuming: {total - len(pending)} of {total} cells already finished in {table.path}, "
               f"running {len(pending)}", flush=True)
     planned_keys = {c.key for c in planned}
-    bar = tqdm(total=total, initial=total - len(pending), desc="compare", unit="cell", disable=not progress)
+    # on a terminal a bar; elsewhere nothing (the report's [k/N] lines say how far the grid is)
+    bar = progress_bar(total, initial=total - len(pending), desc="compare", unit="cell", enabled=progress,
+                       leave=True, plain=False)
 
     def finished_count() -> int:
         """Cells of this grid with a row (rows of other grids in the same file are not counted)."""
