@@ -49,3 +49,19 @@ def test_a_ranking_still_moving_at_the_largest_budget_does_not_settle() -> None:
     result = bench.verdict(table, [1, 2, 4])
     assert result["targets"]["0.98"]["holds_from"] is None  # the largest budget alone confirms nothing
     assert result["holds_from_every_target"] is None
+
+
+def test_a_reversal_inside_the_margin_does_not_count() -> None:
+    bench = _bench()
+    # b overtakes a by 0.3 points on every seed at 2 epochs: a real order, but inside a 0.5-point margin
+    table = {0.9: {"a": {1: _seeds(91.0), 2: _seeds(92.0)}, "b": {1: _seeds(90.0), 2: _seeds(92.3)}}}
+    assert bench.verdict(table, [1, 2], margin=0.0)["targets"]["0.9"]["holds_from"] is None
+    assert bench.verdict(table, [1, 2], margin=0.5)["targets"]["0.9"] == {"holds_from": 1, "reversals": {}}
+
+
+def test_a_budget_that_agrees_with_the_largest_but_is_followed_by_a_reversal_is_not_the_verdict() -> None:
+    bench = _bench()
+    # b > a at 1, 2 and 8 epochs, but a > b at 4 (outside the noise): from 2 on the ranking is not stable
+    table = {0.9: {"a": {1: _seeds(90.0), 2: _seeds(90.0), 4: _seeds(93.0), 8: _seeds(93.0)},
+                   "b": {1: _seeds(91.0), 2: _seeds(91.0), 4: _seeds(92.0), 8: _seeds(94.0)}}}
+    assert bench.verdict(table, [1, 2, 4, 8])["targets"]["0.9"]["holds_from"] is None
