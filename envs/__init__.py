@@ -5,6 +5,10 @@
 >>> env = envs.PruningEnv("configs/mnist5k-lenet5.yaml", reward="amc", action="sigma")
 >>> venv = gymnasium.make_vec("purl/Pruning-v0", num_envs=2, vectorization_mode="async")  # forked workers
 
+Worker processes that build an env by id (SB3's ``SubprocVecEnv``, ``AsyncVectorEnv`` under spawn/forkserver) find
+the ids registered when they unpickle a config (``env_kwargs={"config": cfg}``); given no PuRL object, name the
+module in the id: ``"purl.envs:purl/Pruning-v0"`` (:mod:`purl.gym_registration`).
+
 Importing ``envs`` installs :func:`purl.runtime.install_fork_guard`, so workers forked from a process
 that already ran torch ops (gymnasium's ``AsyncVectorEnv``) run single-threaded instead of deadlocking.
 
@@ -17,8 +21,6 @@ resolution) and :mod:`envs.task_cache` (the process-wide task cache).
 
 from __future__ import annotations
 
-import gymnasium
-
 from purl.envs.actions import InvalidActionError
 from purl.envs.channel_env import ChannelPruningEnv
 from purl.envs.config import resolve_config
@@ -27,19 +29,14 @@ from purl.envs.observation import FEATURES, N_FEATURES
 from purl.envs.pruning_env import PruningEnv
 from purl.envs.rewards import REWARDS, Reward, RewardContext, make_reward
 from purl.envs.target import episode_meets_target, meets_target, target_count
+from purl.gym_registration import CHANNEL_ENV_ID, ENV_ID, register_gym_envs
 from purl.runtime import install_fork_guard
-
-ENV_ID = "purl/Pruning-v0"
-CHANNEL_ENV_ID = "purl/ChannelPruning-v0"
 
 # Forked vector-env workers (gymnasium's AsyncVectorEnv, default ``fork`` context) would otherwise
 # deadlock in torch's inherited OpenMP pool on their first op; see purl.runtime.install_fork_guard.
 install_fork_guard()
 
-if ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=ENV_ID, entry_point="purl.envs.pruning_env:PruningEnv", nondeterministic=False)
-if CHANNEL_ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=CHANNEL_ENV_ID, entry_point="purl.envs.channel_env:ChannelPruningEnv", nondeterministic=False)
+register_gym_envs()  # ENV_ID and CHANNEL_ENV_ID (purl.gym_registration: also on unpickling a config in a worker)
 
 
 def list_rewards() -> dict[str, str]:

@@ -274,6 +274,12 @@ class CompareConfig(Section):
     )
     cpus_per_task: PositiveFloat = 1.0
     gpus_per_task: NonNegativeFloat = 0.0
+    seed_scope: Literal["finetune", "task"] = Field(
+        "finetune", description="what a compare seed resamples. finetune: the fine-tuning data order and the agent "
+        "(one data split and dense model, from the config's seed, for every cell); task: also the data split and "
+        "the dense model (pre-trained once per seed and cached), so seed-to-seed spread includes the dense "
+        "model's. Every method of a seed still shares one task, so differences stay paired"
+    )
     reference: str | None = Field(
         None, description="the method label every other method is compared with, seed by seed, in summary.md "
         "(mean paired difference, 95% interval, wins/ties/losses); default: global-mp when in the grid, else the "
@@ -300,6 +306,11 @@ class CompareConfig(Section):
     def method_specs(self) -> list[MethodSpec]:
         """Every method as a MethodSpec (a bare string is its own label)."""
         return [MethodSpec(label=m, method=m) if isinstance(m, str) else m for m in self.methods]
+
+    def cell_task_config(self, config: ExperimentConfig, seed: int) -> ExperimentConfig:
+        """The config whose split and dense model a cell of ``seed`` uses: ``config`` itself, or with
+        ``seed: <seed>`` when ``seed_scope`` is ``task``."""
+        return config.model_copy(update={"seed": seed}) if self.seed_scope == "task" else config
 
     def reference_label(self) -> str | None:
         """The label paired differences are taken against: ``reference``, else ``global-mp`` when in the grid,
@@ -329,6 +340,15 @@ class ExperimentConfig(Section):
     env: EnvConfig = Field(default_factory=EnvConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling (e.g. the env kwargs in a ``SubprocVecEnv`` / spawned ``AsyncVectorEnv`` worker) also registers
+        PuRL's Gymnasium ids there, so ``gymnasium.make("purl/Pruning-v0", config=cfg)`` works in a process that never
+        imported ``purl.envs`` (:mod:`purl.gym_registration`; nothing of ``purl.envs`` is imported)."""
+        super().__setstate__(state)
+        from purl.gym_registration import register_gym_envs
+
+        register_gym_envs()
 
     @field_validator("device")
     @classmethod
@@ -539,12 +559,14 @@ def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:
 # Keys that do not change a run's result: a checkpoint made with other values is still resumable.
 IGNORED_KEYS = ("name", "device", "threads", "cache_dir", "compare", "agent.progress_bar", "data.root",
                 "data.download", "data.num_workers", "data.eval_batch_size")
+# ... except these ``compare`` keys, which change what every cell measures (not which cells run).
+RESULT_COMPARE_KEYS = ("compare.seed_scope",)
 
 
 def config_differences(saved: dict[str, Any], config: ExperimentConfig) -> list[str]:
     """Dotted keys whose values differ between a saved config dict and ``config`` (ignoring IGNORED_KEYS)."""
     def relevant(key: str) -> bool:
-        return not any(key == k or key.startswith(k + ".") for k in IGNORED_KEYS)
+        return key in RESULT_COMPARE_KEYS or not any(key == k or key.startswith(k + ".") for k in IGNORED_KEYS)
 
     old, new = _flatten(saved), _flatten(config.to_dict())
     defaults = _flatten(ExperimentConfig().to_dict())
