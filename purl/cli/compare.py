@@ -105,9 +105,13 @@ def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *
 
         executor = RayExecutor(config.compare, device=str(device))
     start = time.perf_counter()
-    task = build_task(config, device, progress=not args.quiet)
+    per_seed = config.compare.seed_scope == "task"  # one split + dense model per seed: build the first seed's
+    task = build_task(config.compare.cell_task_config(config, config.compare.seeds[0]), device,
+                      progress=not args.quiet)
     print(f"dense {config.model.name} on {config.data.name}: test top-1 {100 * task.dense_test.top1:.2f}%"
-          + (" (cached)" if task.from_cache else f" (pre-trained in {task.pretrain_seconds:.1f}s)"))
+          + (" (cached)" if task.from_cache else f" (pre-trained in {task.pretrain_seconds:.1f}s)")
+          + (f"; seed {task.config.seed} of {len(config.compare.seeds)}, one data split and dense model per seed "
+             "(compare.seed_scope: task)" if per_seed else ""))
     if config.compare.executor == "local":
         executor = LocalExecutor(task)
 

@@ -130,14 +130,29 @@ def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: flo
 
 
 class LocalExecutor:
-    """In-process, sequential execution (the default; needs nothing beyond PuRL)."""
+    """In-process, sequential execution (the default; needs nothing beyond PuRL).
+
+    Cells share one task: the one given for the whole grid, or under ``compare.seed_scope: task`` one per
+    seed, built (dense model from the cache, or pre-trained once) when the first cell of that seed runs. Only
+    the latest task is kept: the grid runs seed by seed.
+    """
 
     def __init__(self, task: Task | None = None) -> None:
         self.task = task
 
+    def _task_for(self, job: CellJob) -> Task:
+        from purl.runtime import resolve_device
+        from purl.task import build_task
+
+        per_seed = job.config.compare.seed_scope == "task"
+        if self.task is None or (per_seed and self.task.config.seed != job.config.seed):
+            self.task = None  # free the previous seed's task first
+            self.task = build_task(job.config, resolve_device(job.device), progress=False)
+        return self.task
+
     def run(self, jobs: list[tuple[CellJob, float | None]]) -> Iterable[CellOutcome]:
         for job, effective in jobs:
-            yield execute_cell(job, self.task, effective)
+            yield execute_cell(job, self._task_for(job), effective)
 
 
 def run_comparison(
@@ -181,8 +196,9 @@ def run_comparison(
     methods = {label: method_name(spec.method) for label, spec in specs.items()}
 
     def job_for(cell: Cell) -> CellJob:
-        return CellJob(config, cell, specs[cell.label], output / "cells" / cell.slug, methods[cell.label], device,
-                       progress=False, max_retries=config.compare.max_retries)
+        return CellJob(config.compare.cell_task_config(config, cell.seed), cell, specs[cell.label],
+                       output / "cells" / cell.slug, methods[cell.label], device, progress=False,
+                       max_retries=config.compare.max_retries)
 
     match_agent = not config.env.budget and any(s.method == AGENT for s in specs.values())
     phases = ([[c for c in pending if c.method == AGENT], [c for c in pending if c.method != AGENT]]
