@@ -64,7 +64,7 @@ def test_purl_compare_log_file_has_no_carriage_returns_and_result_lines_start_li
     out = tmp_path / "grid"
     text = _run_to_file(["compare", "--config", QUICK, "-o", str(out), f"cache_dir={tmp_path / 'cache'}",
                          *TINY_AGENT, "agent.total_timesteps=12", "compare.methods=[agent, global-mp]",
-                         "compare.sparsities=[0.5, 0.75]"], tmp_path, tmp_path / "compare.log")
+                         "compare.sparsities=[0.5, 0.75]", "compare.seeds=[0]"], tmp_path, tmp_path / "compare.log")
     assert "\r" not in text
     lines = text.splitlines()
     results = [line for line in lines if re.search(r"\[\d+/\d+\]", line)]
@@ -91,7 +91,7 @@ def test_purl_train_log_file_has_periodic_plain_progress_lines(tmp_path: Path) -
 def test_a_grid_without_agent_cells_names_no_tensorboard_folder(tmp_path: Path) -> None:
     text = _run_to_file(["compare", "--config", QUICK, "-o", str(tmp_path / "grid"), "--quiet",
                          f"cache_dir={tmp_path / 'cache'}", *TINY_AGENT, "compare.methods=[global-mp]",
-                         "compare.sparsities=[0.5]"], tmp_path, tmp_path / "compare.log")
+                         "compare.sparsities=[0.5]", "compare.seeds=[0]"], tmp_path, tmp_path / "compare.log")
     assert "TensorBoard" not in text and "\r" not in text
 
 
