@@ -10,22 +10,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error
 
 QUICK = "configs/quick.yaml"
 FAST = ["pretrain.epochs=2", "finetune.epochs=1", "finetune.max_steps=3"]
 GRID = ["compare.methods=[global-mp]", "compare.seeds=[0]", "compare.sparsities=[0.5]"]
 
 
-def one_line_error(result, command: str, *fragments: str) -> str:
-    """The single stderr line of a user error (exit 2, no traceback), checked for ``fragments``."""
-    assert result.rc == 2, (result.out, result.err)
-    assert "Traceback" not in result.err + result.out
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith(f"purl {command}: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def cli(run_cli, command: str, tmp_path: Path, out: Path, *extra: str, config: str | Path = QUICK):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import one_line_error
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -29,15 +30,6 @@ QUICK = "configs/quick.yaml"
 FAST = ["pretrain.epochs=2", "finetune.epochs=1", "finetune.max_steps=3"]
 
 
-def _one_line(result, command: str, *fragments: str) -> str:
-    assert result.rc == 2, (result.out, result.err)
-    assert "Traceback" not in result.err + result.out
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith(f"purl {command}: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------ (a) dense model / checkpoint
@@ -63,7 +55,7 @@ def test_the_cli_names_the_tensor_of_a_damaged_dense_cache(run_cli, make_config,
     save_checkpoint(dense_checkpoint_path(config), model, config=config.to_dict())
     result = run_cli("prune", "--config", QUICK, "-q", "--device", "cpu", "-o", tmp_path / "out",
                      f"cache_dir={config.cache_dir}")
-    _one_line(result, "prune", "'fc1.bias'", "NaN or inf")
+    one_line_error(result, "prune", "'fc1.bias'", "NaN or inf")
 
 
 def test_a_built_dense_model_with_non_finite_weights_is_refused(make_config, tmp_path: Path, monkeypatch) -> None:
@@ -86,10 +78,10 @@ def test_a_built_dense_model_with_non_finite_weights_is_refused(make_config, tmp
 # ------------------------------------------------------------------------------ (b) training loss
 
 
-def test_an_infinite_finetune_lr_stops_with_one_line(run_cli, tmp_path: Path) -> None:
+def test_an_infinite_finetune_lr_stops_withone_line_error(run_cli, tmp_path: Path) -> None:
     result = run_cli("prune", "--config", QUICK, "-q", "--device", "cpu", "-o", tmp_path / "out",
                      f"cache_dir={tmp_path / 'cache'}", *FAST, "finetune.lr=inf")
-    _one_line(result, "prune", "finetune", "loss", "learning rate", "finetune.lr")
+    one_line_error(result, "prune", "finetune", "loss", "learning rate", "finetune.lr")
     assert not (tmp_path / "out" / "results.json").exists()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error
 
 from purl.config import load_config
 from purl.errors import ConfigError
@@ -23,15 +24,6 @@ def no_heavy_work(monkeypatch):
     monkeypatch.setattr(purl.task, "build_task", forbidden)
 
 
-def _one_line(result, command: str, *fragments: str) -> str:
-    assert result.rc == 2, (result.out, result.err)
-    assert "Traceback" not in result.err + result.out
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith(f"purl {command}: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("override", ["seed=-1", "compare.seeds=[0, -3]"])
@@ -52,15 +44,15 @@ def test_non_negative_seeds_are_accepted() -> None:
 
 
 @pytest.mark.parametrize("value", ["-1", "abc", "1.5"])
-def test_the_seed_flag_is_one_line(run_cli, tmp_path: Path, no_heavy_work, value: str) -> None:
+def test_the_seed_flag_isone_line_error(run_cli, tmp_path: Path, no_heavy_work, value: str) -> None:
     result = run_cli("prune", "--config", QUICK, "--seed", value, "-q", "--device", "cpu", "-o", tmp_path / "out",
                      f"cache_dir={tmp_path / 'cache'}")
-    line = _one_line(result, "prune", "--seed", "non-negative integer", repr(value))
+    line = one_line_error(result, "prune", "--seed", "non-negative integer", repr(value))
     assert not (tmp_path / "out").exists(), line
 
 
 @pytest.mark.parametrize("override", ["seed=-1", "compare.seeds=[-1]"])
-def test_a_negative_config_seed_is_one_line(run_cli, tmp_path: Path, no_heavy_work, override: str) -> None:
+def test_a_negative_config_seed_isone_line_error(run_cli, tmp_path: Path, no_heavy_work, override: str) -> None:
     result = run_cli("compare", "--config", QUICK, "-q", "--device", "cpu", "-o", tmp_path / "out",
                      f"cache_dir={tmp_path / 'cache'}", override)
-    _one_line(result, "compare", "non-negative integer")
+    one_line_error(result, "compare", "non-negative integer")
