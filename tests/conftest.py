@@ -69,9 +69,11 @@ def make_config(tmp_cache: list[str]) -> Callable[..., ExperimentConfig]:
 
 @pytest.fixture(scope="session")
 def quick_task_config(tmp_path_factory: pytest.TempPathFactory) -> ExperimentConfig:
-    """``configs/quick.yaml`` with 3 pre-training epochs, CPU, and a session-wide tmp cache."""
+    """``configs/quick.yaml`` with 3 pre-training epochs, CPU, and a session-wide tmp cache; 3 fine-tuning
+    epochs and one seed (the tests need speed, not the shipped evidence budget of 24 epochs x 3 seeds)."""
     cache = tmp_path_factory.mktemp("quick-task-cache")
-    return load_config(QUICK_CONFIG, [f"cache_dir={cache}", "pretrain.epochs=3", "device=cpu"])
+    return load_config(QUICK_CONFIG, [f"cache_dir={cache}", "pretrain.epochs=3", "device=cpu", "finetune.epochs=3",
+                                      "compare.seeds=[0]"])
 
 
 @pytest.fixture(scope="session")
