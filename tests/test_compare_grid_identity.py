@@ -42,3 +42,21 @@ def test_interrupted_first_run_is_checked_too(run_cli, tmp_path: Path) -> None:
     (out / "config.yaml").unlink()  # as if the run had stopped before its end
     result = _compare(run_cli, tmp_path, out, "compare.sparsities=[0.5]", "finetune.max_steps=6")
     assert result.rc == 2 and "finetune.max_steps" in result.err
+
+
+def test_a_library_caller_of_run_comparison_gets_the_same_guard(run_cli, quick_task, tmp_path: Path) -> None:
+    import pytest
+
+    from purl.compare import run_comparison
+    from purl.compare.runner import LocalExecutor
+    from purl.config import load_config
+    from purl.errors import ConfigError
+
+    out = tmp_path / "cmp"
+    assert _compare(run_cli, tmp_path, out, "compare.sparsities=[0.5]").rc == 0
+    before = (out / "results.csv").read_bytes()
+    other = load_config("configs/quick.yaml", [f"cache_dir={tmp_path / 'cache'}", "device=cpu", *TINY,
+                                               "compare.sparsities=[0.5, 0.9]", "finetune.lr=0.5"])
+    with pytest.raises(ConfigError, match="another config.*finetune.lr"):
+        run_comparison(other, out, executor=LocalExecutor(quick_task), device="cpu", progress=False)
+    assert (out / "results.csv").read_bytes() == before

@@ -13,12 +13,8 @@ the first result written. At the end ``summary.md`` and the plots are written.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-import yaml
 
 from purl.cli.common import add_common_arguments, config_from_args, planned_output_dir
 
@@ -44,39 +40,6 @@ def run(args: argparse.Namespace) -> int:
 
 CELLS_DIR = "cells"  # each cell's folder: <out>/cells/<cell slug>/ (purl.compare.runner)
 TB_DIR = "tb"  # an agent cell's TensorBoard logs: <out>/cells/<cell slug>/tb/ (purl.agents.training.TB_DIR)
-GRID_FILE = "grid.json"  # the config a folder's rows were computed with (written before the first cell)
-
-
-def check_same_grid(out: Path, config: ExperimentConfig) -> None:
-    """Refuse to add cells to a folder whose finished rows came from another config; record the config.
-
-    Resume matches cells by (label, target, seed) only, so rows of another data split, model, fine-tuning
-    or method setting would be mixed into one table silently. ``compare.*`` (which cells) and the keys in
-    :data:`purl.config.IGNORED_KEYS` may differ. Folders from before this check fall back to their
-    ``config.yaml``.
-    """
-    from purl.config import config_differences
-    from purl.errors import ConfigError
-    from purl.results import write_json
-
-    for name in (GRID_FILE, "config.yaml"):
-        path = out / name
-        if not path.is_file() or not (out / "results.csv").is_file():
-            continue
-        try:
-            saved = json.loads(path.read_text()) if name == GRID_FILE else yaml.safe_load(path.read_text())
-        except (OSError, ValueError, yaml.YAMLError):
-            continue  # unreadable: nothing to compare with (the results table has its own repair)
-        if isinstance(saved, dict):
-            diff = config_differences(saved, config)
-            if diff:
-                shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
-                raise ConfigError(f"'{out}' holds results of another config (differing keys: {shown}; saved in "
-                                  f"'{path}'); its rows would be mixed with this run's: use another --output, or "
-                                  "the same config to resume")
-        break
-    if not (out / GRID_FILE).is_file():
-        write_json(out / GRID_FILE, config.to_dict())
 
 
 def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *, validated: bool = False) -> int:
@@ -125,7 +88,6 @@ def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *
                   f"top-1 {row['after_test_top1']:.2f}% (before FT {row['before_test_top1']:.2f}%), "
                   f"sparsity {row['achieved_sparsity']:.4f}, {row['wall_time_s']:.1f}s")
 
-    check_same_grid(out, config)
     table = run_comparison(config, out, executor=executor, device=str(device), progress=not args.quiet,
                            report=show)
     written = write_report(out, profile_sparsity=config.compare.profile_sparsity, config=config)

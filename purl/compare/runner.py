@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from purl.compare.cells import Cell, ResultsTable
+from purl.compare.identity import check_same_grid
 from purl.config import ExperimentConfig, MethodSpec
 from purl.errors import PurlError
 from purl.methods import Method, MethodCell, get_method, method_name
@@ -124,8 +125,9 @@ def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: flo
             row = _base_row(job) | {"status": "failed", "error": " | ".join(messages), "attempts": attempts}
             return CellOutcome(job.cell, row, failed=True, messages=messages)
         row = _base_row(job) | measured
+        earlier = float(measured.get("earlier_sessions_wall_time_s") or 0.0)  # a resumed agent search's
         row.update({"status": "ok", "error": None, "attempts": attempts,
-                    "wall_time_s": time.perf_counter() - start})
+                    "wall_time_s": earlier + time.perf_counter() - start})
         return CellOutcome(job.cell, row, messages=messages)
 
 
@@ -171,6 +173,7 @@ def run_comparison(
     (target, seed), so agent cells run first as their own phase. An executor with a ``close()``
     method is closed at the end (also on error or interruption).
     """
+    check_same_grid(output, config)  # the fairness guard: never mix rows of another grid config
     table = ResultsTable(output / "results.csv")
     repaired = table.repair()  # a damaged results.csv: keep the good rows, back up the original, re-run the rest
     if repaired:
