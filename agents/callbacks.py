@@ -14,13 +14,16 @@ pruning allocation of the whole network) or the loop's own hooks, and each works
   moment to ``best_model.zip`` and the allocation to ``best_episode.json``; the *best-return* and most
   accurate episodes at the target sparsity and the most accurate distinct allocations (kept in
   ``last.json``); the evaluation count;
-* :class:`Checkpointer`: every ``checkpoint_every`` env steps ``checkpoints/last.zip`` (plus
-  ``checkpoints/last_replay_buffer.pkl`` off-policy) and ``checkpoints/last.json`` (num_timesteps,
-  episodes, evaluations, wall time, best so far, and the run's config and seed, so a resume can check it
-  continues the same run: :func:`check_state`), at the start of a rollout, i.e. after the previous
-  rollout was learnt from; every file is written to a temporary name and renamed, the JSON last;
+* :class:`Checkpointer`: every ``checkpoint_every`` env steps, at the end and on interrupt
+  ``checkpoints/last.zip`` (plus ``checkpoints/last_replay_buffer.pkl`` off-policy), ``last_exact.pkl`` (random
+  and env states, :mod:`agents.resume`) and ``checkpoints/last.json`` (num_timesteps, episodes, evaluations, wall
+  time, best so far, and the run's config and seed, so a resume can check it continues the same run:
+  :func:`check_state`), always at an exact point: the start of a rollout (after the previous one was learnt
+  from) where every env starts an episode; an interrupt writes the last one, rolling the model back to it; every
+  file is written to a temporary name and renamed, the JSON last;
 * :class:`ExactBudgetStop`: stops the search at exactly ``budget`` env steps (:func:`planned_steps`), so a
-  run resumed from a checkpoint taken mid-rollout does not overshoot; an uninterrupted run is unchanged;
+  loop resumed from a checkpoint taken mid-rollout (one not written by :class:`Checkpointer`) does not overshoot;
+  an uninterrupted run is unchanged;
 * :class:`TqdmProgress`: the search's progress on stderr (a tqdm bar on a terminal, plain lines in a log).
 
 :class:`PurlCallback` is the ``CallbackList`` of the first five that :func:`agents.training.train_agent`
@@ -62,6 +65,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_MODEL = "last.zip"
 LAST_BUFFER = "last_replay_buffer.pkl"
 LAST_STATE = "last.json"
+LAST_EXACT = "last_exact.pkl"  # random states and env states of the exact point (agents.resume)
 TOP_ACCURATE = 8  # distinct most-accurate allocations kept as result candidates
 
 
@@ -72,9 +76,10 @@ def reaches_target(episode: dict[str, Any], target_sparsity: float) -> bool:
 
 
 def checkpoint_paths(output_dir: str | Path) -> dict[str, Path]:
-    """Where a run's checkpoint files live: ``model``, ``replay_buffer``, ``state``."""
+    """Where a run's checkpoint files live: ``model``, ``replay_buffer``, ``exact``, ``state``."""
     folder = Path(output_dir) / CHECKPOINT_DIR
-    return {"model": folder / LAST_MODEL, "replay_buffer": folder / LAST_BUFFER, "state": folder / LAST_STATE}
+    return {"model": folder / LAST_MODEL, "replay_buffer": folder / LAST_BUFFER, "exact": folder / LAST_EXACT,
+            "state": folder / LAST_STATE}
 
 
 def save_model_atomic(model: BaseAlgorithm, path: Path) -> None:
@@ -275,11 +280,12 @@ class BestEpisodeTracker(EpisodeCallback):
         self.best_return: dict[str, Any] | None = state.get("best_return")
         self.best_accuracy: dict[str, Any] | None = state.get("best_accuracy")
         self.top_accurate: list[dict[str, Any]] = list(state.get("top_accurate") or [])
-        on_disk = read_json(self.output_dir / BEST_EPISODE) if state else None
-        if on_disk is not None and (self.best is None or on_disk.get("return", -np.inf) > self.best["return"]):
-            self.best = on_disk  # a best episode found after the last checkpoint (its model file is on disk)
+        # the checkpoint's record is the whole truth: a best episode found after it (best_episode.json may be
+        # newer) is found again, at the same step, by the exactly resumed search (agents.resume)
         self.latest: dict[str, Any] | None = None
         self._eval_counts: dict[int, int] = {}
+        self._resumed = bool(state)
+        self._eval_offsets: dict[int, int] = {}  # a resumed run's envs' own evaluations before learning (counted)
 
     @property
     def evaluations(self) -> int:
@@ -292,10 +298,20 @@ class BestEpisodeTracker(EpisodeCallback):
                 "best": self.best, "best_return": self.best_return, "best_accuracy": self.best_accuracy,
                 "top_accurate": self.top_accurate}
 
+    def _on_training_start(self) -> None:
+        super()._on_training_start()
+        if self._resumed and not self._eval_offsets:
+            # the rebuilt envs scored the dense network once more: the checkpoint's count holds that already
+            try:
+                counts = self.training_env.get_attr("evaluations")
+            except AttributeError:
+                counts = []
+            self._eval_offsets = {idx: int(count) for idx, count in enumerate(counts)}
+
     def _on_step(self) -> bool:
         for idx, info in enumerate(self.locals.get("infos") or []):
             if "evaluations" in info:
-                self._eval_counts[idx] = int(info["evaluations"])
+                self._eval_counts[idx] = int(info["evaluations"]) - self._eval_offsets.get(idx, 0)
         return super()._on_step()
 
     def _on_episode(self, record: dict[str, Any]) -> None:
@@ -388,52 +404,167 @@ class EpisodeTensorBoard(EpisodeCallback):
 
 
 class Checkpointer(BaseCallback):
-    """Every ``checkpoint_every`` env steps (at the start of a rollout, i.e. after the previous one was learnt
-    from) and at the end, write ``checkpoints/last.zip`` (+ ``last_replay_buffer.pkl`` off-policy) and then
-    ``checkpoints/last.json``, each atomically (the JSON last: it says which step the checkpoint holds).
+    """Checkpoints a search can be resumed from exactly (:mod:`agents.resume`): every ``checkpoint_every`` env
+    steps, on interrupt (:meth:`save_checkpoint`) and at the end (:meth:`save_final`): ``checkpoints/last.zip``
+    (+ ``last_replay_buffer.pkl`` off-policy), ``last_exact.pkl`` (random and env states) and then ``last.json``
+    (the search record), each atomically, the JSON last (it says which step the checkpoint holds).
+
+    A checkpoint of an unfinished search is only ever taken at an exact point: the start of a rollout where every
+    environment has just started an episode (each one is kept in memory, :class:`agents.resume.ExactPoint`). A
+    periodic checkpoint that falls elsewhere waits for the next exact point; an interrupt writes the last exact
+    point, rolling the model back to it (the steps since are redone on resume, exactly). The end of the search is
+    written as it is, with the random states a resume of the finished search puts back. A search that can have
+    no exact point (:func:`agents.resume.inexact_reason`) writes its state marked not exact: a resume of it
+    restarts from scratch (:mod:`agents.training`).
 
     :param output_dir: the run's folder.
     :param tracker: the run's :class:`BestEpisodeTracker` (its record goes into ``last.json``).
     :param checkpoint_every: env steps between checkpoints (0 = only at the end and on interrupt).
     :param run: what identifies the run (``config``: its dict, ``seed``), saved in ``last.json``.
     :param last_checkpoint: env step of the checkpoint resumed from.
+    :param elapsed: wall time of the run's earlier sessions (``last.json``'s ``elapsed_s``, resumed from).
+    :param memos: per environment, the memoised scores the resumed environments were given.
     """
 
     def __init__(self, output_dir: str | Path, tracker: BestEpisodeTracker, *, checkpoint_every: int = 1000,
-                 run: dict[str, Any] | None = None, last_checkpoint: int = 0, verbose: int = 0) -> None:
+                 run: dict[str, Any] | None = None, last_checkpoint: int = 0, elapsed: float = 0.0,
+                 memos: list[list[Any]] | None = None, verbose: int = 0) -> None:
         super().__init__(verbose)
         self.output_dir = Path(output_dir)
         self.tracker = tracker
         self.checkpoint_every = checkpoint_every
         self.run = dict(run or {})
         self._last_checkpoint = int(last_checkpoint)
+        self.elapsed_base = float(elapsed)
+        self._session_start = time.perf_counter()
+        self._memos: list[dict[tuple[int, ...], float]] = [
+            {tuple(int(c) for c in key): float(acc) for key, acc in memo} for memo in (memos or [])]
+        self._memo_seen: list[int] = [0] * len(self._memos)
+        self.point: Any = None  # the last ExactPoint (agents.resume)
+        self.reason: str | None = None  # why this search has no exact point (None: it has)
+        self._in_rollout = False
+        self._episode_starts = True  # whether every env has just started an episode (the last step's dones)
+        self.rolled_back_from: int | None = None  # the env step an interrupt rolled the search back from
+        self.kept_reason: str | None = None  # why an interrupt kept the checkpoint on disk instead
 
-    def state(self) -> dict[str, Any]:
-        """What ``last.json`` holds: enough to resume counting and best-tracking (:data:`STATE_KEYS`)."""
-        return {"algo": type(self.model).__name__, "num_timesteps": int(self.model.num_timesteps),
-                **self.tracker.record_state(), **self.run}
+    @property
+    def elapsed_s(self) -> float:
+        """Wall time of this run so far, every session counted (from this session's start)."""
+        return self.elapsed_base + time.perf_counter() - self._session_start
+
+    def _init_callback(self) -> None:
+        from purl.agents.resume import inexact_reason
+
+        self.reason = inexact_reason(self.model, self.training_env)
+
+    def state(self, point: Any = None, *, continuable: bool = False) -> dict[str, Any]:
+        """What ``last.json`` holds: enough to resume counting and best-tracking (:data:`STATE_KEYS`), at ``point``
+        (an :class:`agents.resume.ExactPoint`) or now; ``exact`` names ``last_exact.pkl`` and says whether the
+        search can go on from there exactly (``continuable``) or only be reused as it ended."""
+        record = dict(point.record) if point is not None else self.tracker.record_state()
+        record["wall_time_s"] = self.tracker.wall_time_s  # the time spent, redone steps included
+        steps = point.num_timesteps if point is not None else int(self.model.num_timesteps)
+        return {"algo": type(self.model).__name__, "num_timesteps": steps, **record, "elapsed_s": self.elapsed_s,
+                "exact": {"file": LAST_EXACT, "num_timesteps": steps, "continuable": continuable},
+                **({"inexact_reason": self.reason} if self.reason else {}), **self.run}
 
     def _on_training_start(self) -> None:
         self._last_checkpoint = max(self._last_checkpoint, int(self.model.num_timesteps))
+        self._episode_starts = True  # a learn() starts from reset envs (a resume resets them into fresh episodes)
+        self.mark()
 
     def _on_step(self) -> bool:
+        dones = self.locals.get("dones")
+        if dones is not None:  # on- and off-policy loops both name them so (SB3 tracks episode starts on-policy only)
+            self._episode_starts = bool(np.all(dones))
         return True
 
     def _on_rollout_start(self) -> None:
+        self._in_rollout = True
+        if not self.mark():
+            return  # not an exact point: a due checkpoint waits for the next one
         if self.checkpoint_every and self.model.num_timesteps - self._last_checkpoint >= self.checkpoint_every:
-            self.save_checkpoint()
+            self._write(self.point)
+
+    def _on_rollout_end(self) -> None:
+        self._in_rollout = False
 
     def _on_training_end(self) -> None:
-        self.save_checkpoint()
+        self.save_final()
+
+    def mark(self) -> bool:
+        """Keep the search's state as the last exact point if it is at one now; whether it is."""
+        from purl.agents.resume import ExactPoint
+
+        if self.reason is not None or not self._episode_starts:
+            return False
+        self.point = ExactPoint.capture(self.model, self.tracker.record_state(), self._env_states())
+        return True
+
+    def _env_states(self) -> list[dict[str, Any]]:
+        """Each env's RNG state and memo size now; the memoised scores made since the last call are kept."""
+        venv = self.training_env
+        if len(self._memos) != venv.num_envs:
+            self._memos = [{} for _ in range(venv.num_envs)]
+            self._memo_seen = [0] * venv.num_envs
+        states = []
+        for index in range(venv.num_envs):
+            state = venv.env_method("resume_state", self._memo_seen[index], indices=[index])[0]
+            memo = self._memos[index]
+            for key, acc in state["memo"]:
+                memo.setdefault(tuple(int(c) for c in key), float(acc))
+            self._memo_seen[index] = int(state["memo_size"])
+            states.append({"rng_state": state["rng_state"], "memo_size": len(memo)})
+        return states
 
     def save_checkpoint(self) -> None:
-        """Write ``checkpoints/last.zip`` (+ replay buffer) and then ``last.json``, each atomically."""
+        """Write the last exact point now (e.g. on Ctrl-C), the model rolled back to it if the search went on since
+        (``episodes.csv`` cut back to its episodes); without one, keep the checkpoint on disk, or write the state
+        as it is, marked not continuable, when there is none."""
+        point = self.point if self.reason is None else None
+        self.rolled_back_from = self.kept_reason = None
+        if point is None:
+            if self.reason is None and checkpoint_paths(self.output_dir)["state"].is_file():
+                self.kept_reason = "no exact point was reached in this session"
+                return
+            self._write(None)
+            return
+        if point.num_timesteps != self.model.num_timesteps:
+            lost = point.lost_reason(self.model)
+            if lost is not None:  # the checkpoint on disk stays (an earlier exact point, or none)
+                self.kept_reason = lost
+                return
+            self.rolled_back_from = int(self.model.num_timesteps)
+            point.restore(self.model)
+            truncate_episodes_csv(self.output_dir, point.num_timesteps, point.record["episodes"])
+        self._write(point)
+
+    def save_final(self) -> None:
+        """Write the end of the search as it is: an exact point when every env has just started an episode after
+        the last update, else the state with the random states a resume of the finished search puts back."""
+        if not self._in_rollout and self.mark():
+            self._write(self.point)
+        else:
+            self._write(None)
+
+    def _write(self, point: Any) -> None:
+        """Replay buffer, ``last.zip``, ``last_exact.pkl`` (``point``'s, or now's random states only), ``last.json``."""
+        import pickle
+
+        from purl.agents.resume import EXACT_VERSION, rng_state
+
         paths = checkpoint_paths(self.output_dir)
         if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
             save_replay_buffer_atomic(self.model, paths["replay_buffer"])
         save_model_atomic(self.model, paths["model"])
-        write_json(paths["state"], self.state())
-        self._last_checkpoint = int(self.model.num_timesteps)
+        if point is not None:
+            payload = point.payload([list(memo.items()) for memo in self._memos])
+        else:
+            payload = {"version": EXACT_VERSION, "num_timesteps": int(self.model.num_timesteps),
+                       "rng": rng_state(self.model), "envs": None}
+        atomic_write_bytes(paths["exact"], lambda handle: handle.write(pickle.dumps(payload)))
+        write_json(paths["state"], self.state(point, continuable=point is not None))
+        self._last_checkpoint = int(payload["num_timesteps"])
 
 
 class ExactBudgetStop(BaseCallback):
@@ -478,12 +609,13 @@ class PurlCallback(CallbackList):
     :param accuracy_target: an explicitly set accuracy target (``env.target_accuracy``) the best episode
         must also meet; None = the best episode is judged on the target sparsity only.
     :param run: what identifies the run (``config``: its dict, ``seed``), saved in ``last.json``.
+    :param memos: per environment, the memoised scores a resumed run gave its environments (``last_exact.pkl``).
     """
 
     def __init__(self, output_dir: str | Path, *, checkpoint_every: int = 1000, figure_every: int = 100,
                  target_sparsity: float = 0.0, state: dict[str, Any] | None = None, budget: int | None = None,
                  accuracy_target: float | None = None, run: dict[str, Any] | None = None,
-                 verbose: int = 0) -> None:
+                 memos: list[list[Any]] | None = None, verbose: int = 0) -> None:
         targets = {"target_sparsity": target_sparsity, "accuracy_target": accuracy_target, "verbose": verbose}
         self.tracker = BestEpisodeTracker(output_dir, state=state, **targets)
         shared = {**targets, "episodes": self.tracker.episodes, "clock": self.tracker.clock}
@@ -491,7 +623,9 @@ class PurlCallback(CallbackList):
         self.tensorboard = EpisodeTensorBoard(figure_every=figure_every, tracker=self.tracker, **shared)
         self.checkpointer = Checkpointer(output_dir, self.tracker, checkpoint_every=checkpoint_every, run=run,
                                          last_checkpoint=int((state or {}).get("num_timesteps", 0)),
-                                         verbose=verbose)
+                                         elapsed=float((state or {}).get("elapsed_s", (state or {}).get(
+                                             "wall_time_s", 0.0))),
+                                         memos=memos, verbose=verbose)
         parts: list[BaseCallback] = [self.csv, self.tracker, self.tensorboard, self.checkpointer]
         if budget is not None:
             parts.append(ExactBudgetStop(budget, verbose))
@@ -516,13 +650,16 @@ class PurlCallback(CallbackList):
         self.checkpointer.save_checkpoint()
 
 
-def truncate_episodes_csv(output_dir: str | Path, max_step: int) -> None:
-    """Drop ``episodes.csv`` rows after env step ``max_step`` (they belong to steps a resume will redo)."""
+def truncate_episodes_csv(output_dir: str | Path, max_step: int, episodes: int | None = None) -> None:
+    """Drop ``episodes.csv`` rows after env step ``max_step`` or past episode ``episodes`` (they belong to steps a
+    resume redoes; kept, the resumed search would write them a second time)."""
     path = Path(output_dir) / EPISODES_CSV
     if not path.is_file():
         return
     with path.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row.get("env_step") or 0) <= max_step]
+        rows = [row for row in csv.DictReader(handle)
+                if int(row.get("env_step") or 0) <= max_step
+                and (episodes is None or int(row.get("episode") or 0) <= episodes)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EPISODE_FIELDS, extrasaction="ignore")
     writer.writeheader()

@@ -181,7 +181,9 @@ def search_and_prune(
         "learning_curve": learning_curve(output_dir),
         "search_evaluations": run.evaluations + int(greedy.get("evaluations", 0))
         + int((prior or {}).get("evaluations", 0)),
-        "wall_time_s": time.perf_counter() - start,
+        # every session of the run: an interrupted search's earlier sessions count too (never below the search's)
+        "earlier_sessions_wall_time_s": run.earlier_wall_time_s,
+        "wall_time_s": run.earlier_wall_time_s + time.perf_counter() - start,
     }
     return AgentOutcome(row=row, model=model, masks=masks, run=run)
 

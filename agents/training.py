@@ -8,13 +8,21 @@ The steps, in order:
    and a checkpoint in ``output_dir/checkpoints``, load it (and its replay buffer);
 4. log to ``output_dir/tb`` with SB3's logger and learn the remaining
    ``agent.total_timesteps - num_timesteps`` steps (``reset_num_timesteps=False``
-   on resume, so step counts and curves continue); the callback stops the
-   search at exactly the env steps of an uninterrupted run
-   (:func:`agents.callbacks.planned_steps`: ``agent.total_timesteps`` rounded up
-   to whole rollouts), also when the resumed checkpoint was taken mid-rollout; the callbacks are
+   on resume, so step counts and curves continue); the search takes exactly the env steps of an
+   uninterrupted run (:func:`agents.callbacks.planned_steps`: ``agent.total_timesteps`` rounded up
+   to whole rollouts); the callbacks are
    :class:`agents.callbacks.PurlCallback`, the ``CallbackList`` of the episode CSV, best-episode tracker,
-   TensorBoard, checkpointer and exact-budget callbacks (plus the tqdm bar);
-5. on Ctrl-C, save a checkpoint and re-raise; at the end, save one too.
+   TensorBoard, checkpointer and exact-budget callbacks (plus the progress display);
+5. on Ctrl-C/SIGTERM, save the checkpoint of the last exact point (usually the start of the rollout under way), say
+   where a resume continues, and re-raise; at the end, save one too.
+
+A resume is exact (:mod:`agents.resume`): the checkpoint is an exact point, and resuming puts back SB3's model,
+the random states (torch, numpy, ``random``, the action space's), the environments' episodes (their RNG states,
+their memoised scores) and the search record, and cuts ``episodes.csv`` back to its episodes; so the resumed search
+ends with the numbers, episodes and evaluation count of an uninterrupted one, and its total wall time counts
+every session (``earlier_wall_time_s``). A checkpoint that cannot be resumed exactly (written by an earlier PuRL,
+its ``last_exact.pkl`` damaged, or a search with no exact point, e.g. gSDE) restarts the search from scratch,
+saying so in one line; a resume says in one line where it continues.
 
 A resume refuses, with one :class:`~purl.errors.CheckpointError` line and before any
 work, a checkpoint whose state (``last.json``) is missing, unreadable or incomplete, or
@@ -30,6 +38,7 @@ The returned :class:`AgentRun` holds the trained model, the best episode seen
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +66,7 @@ from purl.agents.callbacks import (
 from purl.agents.vec_env import make_vec_env
 from purl.config import ExperimentConfig
 from purl.errors import CheckpointError
+from purl.progress import write
 from purl.task import Task
 
 TB_DIR = "tb"
@@ -87,6 +97,7 @@ class AgentRun:
     best_return: dict[str, Any] | None = None
     best_accuracy: dict[str, Any] | None = None
     top_accurate: list[dict[str, Any]] | None = None
+    earlier_wall_time_s: float = 0.0  # wall time of the run's earlier, interrupted sessions
 
     @property
     def best_sparsities(self) -> dict[str, float] | None:
@@ -176,22 +187,61 @@ def _load_checkpoint(config: ExperimentConfig, out: Path, venv: Any, agent_devic
     return model, state
 
 
+def note(message: str) -> None:
+    """One line on stderr, never on a progress bar's line."""
+    write(message, file=sys.stderr)
+
+
 def _learn(model: BaseAlgorithm, steps: int, callback: PurlCallback, extras: list[BaseCallback], *, fresh: bool,
-           torch_threads: int | None) -> None:
-    """``model.learn`` for ``steps`` with ``callback`` and ``extras`` in one ``CallbackList``; on Ctrl-C save a
-    checkpoint (resume continues from exactly there) and re-raise; restore the thread count either way."""
+           torch_threads: int | None, out: Path, budget: int) -> None:
+    """``model.learn`` for ``steps`` with ``callback`` and ``extras`` in one ``CallbackList``; on Ctrl-C/SIGTERM
+    save the checkpoint of the last exact point (:meth:`agents.callbacks.Checkpointer.save_checkpoint`), say
+    where a resume continues, and re-raise; restore the thread count either way."""
     threads = torch.get_num_threads()
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     try:
         model.learn(steps, callback=CallbackList([callback, *extras]), reset_num_timesteps=fresh, progress_bar=False)
     except KeyboardInterrupt:
-        callback.save_checkpoint()  # resume with --resume from exactly here
+        for extra in extras:  # the bar off the screen before the line below
+            extra.on_training_end()
+        checkpointer = callback.checkpointer
+        stopped = int(model.num_timesteps)
+        callback.save_checkpoint()  # --resume continues exactly from the point it writes
+        state = read_json(checkpoint_paths(out)["state"]) or {}
+        at = int(state.get("num_timesteps", 0))
+        if checkpointer.kept_reason is not None:
+            note(f"search: stopped at env step {stopped} of {budget}; the checkpoint at env step {at} is kept "
+                 f"({checkpointer.kept_reason}): --resume redoes the steps after it exactly")
+        elif (state.get("exact") or {}).get("continuable"):
+            redo = f", so --resume redoes the {stopped - at} steps after it exactly" if stopped > at else ""
+            note(f"search: stopped at env step {stopped} of {budget}; checkpoint saved at env step {at}, the last "
+                 f"rollout start where every env began an episode{redo}")
+        else:
+            note(f"search: stopped at env step {stopped} of {budget}; the search cannot be resumed exactly "
+                 f"({state.get('inexact_reason') or 'no exact point'}): --resume restarts it from scratch")
         raise
     finally:
         for extra in extras:  # close the bar on Ctrl-C too (idempotent)
             extra.on_training_end()
         torch.set_num_threads(threads)
+
+
+def exact_resume_state(out: Path, state: dict[str, Any], total_timesteps: int) -> tuple[dict[str, Any] | None, str]:
+    """``last_exact.pkl``'s payload when the checkpoint of ``out`` can be resumed exactly (with the
+    ``agent.total_timesteps`` now asked for), else (None, why not)."""
+    from purl.agents.resume import read_exact
+
+    exact = state.get("exact")
+    if not isinstance(exact, dict):
+        return None, "its checkpoint was written by an earlier PuRL, without the search's random states"
+    payload = read_exact(checkpoint_paths(out)["exact"])
+    if payload is None or int(payload.get("num_timesteps", -1)) != int(state["num_timesteps"]):
+        return None, f"'{checkpoint_paths(out)['exact']}' is missing, damaged or of another checkpoint"
+    if payload.get("envs") is None and int(state["num_timesteps"]) < int(total_timesteps):
+        why = state.get("inexact_reason") or "the search ended inside a rollout"
+        return None, f"its checkpoint is not at an exact point: {why}"
+    return payload, ""
 
 
 def train_agent(
@@ -226,6 +276,8 @@ def train_agent(
         environments evaluate small networks, where more threads mostly spin; on a busy 2-core
         machine ``configs/quick.yaml``'s search took 3.4 s with 1 thread and 26 s with 2.
     """
+    from purl.agents.resume import restore_envs, set_rng_state
+
     spec = validate_agent_config(config)  # the run's one validation (make_agent and resume reuse it)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,35 +287,52 @@ def train_agent(
     checked = check_resume(config, out, seed) if can_resume else {}  # before building anything
     venv = make_vec_env(config, seed=seed, task=task, device=str(task.device if task is not None else device))
     try:
+        exact: dict[str, Any] | None = None
+        if can_resume:
+            exact, why = exact_resume_state(out, checked, config.agent.total_timesteps)
+            if exact is None:  # never continue a different search silently: start it again, saying so
+                note(f"cannot resume the search in '{out}' exactly ({why}); restarting it from scratch")
+                can_resume = False
         if can_resume:
             model, state = _load_checkpoint(config, out, venv, agent_device, checked, spec)
             if model.num_timesteps > planned_steps(model, config.agent.total_timesteps):
                 raise CheckpointError(f"cannot resume: the checkpoint in '{out}' already holds {model.num_timesteps} "
                                       f"env steps, more than agent.total_timesteps={config.agent.total_timesteps}; "
                                       "use a budget of at least that or another --output")
-            truncate_episodes_csv(out, state["num_timesteps"])
+            truncate_episodes_csv(out, state["num_timesteps"], int(state["episodes"]))  # no episode twice
+            if exact is not None and exact.get("envs") is not None:
+                restore_envs(model, venv, exact)
         else:
             _clear_previous_run(out)
             model, state = make_agent(config, venv, seed=seed, spec=spec), {}
         model.set_logger(configure(str(out / TB_DIR), ["tensorboard"]))
         budget = planned_steps(model, config.agent.total_timesteps)
+        memos = [env["memo"] for env in exact["envs"]] if exact is not None and exact.get("envs") else None
         callback = PurlCallback(out, checkpoint_every=config.agent.checkpoint_every, figure_every=figure_every,
                                 target_sparsity=config.env.target_sparsity, state=state if can_resume else None,
                                 budget=budget,
                                 accuracy_target=config.env.target_accuracy,
-                                run={"config": config.to_dict(), "seed": int(seed)})
+                                run={"config": config.to_dict(), "seed": int(seed)}, memos=memos)
         callback.init_callback(model)  # so that an interrupt before the first step can still checkpoint
         remaining = config.agent.total_timesteps - model.num_timesteps
+        if can_resume:
+            done = "the search is finished, reusing it" if remaining <= 0 else "continuing exactly"
+            note(f"resuming the search in '{out}' from its checkpoint at env step {model.num_timesteps} of "
+                 f"{budget} ({done})")
+        if exact is not None:
+            set_rng_state(model, exact["rng"])  # last: loading and resetting the envs above draw from them
         if remaining > 0:
             extras: list[BaseCallback] = []
             if progress and config.agent.progress_bar:  # one bar style in the CLI: tqdm (SB3's is rich)
                 extras.append(TqdmProgress(budget))  # the env steps the search takes
-            _learn(model, remaining, callback, extras, fresh=not can_resume, torch_threads=torch_threads)
+            _learn(model, remaining, callback, extras, fresh=not can_resume, torch_threads=torch_threads, out=out,
+                   budget=budget)
         return AgentRun(model=model, output_dir=out, best=callback.best, best_return=callback.best_return,
                         best_accuracy=callback.best_accuracy, top_accurate=list(callback.top_accurate),
                         episodes=callback.episodes,
                         env_steps=int(model.num_timesteps), evaluations=callback.evaluations,
                         wall_time_s=callback.wall_time_s,
-                        resumed_from=state.get("num_timesteps") if can_resume else None)
+                        resumed_from=state.get("num_timesteps") if can_resume else None,
+                        earlier_wall_time_s=callback.checkpointer.elapsed_base if can_resume else 0.0)
     finally:
         venv.close()

@@ -48,6 +48,7 @@ from purl.envs.config import resolve_config
 from purl.envs.episode import EpisodeState
 from purl.envs.observation import ObservationBuilder, observation_space
 from purl.envs.prior import CHANNEL_PRIORS, channel_prior_removed
+from purl.envs.resume import ResumableEnv
 from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
 from purl.envs.setup import RENDER_MODES, allocation_image, check_render_mode, device_and_task, reward_scoring
 from purl.errors import ConfigError, PruningError, PurlError
@@ -74,7 +75,7 @@ def check_channel_env_config(config: ExperimentConfig) -> None:
                           f"{', '.join(CHANNEL_PRIORS)}")
 
 
-class ChannelPruningEnv(gym.Env):
+class ChannelPruningEnv(ResumableEnv, gym.Env):
     """Remove channels group by group; a reward at every step; ends on the FLOPs/params budget.
 
     Same arguments as :class:`envs.PruningEnv`: ``config`` (object, YAML path or None), ``task``, ``device``,
@@ -220,7 +221,7 @@ class ChannelPruningEnv(gym.Env):
         if self._dirty:
             self.model.load_state_dict(self._dense_state)
             self._dirty = False
-        self._ep = self._new_episode(int(self.np_random.integers(0, 2**31 - 1)))
+        self._ep = self._new_episode(self._episode_seed(options))  # options: see envs.resume
         self._ready = True
         reset_reward(self.reward_fn, self._context(terminal=False, layer_index=-1, applied=0.0, requested=0.0))
         info = {"layer": self.layer_names[0], "accuracy": self.dense_accuracy, "dense_accuracy": self.dense_accuracy,

@@ -75,6 +75,7 @@ from purl.envs.episode import EpisodeState
 from purl.envs.flops_budget import FlopsBudget, check_flops_env_config
 from purl.envs.observation import ObservationBuilder, observation_space
 from purl.envs.prior import flops_prior_counts, prior_counts
+from purl.envs.resume import ResumableEnv
 from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
 from purl.envs.setup import RENDER_MODES, allocation_image, check_render_mode, device_and_task, reward_scoring
 from purl.envs.target import meets_target
@@ -87,7 +88,7 @@ from purl.task import Task
 __all__ = ["PruningEnv", "resolve_config", "shared_task"]  # the last two re-exported from their modules
 
 
-class PruningEnv(gym.Env):
+class PruningEnv(ResumableEnv, gym.Env):
     """Prune a network layer by layer; a reward at every step.
 
     Args:
@@ -245,7 +246,7 @@ class PruningEnv(gym.Env):
         if self._dirty:
             self.masks.restore()
             self._dirty = False
-        self._ep = self._new_episode(int(self.np_random.integers(0, 2**31 - 1)))
+        self._ep = self._new_episode(self._episode_seed(options))  # options: see envs.resume
         self._ready = True
         reset_reward(self.reward_fn, self._context(terminal=False, layer_index=-1, layer_sparsity=0.0,
                                                    requested=0.0))

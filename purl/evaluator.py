@@ -22,6 +22,7 @@ outside the traced graph, or a BatchNorm called twice, disables the cache (full 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -212,6 +213,20 @@ class RewardEvaluator:
         if self.memoize and len(self._memo) < self.max_memoized:
             self._memo[key] = acc
         return acc
+
+    def memo_items(self, start: int = 0) -> list[tuple[tuple[int, ...], float]]:
+        """The memoised scores from the ``start``-th on, in the order they were made (an exact resume of a search
+        carries them over, so the resumed run makes the evaluations an uninterrupted one makes, no more)."""
+        return list(itertools.islice(self._memo.items(), max(0, int(start)), None))
+
+    def load_memo(self, items: Sequence[tuple[Sequence[int], float]]) -> None:
+        """Add memoised scores (:meth:`memo_items` of the same network and reward split), in order."""
+        if not self.memoize:
+            return
+        for key, acc in items:
+            if len(self._memo) >= self.max_memoized:
+                break
+            self._memo.setdefault(tuple(int(c) for c in key), float(acc))
 
     def forget(self) -> None:
         """Drop memoised scores and cached prefixes (call after the weights changed beyond their masks)."""

@@ -155,12 +155,12 @@ def test_interrupt_checkpoints_and_resume_continues_the_step_count(agent_config,
     config = agent_config(*ppo_small(4 * EPISODE, "agent.checkpoint_every=6"))
     original = BestEpisodeTracker._on_episode  # the tracker runs after EpisodeCsv in PurlCallback's list
 
-    def interrupt_after_two(self: BestEpisodeTracker, record: dict) -> None:
+    def interrupt_after_three(self: BestEpisodeTracker, record: dict) -> None:
         original(self, record)
-        if self.episodes == 2:
+        if self.episodes == 3:  # inside the second rollout: the checkpoint is its start, after two episodes
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(BestEpisodeTracker, "_on_episode", interrupt_after_two)
+    monkeypatch.setattr(BestEpisodeTracker, "_on_episode", interrupt_after_three)
     with pytest.raises(KeyboardInterrupt):
         train_agent(config, output_dir=tmp_path, task=quick_task, progress=False)
     state = json.loads(checkpoint_paths(tmp_path)["state"].read_text())

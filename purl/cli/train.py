@@ -4,7 +4,9 @@ Single run (no ``--seeds``/``--grid``). Writes to the output folder: ``config.ya
 (resolved), ``tb/`` (TensorBoard), ``checkpoints/`` (last model, replay buffer, state),
 ``best_model.zip`` and ``best_episode.json``, ``episodes.csv``, ``pruned.pt`` (the pruned,
 fine-tuned network with its masks) and ``results.json`` (the same row ``purl compare``
-records for the agent). ``--resume`` continues an interrupted run from its last checkpoint; it
+records for the agent). ``--resume`` continues an interrupted run (Ctrl-C, SIGTERM, a kill) from its last
+checkpoint, exactly: it ends with the numbers of an uninterrupted run (:mod:`agents.resume`; a checkpoint that
+cannot be resumed exactly restarts the search from scratch, saying so); it
 refuses (one line, exit 2, before any work, nothing overwritten) a folder without a checkpoint, a
 damaged checkpoint (its ``last.json`` holds the search's only record of the best episodes) and a
 checkpoint made with another config or seed (:func:`agents.training.check_resume`). The output
