@@ -71,7 +71,31 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
                 break
         if isinstance(exc, OSError):
             raise write_failure(path, exc) from exc
+        if isinstance(exc, RuntimeError) and _torch_writer_failure(exc):  # torch.save on a full disk
+            raise write_failure(path, _as_os_error(exc, path)) from exc
         raise
+
+
+#: what torch.save's C++ stream writer raises (a RuntimeError, not an OSError) when a write fails
+_TORCH_WRITER_FAILURES = ("PytorchStreamWriter failed", "inline_container.cc", "unexpected pos")
+
+
+def _torch_writer_failure(exc: RuntimeError) -> bool:
+    return any(marker in str(exc) for marker in _TORCH_WRITER_FAILURES)
+
+
+def _as_os_error(exc: RuntimeError, path: Path) -> OSError:
+    """The OSError a torch writer failure stands for: ENOSPC when the disk is (nearly) full, else EIO."""
+    import errno
+    import shutil
+
+    try:
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(errno.EIO, f"the file could not be written ({exc})", str(path))
 
 
 def save_checkpoint(
