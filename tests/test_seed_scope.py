@@ -37,22 +37,23 @@ def test_task_scope_gives_each_seed_its_own_dense_model_shared_by_its_methods(ru
     assert len(cached) == 2 and any("seed0" in n for n in cached) and any("seed1" in n for n in cached)
 
 
-def test_the_default_scope_keeps_one_dense_model_for_the_grid(run_cli, tmp_path: Path) -> None:
-    assert _compare(run_cli, tmp_path / "ft", tmp_path / "cache").rc == 0
+def test_the_finetune_scope_keeps_one_dense_model_for_the_grid(run_cli, tmp_path: Path) -> None:
+    assert _compare(run_cli, tmp_path / "ft", tmp_path / "cache", "compare.seed_scope=finetune").rc == 0
     dense = _dense_by_seed(tmp_path / "ft")
     assert dense[0] == dense[1] and len(dense[0]) == 1
 
 
 def test_switching_the_scope_in_a_finished_folder_is_refused(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "cmp"
-    assert _compare(run_cli, out, tmp_path / "cache").rc == 0
+    assert _compare(run_cli, out, tmp_path / "cache", "compare.seed_scope=finetune").rc == 0
     result = _compare(run_cli, out, tmp_path / "cache", "compare.seed_scope=task")
     assert result.rc == 2 and "compare.seed_scope" in result.err and "Traceback" not in result.err
 
 
 def test_cell_task_config_sets_the_seed_only_under_task_scope() -> None:
-    config = load_config("configs/quick.yaml")
+    config = load_config("configs/quick.yaml", ["compare.seed_scope=finetune"])
     assert config.compare.cell_task_config(config, 3) is config
+    assert load_config(None).compare.seed_scope == "finetune"  # the library default
     scoped = load_config("configs/quick.yaml", ["compare.seed_scope=task"])
     assert scoped.compare.cell_task_config(scoped, 3).seed == 3
     with pytest.raises(Exception, match="seed_scope"):
