@@ -296,6 +296,13 @@ def paired_table(ok: Sequence[dict[str, Any]], reference: str, names: Mapping[st
     return lines
 
 
+def default_reference(ok: Sequence[dict[str, Any]]) -> str | None:
+    """The label paired differences are taken against when none is given (or it has no finished rows):
+    ``global-mp`` when present, else the first label (None without rows)."""
+    labels = list(dict.fromkeys(r["label"] for r in ok))
+    return "global-mp" if "global-mp" in labels else (labels[0] if labels else None)
+
+
 def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison summary",
                      names: Mapping[str, str] | None = None, reference: str | None = None) -> str:
     """Mean +- std per method and target; best per column in bold only when its lead is outside the noise;
@@ -314,7 +321,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
     lines += _main_table(ok, names)
     labels = list(dict.fromkeys(r["label"] for r in ok))
     if reference is None:
-        reference = "global-mp" if "global-mp" in labels else (labels[0] if labels else None)
+        reference = default_reference(ok)
     if reference in labels and len(labels) > 1:
         lines += [""] + paired_table(ok, reference, names)
     failed = [r for r in rows if r.get("status") != "ok"]
@@ -549,9 +556,8 @@ def write_report(directory: str | Path, *, profile_sparsity: float | None = None
     names = method_names(rows, config)
     ok = _ok_rows(rows)
     reference = config.compare.reference_label() if config is not None else None
-    labels = {r["label"] for r in ok}
-    if reference not in labels:
-        reference = "global-mp" if "global-mp" in labels else next(iter(dict.fromkeys(r["label"] for r in ok)), None)
+    if reference not in {r["label"] for r in ok}:
+        reference = default_reference(ok)
     written = {"summary": write_text(directory / "summary.md",
                                      summary_markdown(rows, title or "Comparison summary", names, reference))}
     plots: dict[str, dict[str, Path] | None] = {}
