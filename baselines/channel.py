@@ -37,6 +37,7 @@ ERK, LAMP, uniform-plus and random have no channel version here: asking for one 
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -85,10 +86,12 @@ class ChannelConstraints:
 
     def removals(self, group: ChannelGroup) -> list[int]:
         """The channel counts ``group`` may lose, increasing (0 excluded): the group keeps its full size or a
-        multiple of ``multiple`` that is at least ``min_channels`` (and at least one channel)."""
+        multiple of ``multiple`` (and of the group's ``grouping``, set by grouped convolutions) that is at least
+        ``min_channels`` (and at least one channel)."""
         if any(fnmatch.fnmatchcase(group.name, p) for p in self.keep_dense):
             return []
-        keeps = [k for k in range(self.multiple, group.size, self.multiple) if k >= self.min_channels]
+        step = math.lcm(self.multiple, group.grouping)  # grouped convolutions: every segment keeps the same
+        keeps = [k for k in range(step, group.size, step) if k >= self.min_channels]
         return sorted(group.size - k for k in keeps)
 
 
@@ -113,7 +116,7 @@ def channel_tolerance(graph: ChannelGraph, metric: str = "flops", constraints: C
     full = {g.name: g.size for g in graph.groups}
     worst = 0
     for group in graph.groups:
-        removals = [1] if constraints is None else constraints.removals(group)
+        removals = (constraints or ChannelConstraints()).removals(group)
         steps = [b - a for a, b in zip([0, *removals], removals, strict=False)]
         if steps and group.size > max(steps):
             worst = max(worst, dense - channel_cost(graph, {**full, group.name: group.size - max(steps)}, metric))
@@ -191,6 +194,8 @@ def channel_global_mp(
         if not removals:
             continue
         scores = channel_scores(group, norm).double()
+        if group.grouping > 1:  # grouped convolutions remove whole offsets: score one by its segments' mean
+            scores = scores.view(group.grouping, -1).mean(0).repeat(group.grouping)
         mean = float(scores.mean())
         normalised = scores / mean if mean > 0 else torch.zeros_like(scores)
         ranked = sorted(float(s) for s in normalised)

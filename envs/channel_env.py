@@ -52,7 +52,7 @@ from purl.envs.resume import ResumableEnv
 from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
 from purl.envs.setup import RENDER_MODES, allocation_image, check_render_mode, device_and_task, reward_scoring
 from purl.errors import ConfigError, PruningError, PurlError
-from purl.pruning.channels import ChannelGroup, channel_graph, zero_channels
+from purl.pruning.channels import ChannelGroup, channel_graph, check_slimmable, zero_channels
 from purl.pruning.metrics import LayerProfile
 from purl.task import Task
 
@@ -120,6 +120,7 @@ class ChannelPruningEnv(ResumableEnv, gym.Env):
         example = torch.zeros((1, *self.task.data.input_shape), device=self.device)
         try:
             self.graph = channel_graph(self.model, example, self.task.channel_ignored_layers())
+            check_slimmable(self.graph, masked_twin=True)  # scores come from the masked twin: it must be exact
         except PruningError as exc:
             raise ConfigError(f"prune.granularity channel: {exc}") from None
         self.groups: list[ChannelGroup] = list(self.graph.groups)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -56,6 +57,7 @@ __all__ = [
     "channel_graph",
     "channel_groups",
     "channel_scores",
+    "check_slimmable",
     "find_classifier",
     "keep_from_fraction",
     "mask_channels",
@@ -93,6 +95,11 @@ class ChannelGroup:
     them, ``norms`` the BatchNorm layers in the group. ``macs`` is the dense MACs of every layer whose
     input or output channels belong to the group, ``macs_share`` that divided by the model's dense MACs
     (a layer between two groups counts in both, so shares sum to more than 1).
+
+    ``grouping``: how many equal segments the channels fall into because a grouped convolution
+    (``grouped_layers``; ResNeXt, RegNet) produces or consumes them. Each segment is one convolution
+    group, so every segment must lose the same channel offsets: the group keeps a multiple of ``grouping``
+    channels and loses channels ``grouping`` at a time (Torch-Pruning's grouped-conv rule).
     """
 
     name: str
@@ -102,6 +109,8 @@ class ChannelGroup:
     norms: tuple[str, ...]
     macs: int
     macs_share: float
+    grouping: int = 1
+    grouped_layers: tuple[str, ...] = ()
     modules: Mapping[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -230,6 +239,20 @@ def _resolve_ignored(model: nn.Module, patterns: Sequence[str] | None) -> list[s
     return chosen
 
 
+@dataclass
+class _GroupParts:
+    """What one Torch-Pruning group touches, read off its dependencies (see :meth:`ChannelGraph._read_group`)."""
+
+    producers: list[str] = field(default_factory=list)
+    consumers: list[str] = field(default_factory=list)
+    norms: list[str] = field(default_factory=list)
+    outs: dict[str, int] = field(default_factory=dict)
+    ins: dict[str, int] = field(default_factory=dict)
+    depthwise: set[str] = field(default_factory=set)
+    grouped: dict[str, int] = field(default_factory=dict)  # grouped (not depthwise) conv -> its groups
+    params: list[str] = field(default_factory=list)  # raw nn.Parameters sliced with the group (layer scales)
+
+
 class ChannelGraph:
     """Torch-Pruning's dependency graph of one model, its prunable channel groups and their costs.
 
@@ -238,10 +261,10 @@ class ChannelGraph:
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, ignored_layers: Sequence[str] | None = None) -> None:
-        tp = _tp()
         self.model = model
         self.example_inputs = example_inputs
         self._names = {m: n for n, m in model.named_modules()}
+        self._param_names = {id(p): n for n, p in model.named_parameters()}
         modules = dict(model.named_modules())
         layer_macs, classifier = _dense_costs(model, example_inputs)
         self.classifier = classifier
@@ -250,11 +273,44 @@ class ChannelGraph:
         if classifier is not None and classifier not in ignored:
             ignored.append(classifier)
         self.ignored_layers: tuple[str, ...] = tuple(ignored)
-        modes = _set_eval(model)  # tracing runs a forward: never update BatchNorm statistics
+        raw = self._trace([modules[n] for n in ignored])
+        self.dense_macs = int(sum(layer_macs.values()))
+        self.dense_params = int(sum(p.numel() for p in model.parameters()))
+        self._norm_groups: dict[str, str] = {}  # other parameterised module in a group -> that group
+        self._param_groups: dict[str, str] = {}  # raw parameter (qualified name) sliced with a group -> that group
+        self._roots: dict[str, nn.Module] = {}
+        parts: dict[str, _GroupParts] = {}
+        groups: list[ChannelGroup] = []
+        for group in raw:
+            root = group[0].dep.target.module
+            name = self._names[root]
+            part = self._read_group(group)
+            touched = set(part.producers) | set(part.consumers)
+            if touched & user_ignored:
+                continue  # an ignored layer would lose input channels: the whole group stays
+            self._roots[name] = root
+            parts[name] = part
+            for mname in part.norms:
+                self._norm_groups[mname] = name
+            for pname in part.params:
+                self._param_groups[pname] = name
+            groups.append(self._make_group(name, len(group[0].idxs), part, touched, layer_macs, modules))
+        position = {n: i for i, n in enumerate(modules)}
+        groups.sort(key=lambda g: position[g.name])  # model order: the stem's group first
+        self.groups: list[ChannelGroup] = groups
+        self._by_name = {g.name: g for g in groups}
+        self.layers: dict[str, ChannelLayer] = self._make_layers(layer_macs, modules, parts)
+
+    # -- construction ------------------------------------------------------------------------------
+    def _trace(self, ignored: list[nn.Module]) -> list[Any]:
+        """Torch-Pruning's dependency graph and its pruning groups (ignored layers' outputs excluded)."""
+        tp = _tp()
+        modes = _set_eval(self.model)  # tracing runs a forward: never update BatchNorm statistics
         try:
             with torch.enable_grad():
-                self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs, verbose=False)
-            raw = list(self.dg.get_all_groups(ignored_layers=[modules[n] for n in ignored]))
+                self.dg = tp.DependencyGraph().build_dependency(
+                    self.model, example_inputs=self.example_inputs, verbose=False)
+            return list(self.dg.get_all_groups(ignored_layers=ignored))
         except PruningError:
             raise
         except Exception as exc:
@@ -263,73 +319,84 @@ class ChannelGraph:
             ) from exc
         finally:
             _restore(modes)
-        depthwise_fn = tp.pruner.function.prune_depthwise_conv_out_channels
-        self.dense_macs = int(sum(layer_macs.values()))
-        self.dense_params = int(sum(p.numel() for p in model.parameters()))
+
+    def _read_group(self, group: Any) -> _GroupParts:
+        """Sort one Torch-Pruning group's dependencies into producers, consumers, norms and grouped convs."""
+        ops = _tp().ops
+        part = _GroupParts()
+        for dep, idxs in group:
+            module = dep.target.module
+            if isinstance(module, nn.Parameter):  # a raw parameter Torch-Pruning slices too (ConvNeXt's layer scale)
+                if id(module) in self._param_names:
+                    part.params.append(self._param_names[id(module)])
+                continue
+            mname = self._names.get(module) if isinstance(module, nn.Module) else None
+            if mname is None:
+                continue  # functional ops (add, relu, reshape): nothing to prune or count
+            handler = dep.handler
+            is_out = self.dg.is_out_channel_pruning_fn(handler)
+            is_in = self.dg.is_in_channel_pruning_fn(handler)
+            if isinstance(module, _COMPUTE):
+                if ops.module2type(module) == ops.OPTYPE.DEPTHWISE_CONV:  # its inputs are its outputs
+                    part.outs[mname] = len(idxs)
+                    part.producers.append(mname)
+                    part.depthwise.add(mname)
+                    continue
+                if is_out and not is_in:
+                    part.outs[mname] = len(idxs)
+                    part.producers.append(mname)
+                elif is_in and not is_out:
+                    part.ins[mname] = len(idxs)
+                    part.consumers.append(mname)
+                if isinstance(module, _CONV) and module.groups > 1:
+                    part.grouped[mname] = int(module.groups)
+            elif any(True for _ in module.parameters(recurse=False)):
+                part.norms.append(mname)
+        return part
+
+    def _make_group(
+        self, name: str, size: int, part: _GroupParts, touched: set[str],
+        layer_macs: Mapping[str, int], modules: Mapping[str, nn.Module],
+    ) -> ChannelGroup:
+        """One :class:`ChannelGroup`, with its grouped-convolution segmenting checked against its size."""
+        grouping = 1
+        for conv, groups in part.grouped.items():
+            grouping = math.lcm(grouping, groups)
+            if size % grouping:
+                raise PruningError(
+                    f"channel group '{name}' ({size} channels) feeds grouped convolution '{conv}' "
+                    f"(groups={groups}) whose channel segments do not align with the group's other layers; "
+                    f"add '{conv}' to prune.ignored_layers"
+                )
+        gmacs = int(sum(layer_macs.get(n, 0) for n in touched))
+        return ChannelGroup(
+            name=name,
+            size=size,
+            producers=tuple(dict.fromkeys(part.producers)),
+            consumers=tuple(dict.fromkeys(part.consumers)),
+            norms=tuple(dict.fromkeys(part.norms)),
+            macs=gmacs,
+            macs_share=gmacs / self.dense_macs if self.dense_macs else 0.0,
+            grouping=grouping,
+            grouped_layers=tuple(part.grouped),
+            modules={n: modules[n] for n in (*part.producers, *part.norms, *part.consumers)},
+        )
+
+    @staticmethod
+    def _make_layers(
+        layer_macs: Mapping[str, int], modules: Mapping[str, nn.Module], parts: Mapping[str, _GroupParts]
+    ) -> dict[str, ChannelLayer]:
+        """Every Conv/Linear layer that runs, with the groups its output and input channels belong to."""
         out_groups: dict[str, dict[str, int]] = {}
         in_groups: dict[str, dict[str, int]] = {}
         depthwise: set[str] = set()
-        self._norm_groups: dict[str, str] = {}  # other parameterised module in a group -> that group
-        self._roots: dict[str, nn.Module] = {}
-        groups: list[ChannelGroup] = []
-        for group in raw:
-            root = group[0].dep.target.module
-            name = self._names[root]
-            size = len(group[0].idxs)
-            producers: list[str] = []
-            consumers: list[str] = []
-            norms: list[str] = []
-            outs: dict[str, int] = {}
-            ins: dict[str, int] = {}
-            dw: set[str] = set()
-            for dep, idxs in group:
-                module = dep.target.module
-                mname = self._names.get(module) if isinstance(module, nn.Module) else None
-                if mname is None:
-                    continue  # functional ops (add, relu, reshape): nothing to prune or count
-                handler = dep.handler
-                is_out = self.dg.is_out_channel_pruning_fn(handler)
-                is_in = self.dg.is_in_channel_pruning_fn(handler)
-                if isinstance(module, _COMPUTE):
-                    if handler is depthwise_fn or (is_out and not is_in):
-                        outs[mname] = len(idxs)
-                        producers.append(mname)
-                        if handler is depthwise_fn:
-                            dw.add(mname)
-                    elif is_in and not is_out:
-                        ins[mname] = len(idxs)
-                        consumers.append(mname)
-                elif any(True for _ in module.parameters(recurse=False)):
-                    norms.append(mname)
-            touched = set(producers) | set(consumers)
-            if touched & user_ignored:
-                continue  # an ignored layer would lose input channels: the whole group stays
-            self._roots[name] = root
-            for mname, n in outs.items():
-                out_groups.setdefault(mname, {})[name] = n
-            for mname, n in ins.items():
-                in_groups.setdefault(mname, {})[name] = n
-            depthwise |= dw
-            for mname in norms:
-                self._norm_groups[mname] = name
-            gmacs = int(sum(layer_macs.get(n, 0) for n in touched))
-            groups.append(
-                ChannelGroup(
-                    name=name,
-                    size=size,
-                    producers=tuple(dict.fromkeys(producers)),
-                    consumers=tuple(dict.fromkeys(consumers)),
-                    norms=tuple(dict.fromkeys(norms)),
-                    macs=gmacs,
-                    macs_share=gmacs / self.dense_macs if self.dense_macs else 0.0,
-                    modules={n: modules[n] for n in (*producers, *norms, *consumers)},
-                )
-            )
-        position = {n: i for i, n in enumerate(modules)}
-        groups.sort(key=lambda g: position[g.name])  # model order: the stem's group first
-        self.groups: list[ChannelGroup] = groups
-        self._by_name = {g.name: g for g in groups}
-        self.layers: dict[str, ChannelLayer] = {}
+        for gname, part in parts.items():
+            for mname, n in part.outs.items():
+                out_groups.setdefault(mname, {})[gname] = n
+            for mname, n in part.ins.items():
+                in_groups.setdefault(mname, {})[gname] = n
+            depthwise |= part.depthwise
+        layers: dict[str, ChannelLayer] = {}
         for name, macs in layer_macs.items():
             module = modules[name]
             if isinstance(module, nn.Linear):
@@ -337,7 +404,7 @@ class ChannelGraph:
             else:
                 out_dim, in_dim = module.out_channels, module.in_channels
             bias = getattr(module, "bias", None)
-            self.layers[name] = ChannelLayer(
+            layers[name] = ChannelLayer(
                 name=name,
                 macs=macs,
                 weight=module.weight.numel(),
@@ -348,6 +415,7 @@ class ChannelGraph:
                 out_groups=out_groups.get(name, {}),
                 in_groups=in_groups.get(name, {}),
             )
+        return layers
 
     # -- lookup ------------------------------------------------------------------------------------
     def group(self, name: str) -> ChannelGroup:
@@ -377,6 +445,13 @@ class ChannelGraph:
                 raise PruningError(
                     f"channel group '{name}' has {group.size} channels, cannot keep {int(count)}; "
                     f"keep between 1 and {group.size}"
+                )
+            if count % group.grouping:
+                raise PruningError(
+                    f"channel group '{name}' is split into {group.grouping} segments by grouped convolution "
+                    f"'{group.grouped_layers[0]}', so it keeps a multiple of {group.grouping} channels "
+                    f"(every segment the same), got {int(count)}; allowed: {group.grouping}, "
+                    f"{2 * group.grouping}, ..., {group.size}"
                 )
             full[name] = int(count)
         return full
@@ -425,6 +500,9 @@ class ChannelGraph:
         for name, group in self._norm_groups.items():
             n = sum(p.numel() for p in modules[name].parameters(recurse=False))
             total -= n * (1 - frac[group])
+        parameters = dict(self.model.named_parameters())
+        for name, group in self._param_groups.items():
+            total -= parameters[name].numel() * (1 - frac[group])
         return int(round(total))
 
     # -- scores and decisions ------------------------------------------------------------------------
@@ -434,9 +512,18 @@ class ChannelGraph:
 
     def removal_order(self, name: str, norm: str = "l1") -> list[int]:
         """Channel indices of group ``name`` from the lowest score up (ties: lower index first): removing
-        ``r`` channels removes the first ``r`` of this list."""
+        ``r`` channels removes the first ``r`` of this list. A grouped group (``grouping`` > 1) lists whole
+        offsets, one channel per segment each, so removing a multiple of ``grouping`` keeps segments equal."""
+        group = self.group(name)
         scores = self.scores(name, norm).double()
-        return sorted(range(self.group(name).size), key=lambda i: (float(scores[i]), i))
+        if group.grouping == 1:
+            return sorted(range(group.size), key=lambda i: (float(scores[i]), i))
+        # grouped convolution: rank channel offsets by their mean score over the segments, and remove an
+        # offset from every segment at once, so each segment loses the same channels (Torch-Pruning's rule)
+        segment = group.size // group.grouping
+        offsets = scores.view(group.grouping, segment).mean(0)
+        ranked = sorted(range(segment), key=lambda j: (float(offsets[j]), j))
+        return [j + s * segment for j in ranked for s in range(group.grouping)]
 
     def removed(self, keep: Mapping[str, int], norm: str = "l1") -> dict[str, list[int]]:
         """Channel indices each group loses: its ``size - keep`` lowest scores (ties: lower index first)."""
@@ -506,7 +593,8 @@ def channel_scores(group: ChannelGroup, norm: str = "l1") -> Tensor:
 def keep_from_fraction(groups: Sequence[ChannelGroup], fraction: float | Mapping[str, float]) -> dict[str, int]:
     """Keep plan removing ``floor(fraction * size)`` channels of each group (one fraction or one per group).
 
-    ``fraction`` is the fraction of channels *removed*, in ``[0, 1)``: every group keeps at least one.
+    ``fraction`` is the fraction of channels *removed*, in ``[0, 1)``: every group keeps at least one (a
+    grouped group: at least one per segment, and removes a multiple of its ``grouping``, rounded down).
     """
     plan: dict[str, int] = {}
     known = {g.name for g in groups}
@@ -522,7 +610,8 @@ def keep_from_fraction(groups: Sequence[ChannelGroup], fraction: float | Mapping
                 f"(1 would leave no channels), got {f!r}"
             )
         removed = int(round(float(f) * group.size, 6) // 1)
-        plan[group.name] = max(group.size - removed, 1)
+        removed -= removed % group.grouping  # grouped convolutions: whole offsets, every segment alike
+        plan[group.name] = max(group.size - removed, group.grouping)
     return plan
 
 
@@ -557,10 +646,64 @@ def prune_channels(
     """
     graph = graph or channel_graph(model, example_inputs, ignored_layers)
     plan = graph.removed(keep, norm)  # validates keep, scores on the dense weights
+    slim = _slim(model, example_inputs, plan, graph.ignored_layers)
+    if plan and _run_error(slim, example_inputs) is not None:
+        _refuse_unslimmable(model, example_inputs, plan, graph.ignored_layers)
+    return slim
+
+
+def check_slimmable(graph: ChannelGraph, *, masked_twin: bool = False) -> None:
+    """Refuse, before any search, a model whose slimmed form would not run (or, with ``masked_twin``, whose
+    masked twin would not compute what the slimmed form does).
+
+    Removes one step (one channel, or one per segment of a grouped convolution) from every group of
+    ``graph`` on a copy and runs it. Some models hard-code a width outside their layers (torchvision's
+    ViT reshapes to a fixed ``hidden_dim``), which the masked twin never notices because it keeps the
+    shapes; raises PruningError naming the first group whose removal breaks the forward. The channel
+    environment scores allocations on the masked twin (``masked_twin=True``): a model whose twin cannot be
+    built (a LayerNorm inside a group normalises over the channels that remain) or differs is refused too.
+    """
+    plan = {g.name: graph.removal_order(g.name)[:g.grouping] for g in graph.groups if g.size > g.grouping}
+    if not plan:
+        return
+    slim = _slim(graph.model, graph.example_inputs, plan, graph.ignored_layers)
+    if _run_error(slim, graph.example_inputs) is not None:
+        _refuse_unslimmable(graph.model, graph.example_inputs, plan, graph.ignored_layers)
+    if not masked_twin:
+        return
+    twin = copy.deepcopy(graph.model)
+    tgraph = channel_graph(twin, graph.example_inputs, graph.ignored_layers)
+    for name, idxs in plan.items():
+        zero_channels(tgraph, name, idxs)
+    probe = tuple(
+        torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x) if isinstance(x, Tensor) else x
+        for x in _as_tuple(graph.example_inputs)
+    )
+    outs = []
+    for net in (slim, twin):
+        modes = _set_eval(net)
+        try:
+            with torch.no_grad():
+                outs.append(_first_tensor(net(*probe)))
+        finally:
+            _restore(modes)
+    a, b = outs
+    scale = max(float(b.abs().max()), 1.0) if b is not None else 1.0
+    if a is not None and b is not None and not torch.allclose(a, b, rtol=1e-3, atol=1e-4 * scale):
+        raise PruningError(
+            f"the masked twin of this model does not compute what its slimmed form does (largest output "
+            f"difference {float((a - b).abs().max()):.3g}), so masked scores would not predict the slimmed model"
+        )
+
+
+def _slim(
+    model: nn.Module, example_inputs: Any, plan: Mapping[str, Sequence[int]], ignored: Sequence[str]
+) -> nn.Module:
+    """A deep copy of ``model`` with ``plan``'s channels (``{group: indices}``) removed by Torch-Pruning."""
     slim = copy.deepcopy(model)
     if not plan:
         return slim
-    sgraph = channel_graph(slim, example_inputs, graph.ignored_layers)
+    sgraph = channel_graph(slim, example_inputs, ignored)
     modes = _set_eval(slim)
     try:
         for name, idxs in plan.items():
@@ -568,6 +711,45 @@ def prune_channels(
     finally:
         _restore(modes)
     return slim
+
+
+def _run_error(model: nn.Module, example_inputs: Any) -> Exception | None:
+    """The exception a forward pass of ``model`` on ``example_inputs`` raises (eval mode), or None."""
+    modes = _set_eval(model)
+    try:
+        with torch.no_grad():
+            model(*_as_tuple(example_inputs))
+    except Exception as exc:  # any failure of the slimmed model: the caller names the group
+        return exc
+    finally:
+        _restore(modes)
+    return None
+
+
+def _refuse_unslimmable(
+    model: nn.Module, example_inputs: Any, plan: Mapping[str, Sequence[int]], ignored: Sequence[str]
+) -> None:
+    """Slim ``plan`` one group at a time on a fresh copy and raise PruningError naming the first group after
+    which the model no longer runs (only called once the whole plan is known to break the forward)."""
+    slim = copy.deepcopy(model)
+    sgraph = channel_graph(slim, example_inputs, ignored)
+    for name, idxs in plan.items():
+        modes = _set_eval(slim)
+        try:
+            sgraph.pruning_group(name, idxs).prune()
+        finally:
+            _restore(modes)
+        error = _run_error(slim, example_inputs)
+        if error is not None:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            layers = ", ".join(sgraph.group(name).producers[:3])
+            raise PruningError(
+                f"channel group '{name}' cannot be slimmed: the model no longer runs without its channels "
+                f"({type(error).__name__}: {reason}), so it hard-codes that width outside its layers; keep it "
+                f"whole with model.exclude (its producers: {layers})"
+            )
+    raise PruningError("the slimmed model does not run, although every channel group slims alone; "
+                       "keep the failing layers whole with model.exclude")
 
 
 def mask_channels(
@@ -606,7 +788,7 @@ def zero_channels(graph: ChannelGraph, name: str, idxs: Sequence[int]) -> None:
     """
     if not idxs:
         return
-    depthwise_fn = _tp().pruner.function.prune_depthwise_conv_out_channels
+    ops = _tp().ops
     names = graph._names
     for dep, dep_idxs in graph.pruning_group(name, idxs):
         module = dep.target.module
@@ -617,30 +799,40 @@ def zero_channels(graph: ChannelGraph, name: str, idxs: Sequence[int]) -> None:
         is_out = graph.dg.is_out_channel_pruning_fn(handler)
         is_in = graph.dg.is_in_channel_pruning_fn(handler)
         if isinstance(module, _COMPUTE):
-            if handler is depthwise_fn or (is_out and not is_in):
+            if ops.module2type(module) == ops.OPTYPE.DEPTHWISE_CONV or (is_out and not is_in):
                 module.weight[index] = 0
                 if module.bias is not None:
                     module.bias[index] = 0
             elif is_in and not is_out:
                 if isinstance(module, _CONV) and module.groups != 1:
-                    raise PruningError(
-                        f"masking channels does not support grouped convolution '{names[module]}' as a "
-                        f"consumer; use prune_channels"
-                    )
-                module.weight[:, index] = 0
+                    _zero_grouped_inputs(module, index)
+                else:
+                    module.weight[:, index] = 0
         elif isinstance(module, _NORM_LAYERS):
             if module.weight is not None:
                 module.weight[index] = 0
                 module.bias[index] = 0
             else:
                 raise PruningError(
-                    f"masking channels needs affine BatchNorm, '{names[module]}' has none; use prune_channels"
+                    f"masking channels needs affine BatchNorm, '{names[module]}' has none; only slimming "
+                    f"(prune_channels, the channel baselines) handles this model"
                 )
         elif any(True for _ in module.parameters(recurse=False)):
             raise PruningError(
                 f"masking channels does not support {type(module).__name__} ('{names[module]}') inside a "
-                f"channel group; use prune_channels"
+                f"channel group (it would normalise or scale over the remaining channels); only slimming "
+                f"(prune_channels, the channel baselines) handles this model"
             )
+
+
+def _zero_grouped_inputs(conv: nn.Module, index: Tensor) -> None:
+    """Zero input channels ``index`` of a grouped convolution: channel ``c`` is column ``c % per_group`` of
+    the filters of convolution group ``c // per_group`` (its weight holds only its own group's inputs)."""
+    per_in = conv.in_channels // conv.groups
+    per_out = conv.out_channels // conv.groups
+    for c in index.tolist():
+        g, j = divmod(int(c), per_in)
+        conv.weight[g * per_out:(g + 1) * per_out, j] = 0
 
 
 def measure_model(model: nn.Module, example_inputs: Any) -> ModelCost:
