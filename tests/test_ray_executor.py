@@ -2,17 +2,21 @@
 
 One local Ray instance (2 CPUs) serves the whole module. The method runners are tiny functions in
 a module written here (uniform and global magnitude pruning, one that raises, one that kills its
-worker, one that kills it only on the first attempt); every invocation appends a line to
-``cell_dir/invocations.txt`` so the tests can count how often each cell ran.
+worker, one that kills it only on the first attempt); every invocation appends a line to a ledger
+beside the runners' module (outside every output folder, so a killed worker's lines survive) so the tests
+can count how often each cell ran, and writes ``artifact.txt`` in its cell folder, which must reach the
+driver's output folder although the worker runs in a scratch folder of its own.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
 import os
 import re
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -43,6 +47,7 @@ RUNNERS_SOURCE = textwrap.dedent('''
     """Method runners for tests/test_ray_executor.py (written there at test time)."""
     import json
     import os
+    from pathlib import Path
 
     import torch
 
@@ -61,10 +66,13 @@ RUNNERS_SOURCE = textwrap.dedent('''
 
         def run(self, cell):
             task, spec, target_sparsity, cell_dir = cell.task, cell.spec, cell.target_sparsity, cell.folder
-            log = cell_dir / "invocations.txt"
+            ledger = Path(__file__).with_name("ledger")
+            ledger.mkdir(exist_ok=True)
+            log = ledger / f"{cell_dir.name}.txt"
             first = not log.exists()
             with open(log, "a") as handle:
-                handle.write(json.dumps({"pid": os.getpid(), "task": id(task)}) + "\\n")
+                handle.write(json.dumps({"pid": os.getpid(), "task": id(task), "folder": str(cell_dir)}) + "\\n")
+            (cell_dir / "artifact.txt").write_text(f"written by {os.getpid()}")
             if spec.label == "boom":
                 raise RuntimeError("boom")
             if spec.label == "crash" or (spec.label == "crash-once" and first):
@@ -108,6 +116,7 @@ def ray_session(runner_dir: Path):
 def runners(runner_dir: Path, monkeypatch: pytest.MonkeyPatch, ray_session) -> str:
     """The test method's import path (importable here and in the Ray workers)."""
     monkeypatch.syspath_prepend(str(runner_dir))
+    shutil.rmtree(runner_dir / "ledger", ignore_errors=True)
     return RUNNER
 
 
@@ -135,8 +144,23 @@ def dense_task(config):
     return build_task(config, torch.device("cpu"), progress=False)
 
 
-def invocations(out: Path) -> dict[str, int]:
-    return {d.name: len((d / "invocations.txt").read_text().splitlines()) for d in sorted((out / "cells").iterdir())}
+def ledger() -> Path:
+    return Path(sys.modules[MODULE].__file__).with_name("ledger") if MODULE in sys.modules else Path("/nonexistent")
+
+
+def reset_ledger() -> None:
+    shutil.rmtree(ledger(), ignore_errors=True)
+
+
+def invocations() -> dict[str, int]:
+    """How often each cell ran since the last reset_ledger() (killed attempts included)."""
+    return {f.stem: len(f.read_text().splitlines()) for f in sorted(ledger().glob("*.txt"))}
+
+
+def folders() -> list[Path]:
+    """The cell folders the method ran in, as the method saw them."""
+    return [Path(json.loads(line)["folder"]) for f in sorted(ledger().glob("*.txt")) for line in
+            f.read_text().splitlines()]
 
 
 def assert_same_rows(a: list[dict], b: list[dict]) -> None:
@@ -161,6 +185,7 @@ def test_ray_rows_match_local(cache_dir: Path, tmp_path: Path, runners) -> None:
     task = dense_task(config)
     local = run_comparison(config, tmp_path / "local", executor=LocalExecutor(task), device="cpu",
                            progress=False)
+    reset_ledger()
     written: list[int] = []
     executor = RayExecutor(config.compare, "cpu")
     remote = run_comparison(config, tmp_path / "ray", executor=executor, device="cpu", progress=False,
@@ -171,7 +196,12 @@ def test_ray_rows_match_local(cache_dir: Path, tmp_path: Path, runners) -> None:
     assert_same_rows(ResultsTable(tmp_path / "local" / "results.csv").rows,
                      ResultsTable(tmp_path / "ray" / "results.csv").rows)
     assert ray.is_initialized() and not executor.started  # an instance it did not start is left running
-    assert set(invocations(tmp_path / "ray").values()) == {1}
+    assert set(invocations().values()) == {1}
+    # only the driver wrote the output folder: the workers ran in scratch folders, their files came back
+    out = (tmp_path / "ray").resolve()
+    assert folders() and not any(out in f.resolve().parents for f in folders())
+    for cell in (out / "cells").iterdir():
+        assert (cell / "artifact.txt").read_text().startswith("written by ")
 
 
 def test_task_from_payload_needs_no_checkpoint_file(cache_dir: Path) -> None:
@@ -211,7 +241,7 @@ def test_failures_are_retried_then_recorded_without_losing_other_cells(cache_dir
     assert re.search(r"Worker|died|crash", rows["crash"]["error"].split("failed: ", 1)[1], re.I)
     # Killed once, fine on the resubmission: ok, both attempts counted.
     assert rows["crash-once"]["status"] == "ok" and rows["crash-once"]["attempts"] == 2
-    assert invocations(tmp_path) == {"boom-s0.5-seed0": 2, "crash-s0.5-seed0": 2, "crash-once-s0.5-seed0": 2,
+    assert invocations() == {"boom-s0.5-seed0": 2, "crash-s0.5-seed0": 2, "crash-once-s0.5-seed0": 2,
                                      "uniform-s0.5-seed0": 1}
 
 
@@ -226,12 +256,12 @@ def test_resume_runs_only_missing_cells(cache_dir: Path, tmp_path: Path, runners
     failed = dict(table.rows[0], label="global", method="global", target_sparsity=0.9, status="failed",
                   error="earlier failure")
     table.add(failed)
+    reset_ledger()
     ran: list[str] = []
     table = run_comparison(config, tmp_path, executor=RayExecutor(config.compare, "cpu"), device="cpu",
                            progress=False, report=lambda outcome, done, total: ran.append(outcome.cell.slug))
     assert sorted(ran) == ["global-s0.9-seed0", "uniform-s0.9-seed0"]
-    assert invocations(tmp_path) == {name: 1 for name in ["global-s0.5-seed0", "global-s0.9-seed0",
-                                                          "uniform-s0.5-seed0", "uniform-s0.9-seed0"]}
+    assert invocations() == {"global-s0.9-seed0": 1, "uniform-s0.9-seed0": 1}
     assert len(table.rows) == 4 and all(r["status"] == "ok" for r in table.rows)
 
 
@@ -275,3 +305,20 @@ def test_cli_real_baselines_ray_matches_local(cache_dir: Path, tmp_path: Path, r
     capsys.readouterr()
     assert_same_rows(ResultsTable(tmp_path / "local" / "results.csv").rows,
                      ResultsTable(tmp_path / "ray" / "results.csv").rows)
+
+
+def test_cell_files_travel_to_the_driver_and_never_leave_the_cell_folder(tmp_path: Path) -> None:
+    from purl.compare.ray_executor import pack_folder, unpack_folder
+
+    scratch = tmp_path / "worker" / "agent-s0.9-seed0"
+    (scratch / "tb").mkdir(parents=True)
+    (scratch / "checkpoint.pt").write_bytes(b"\x00\x01weights")
+    (scratch / "tb" / "events.out").write_bytes(b"log")
+    files = pack_folder(scratch)
+    assert files == {"checkpoint.pt": b"\x00\x01weights", "tb/events.out": b"log"}
+    cell = tmp_path / "out" / "cells" / "agent-s0.9-seed0"
+    unpack_folder(files, cell)
+    assert pack_folder(cell) == files and pack_folder(tmp_path / "missing") == {}
+    with pytest.raises(PurlError, match="outside its cell folder"):
+        unpack_folder({"../../escape.txt": b"x"}, cell)
+    assert not (tmp_path / "out" / "escape.txt").exists()

@@ -16,6 +16,10 @@ order the cells *finish* (``ray.wait``), so ``run_comparison`` appends every row
   a Ray-level failure (worker crash, an error outside the method) is resubmitted,
   all within ``compare.max_retries`` retries, then recorded as a failed row naming
   the cell and the error. Other cells are never affected.
+* Only the driver writes the output folder (it holds its lock; on a cluster a worker's disk is another
+  machine's): a worker runs its cell in a private temporary folder seeded with the cell folder's files
+  (an interrupted agent cell resumes from its checkpoint) and returns what it wrote with the outcome;
+  the driver writes those files into ``cells/<cell>/``. A worker that dies takes its partial files with it.
 * Ray is imported lazily: without it, constructing the executor raises one
   :class:`~purl.errors.PurlError` saying how to install it. A local Ray instance is
   started only when none is running and no address is given, and only an instance (or
@@ -32,7 +36,8 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +171,8 @@ class RayExecutor:
             # Retries left after Ray-level failures, so that a cell never runs more than max_retries + 1 times.
             attempt_job = dataclasses.replace(job, max_retries=job.max_retries - len(failures))
             ref = self._remote.options(name=f"purl-cell:{job.cell.slug}", **options).remote(
-                attempt_job, effective, (payload,), key, threads, self.compare.gpus_per_task)
+                attempt_job, effective, (payload,), key, threads, self.compare.gpus_per_task,
+                pack_folder(job.cell_dir))  # what an earlier attempt left (an agent's checkpoint): resume from it
             pending[ref] = (job, effective, failures)
 
         try:
@@ -185,10 +191,33 @@ class RayExecutor:
                     else:
                         yield failed_outcome(job, failures)
                     continue
+                unpack_folder(outcome.files, job.cell_dir)  # the driver is the only writer of the output folder
+                outcome.files = {}
                 yield merge_failures(outcome, failures) if failures else outcome
         finally:
             for ref in pending:  # interrupted (Ctrl-C, consumer stopped): do not leave cells running
                 ray.cancel(ref, force=True)
+
+
+def pack_folder(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` as ``{relative POSIX path: content}`` (empty when it does not exist)."""
+    if not folder.is_dir():
+        return {}
+    return {path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def unpack_folder(files: Mapping[str, bytes], folder: Path) -> None:
+    """Write ``files`` (from :func:`pack_folder`) under ``folder``, each atomically; refuses paths leaving it."""
+    from purl.checkpoint import atomic_write_bytes
+
+    root = folder.resolve()
+    for relative, content in files.items():
+        path = (folder / relative).resolve()
+        if root not in path.parents:
+            raise PurlError(f"a Ray worker returned the file '{relative}', outside its cell folder '{folder}'")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, lambda handle, data=content: handle.write(data))
 
 
 def describe_ray_error(exc: BaseException) -> str:
@@ -266,12 +295,15 @@ def task_from_payload(config: ExperimentConfig, device: Any, payload: dict[str, 
 
 def run_cell_task(
     job: CellJob, effective: float | None, payload_box: tuple[Any], payload_key: str, threads: int,
-    gpus_per_task: float,
+    gpus_per_task: float, inputs: Mapping[str, bytes] | None = None,
 ) -> CellOutcome:
     """Body of one Ray task: (re)use the worker's Task for this comparison, then run the cell.
 
     ``payload_box`` holds the checkpoint's ObjectRef inside a tuple so that Ray does not
-    fetch it unless this worker has to build the task.
+    fetch it unless this worker has to build the task. The worker never writes the output folder (the
+    driver holds its lock, and on a cluster the worker's disk is another machine's): the cell runs in a
+    private temporary folder seeded with ``inputs`` (the cell folder's files the driver sent, so an agent
+    resumes from its checkpoint), and the files it wrote travel back in the outcome for the driver to write.
     """
     import ray
     import torch
@@ -288,4 +320,9 @@ def run_cell_task(
         _WORKER_TASKS.clear()
         task = task_from_payload(job.config, device, ray.get(payload_box[0]))
         _WORKER_TASKS[key] = task
-    return execute_cell(job, task, effective)
+    with tempfile.TemporaryDirectory(prefix="purl-cell-") as scratch:
+        folder = Path(scratch) / job.cell_dir.name
+        unpack_folder(inputs or {}, folder)
+        outcome = execute_cell(dataclasses.replace(job, cell_dir=folder), task, effective)
+        outcome.files = pack_folder(folder)
+    return outcome

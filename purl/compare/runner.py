@@ -48,10 +48,13 @@ class CellJob:
 
 @dataclass
 class CellOutcome:
+    """A finished cell: its results row, and (from a remote worker) the files it wrote, for the driver to write."""
+
     cell: Cell
     row: dict[str, Any]
     failed: bool = False
     messages: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # path relative to the cell folder -> content
 
 
 def plan_cells(config: ExperimentConfig) -> list[Cell]:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -307,9 +308,12 @@ class ChannelGraph:
         tp = _tp()
         modes = _set_eval(self.model)  # tracing runs a forward: never update BatchNorm statistics
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 self.dg = tp.DependencyGraph().build_dependency(
                     self.model, example_inputs=self.example_inputs, verbose=False)
+            if any("Maximum recursive depth" in str(w.message) for w in caught):
+                raise PruningError(self._untraceable())  # grouping it would not end (Swin: >20 GB, hours)
             return list(self.dg.get_all_groups(ignored_layers=ignored))
         except PruningError:
             raise
@@ -319,6 +323,15 @@ class ChannelGraph:
             ) from exc
         finally:
             _restore(modes)
+
+    def _untraceable(self) -> str:
+        """The refusal of a model whose channel shapes Torch-Pruning's shape inference gave up on."""
+        attention = next((n for n, m in self.model.named_modules() if "Attention" in type(m).__name__), None)
+        where = f" (first attention layer: '{attention}', {type(self.model.get_submodule(attention)).__name__})" \
+            if attention else ""
+        return ("Torch-Pruning cannot resolve the channel couplings of this model: its shape inference reached "
+                f"its recursion limit{where}, as it does on window attention (Swin); prune it at "
+                "prune.granularity=weight")
 
     def _read_group(self, group: Any) -> _GroupParts:
         """Sort one Torch-Pruning group's dependencies into producers, consumers, norms and grouped convs."""
