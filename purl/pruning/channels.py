@@ -74,6 +74,9 @@ NORMS: tuple[str, ...] = ("l1", "l2", "bn")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _COMPUTE = (*_CONV, nn.Linear)
 _NORM_LAYERS = (nn.modules.batchnorm._BatchNorm,)
+#: attention over image windows (torchvision's Swin, Swin V2 and MaxViT): Torch-Pruning's dependency grouping
+#: of their partition reshapes does not finish (Swin-T: over 20 GB after minutes), so they are refused up front
+_WINDOW_ATTENTION = ("ShiftedWindowAttention", "ShiftedWindowAttentionV2", "PartitionAttentionLayer")
 
 
 def _tp() -> Any:
@@ -247,6 +250,7 @@ class _GroupParts:
     producers: list[str] = field(default_factory=list)
     consumers: list[str] = field(default_factory=list)
     norms: list[str] = field(default_factory=list)
+    norm_channels: dict[str, int] = field(default_factory=dict)  # norm -> how many of its channels (concat slices)
     outs: dict[str, int] = field(default_factory=dict)
     ins: dict[str, int] = field(default_factory=dict)
     depthwise: set[str] = field(default_factory=set)
@@ -277,7 +281,9 @@ class ChannelGraph:
         raw = self._trace([modules[n] for n in ignored])
         self.dense_macs = int(sum(layer_macs.values()))
         self.dense_params = int(sum(p.numel() for p in model.parameters()))
-        self._norm_groups: dict[str, str] = {}  # other parameterised module in a group -> that group
+        # other parameterised module (BatchNorm, ...) -> {group: its channels in that group}; after a concatenation
+        # one BatchNorm spans several groups
+        self._norm_groups: dict[str, dict[str, int]] = {}
         self._param_groups: dict[str, str] = {}  # raw parameter (qualified name) sliced with a group -> that group
         self._roots: dict[str, nn.Module] = {}
         parts: dict[str, _GroupParts] = {}
@@ -291,8 +297,8 @@ class ChannelGraph:
                 continue  # an ignored layer would lose input channels: the whole group stays
             self._roots[name] = root
             parts[name] = part
-            for mname in part.norms:
-                self._norm_groups[mname] = name
+            for mname, n in part.norm_channels.items():
+                self._norm_groups.setdefault(mname, {})[name] = n
             for pname in part.params:
                 self._param_groups[pname] = name
             groups.append(self._make_group(name, len(group[0].idxs), part, touched, layer_macs, modules))
@@ -306,6 +312,13 @@ class ChannelGraph:
     def _trace(self, ignored: list[nn.Module]) -> list[Any]:
         """Torch-Pruning's dependency graph and its pruning groups (ignored layers' outputs excluded)."""
         tp = _tp()
+        window = next(((n, m) for n, m in self.model.named_modules() if type(m).__name__ in _WINDOW_ATTENTION), None)
+        if window is not None:  # checked before tracing: Torch-Pruning's grouping of these would not end
+            raise PruningError(
+                f"Torch-Pruning cannot resolve the channel couplings of window attention ('{window[0]}', "
+                f"{type(window[1]).__name__}: its grouping of the window partitions runs out of memory); prune "
+                f"this model at prune.granularity=weight"
+            )
         modes = _set_eval(self.model)  # tracing runs a forward: never update BatchNorm statistics
         try:
             with torch.enable_grad(), warnings.catch_warnings(record=True) as caught:
@@ -365,6 +378,7 @@ class ChannelGraph:
                     part.grouped[mname] = int(module.groups)
             elif any(True for _ in module.parameters(recurse=False)):
                 part.norms.append(mname)
+                part.norm_channels[mname] = len(idxs)
         return part
 
     def _make_group(
@@ -510,9 +524,11 @@ class ChannelGraph:
             f_out, f_in = self._layer_fractions(layer, frac)
             total -= layer.weight * (1 - f_out * f_in) + layer.bias * (1 - f_out)
         modules = dict(self.model.named_modules())
-        for name, group in self._norm_groups.items():
-            n = sum(p.numel() for p in modules[name].parameters(recurse=False))
-            total -= n * (1 - frac[group])
+        for name, shares in self._norm_groups.items():
+            params = list(modules[name].parameters(recurse=False))
+            channels = params[0].shape[0] if params[0].dim() else 1
+            per_channel = sum(p.numel() for p in params) / channels
+            total -= per_channel * sum(n * (1 - frac[group]) for group, n in shares.items())
         parameters = dict(self.model.named_parameters())
         for name, group in self._param_groups.items():
             total -= parameters[name].numel() * (1 - frac[group])
