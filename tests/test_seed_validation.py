@@ -56,3 +56,11 @@ def test_a_negative_config_seed_isone_line_error(run_cli, tmp_path: Path, no_hea
     result = run_cli("compare", "--config", QUICK, "-q", "--device", "cpu", "-o", tmp_path / "out",
                      f"cache_dir={tmp_path / 'cache'}", override)
     one_line_error(result, "compare", "non-negative integer")
+
+
+@pytest.mark.parametrize("seeds", [["-1"], ["0,-2"], ["0", "-3"]])
+def test_a_negative_sweep_seed_names_the_flag(run_cli, tmp_path: Path, no_heavy_work, seeds: list[str]) -> None:
+    result = run_cli("train", "--config", QUICK, "-q", "--device", "cpu", "-o", tmp_path / "out",
+                     f"cache_dir={tmp_path / 'cache'}", "--seeds", *seeds)
+    line = one_line_error(result, "train", "--seeds -", "non-negative integer")
+    assert "--grid" not in line and not (tmp_path / "out").exists(), line

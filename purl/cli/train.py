@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from purl.cli.common import add_common_arguments, config_from_args, export_line, finish, output_dir
-from purl.errors import OutputError, PurlError
+from purl.errors import ConfigError, OutputError, PurlError
 from purl.results import check_writable
 
 
@@ -62,11 +62,12 @@ def _allocation_lines(row: dict[str, Any]) -> list[str]:
 def _seeds(text: str) -> list[int]:
     """One --seeds item: ``3`` or ``0,1,2``."""
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"invalid seed '{text}' (seeds are integers; put KEY=VALUE overrides before --seeds, or end the "
             "seed list with --)") from None
+    return seeds
 
 
 class _ExtendSeeds(argparse.Action):
@@ -100,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds is not None or args.grid:
         return run_sweep(args)
     if args.executor is not None or args.ray_address is not None:
-        from purl.errors import ConfigError
 
         raise ConfigError("--executor and --ray-address apply to sweeps: add --seeds and/or --grid "
                           "(e.g. --seeds 0 for one run)")
@@ -176,6 +176,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     flags = [f"compare.executor={args.executor}"] if args.executor is not None else []
     if args.ray_address is not None:
         flags.append(f"compare.ray_address={args.ray_address}")
+    negative = [seed for seed in args.seeds or [] if seed < 0]
+    if negative:  # named as the flag the user typed (compare.seeds is what it becomes)
+        raise ConfigError(f"--seeds {negative[0]} is not allowed: a seed must be a non-negative integer (0, 1, 2, ...)")
     base = config_from_args(args, flags)
     config = sweep_config(base, parse_grid(args.grid or []), args.seeds if args.seeds is not None else [base.seed])
     return run_grid(args, config, "sweep", validated=True)
