@@ -69,12 +69,6 @@ LAST_EXACT = "last_exact.pkl"  # random states and env states of the exact point
 TOP_ACCURATE = 8  # distinct most-accurate allocations kept as result candidates
 
 
-def reaches_target(episode: dict[str, Any], target_sparsity: float) -> bool:
-    """Whether an episode summary is at the target sparsity: :func:`envs.target.episode_meets_target`, the
-    env's count rule (kept here under its old name for :mod:`agents.run` and :mod:`agents.selection`)."""
-    return episode_meets_target(episode, target_sparsity)
-
-
 def checkpoint_paths(output_dir: str | Path) -> dict[str, Path]:
     """Where a run's checkpoint files live: ``model``, ``replay_buffer``, ``exact``, ``state``."""
     folder = Path(output_dir) / CHECKPOINT_DIR
@@ -219,7 +213,7 @@ class EpisodeCallback(BaseCallback):
 
     def make_record(self, episode: dict[str, Any]) -> dict[str, Any]:
         """The record of the episode just counted (``self.episodes``) from the env's summary."""
-        at_target = reaches_target(episode, self.target_sparsity)  # the sparsity rule only
+        at_target = episode_meets_target(episode, self.target_sparsity)  # the sparsity rule only
         return {
             "episode": self.episodes,
             "env_step": int(self.num_timesteps),

@@ -99,11 +99,6 @@ class AgentRun:
     top_accurate: list[dict[str, Any]] | None = None
     earlier_wall_time_s: float = 0.0  # wall time of the run's earlier, interrupted sessions
 
-    @property
-    def best_sparsities(self) -> dict[str, float] | None:
-        """Per-layer sparsities of the best episode (None when no episode met the target)."""
-        return dict(self.best["layer_sparsities"]) if self.best else None
-
     def search_cost(self) -> dict[str, Any]:
         """The cost columns of a results row."""
         return {"search_episodes": self.episodes, "search_env_steps": self.env_steps,

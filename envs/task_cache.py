@@ -12,25 +12,16 @@ import torch
 from purl.config import ExperimentConfig
 from purl.task import Task, build_task, task_identity
 
-__all__ = ["clear_tasks", "shared_task", "task_key"]
+__all__ = ["shared_task"]
 
 _TASKS: dict[str, Task] = {}
 
 
-def task_key(config: ExperimentConfig, device: torch.device) -> str:
-    """What identifies a built task (:func:`purl.task.task_identity`)."""
-    return task_identity(config, device)
-
-
 def shared_task(config: ExperimentConfig, device: torch.device) -> Task:
     """``build_task`` once per process for each (task, device); envs deep-copy the dense model."""
-    key = task_key(config, device)
+    key = task_identity(config, device)  # what makes two configs the same task
     task = _TASKS.get(key)
     if task is None:
         task = _TASKS[key] = build_task(config, device, progress=False)
     return task
 
-
-def clear_tasks() -> None:
-    """Forget every cached task (frees their data and dense models)."""
-    _TASKS.clear()

@@ -10,6 +10,6 @@ The methods themselves are supplied by the caller (the CLI wires
 
 from purl.compare.cells import CSV_COLUMNS, Cell, ResultsTable
 from purl.compare.report import write_report
-from purl.compare.runner import MethodRunner, plan_cells, run_comparison
+from purl.compare.runner import plan_cells, run_comparison
 
-__all__ = ["CSV_COLUMNS", "Cell", "MethodRunner", "ResultsTable", "plan_cells", "run_comparison", "write_report"]
+__all__ = ["CSV_COLUMNS", "Cell", "ResultsTable", "plan_cells", "run_comparison", "write_report"]

@@ -23,11 +23,9 @@ from purl.compare.cells import Cell, ResultsTable
 from purl.compare.identity import check_same_grid
 from purl.config import ExperimentConfig, MethodSpec
 from purl.errors import PurlError
-from purl.methods import Method, MethodCell, get_method, method_name
+from purl.methods import MethodCell, get_method, method_name
 from purl.progress import progress_bar
 from purl.task import Task
-
-MethodRunner = Method  # the old name of a method runner; every method is a purl.methods.Method now
 
 AGENT = "agent"
 

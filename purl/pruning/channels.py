@@ -59,12 +59,10 @@ __all__ = [
     "channel_groups",
     "channel_scores",
     "check_slimmable",
-    "find_classifier",
     "keep_from_fraction",
     "mask_channels",
     "measure_model",
     "prune_channels",
-    "removed_channels",
     "zero_channels",
 ]
 
@@ -218,11 +216,6 @@ def _dense_costs(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int],
     if classifier is None and order:
         classifier = order[-1]
     return macs, classifier
-
-
-def find_classifier(model: nn.Module, example_inputs: Any) -> str | None:
-    """Name of the classifier's output layer (never channel-pruned: its outputs are the classes)."""
-    return _dense_costs(model, example_inputs)[1]
 
 
 def _resolve_ignored(model: nn.Module, patterns: Sequence[str] | None) -> list[str]:
@@ -642,18 +635,6 @@ def keep_from_fraction(groups: Sequence[ChannelGroup], fraction: float | Mapping
         removed -= removed % group.grouping  # grouped convolutions: whole offsets, every segment alike
         plan[group.name] = max(group.size - removed, group.grouping)
     return plan
-
-
-def removed_channels(
-    model: nn.Module,
-    example_inputs: Any,
-    keep: Mapping[str, int],
-    *,
-    norm: str = "l1",
-    ignored_layers: Sequence[str] | None = None,
-) -> dict[str, list[int]]:
-    """Which channel indices of each group :func:`prune_channels` would remove (lowest ``norm`` scores)."""
-    return channel_graph(model, example_inputs, ignored_layers).removed(keep, norm)
 
 
 def prune_channels(
