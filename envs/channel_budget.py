@@ -22,6 +22,7 @@ and :meth:`ChannelBudget.snap` moves a request to the nearest allowed count insi
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 from purl.errors import ConfigError
@@ -91,6 +92,14 @@ class ChannelBudget:
                 lo = mid + 1
         return opts[lo]
 
+    def nearest(self, i: int, r: float) -> int:
+        """The allowed removal of group ``i`` nearest to ``r`` (a tie keeps more channels): with
+        ``prune.channel_multiple`` or a grouped convolution not every count is allowed."""
+        opts = self.options[i]
+        k = bisect.bisect_left(opts, r)
+        near = opts[max(k - 1, 0):k + 1]
+        return min(near, key=lambda o: (abs(o - r), o))
+
     def snap(self, i: int, r: int, lo: int, hi: int) -> int:
         """The allowed removal of group ``i`` in ``[lo, hi]`` nearest to ``r`` (a tie keeps more channels)."""
         inside = [o for o in self.options[i] if lo <= o <= hi] or [lo]
@@ -126,8 +135,8 @@ class ChannelBudget:
         if sum(rest) <= 0:  # the prior removes nothing from here on: share by the groups' caps instead
             rest = list(caps)
 
-        def scaled(f: float) -> list[int]:
-            return [min(int(round(f * p)), c) for p, c in zip(rest, caps, strict=True)]
+        def scaled(f: float) -> list[int]:  # each group at its allowed count nearest to f x prior
+            return [self.nearest(i + j, min(f * p, c)) for j, (p, c) in enumerate(zip(rest, caps, strict=True))]
 
         top = max((c / p for p, c in zip(rest, caps, strict=True) if p > 0), default=1.0)
         lo, hi = 0.0, max(top, 1.0)

@@ -136,3 +136,36 @@ def test_layer_norm_models_slim_but_have_no_exact_masked_twin() -> None:
     with pytest.raises(PruningError, match="LayerNorm2d .* only slimming"):
         check_slimmable(graph, masked_twin=True)
     check_slimmable(graph)  # slimming alone is fine
+
+
+def test_channel_env_on_a_grouped_model_keeps_segments_equal_and_lands(tmp_path) -> None:
+    import numpy as np
+
+    from purl.config import load_config
+    from purl.envs import ChannelPruningEnv
+    from purl.task import build_task
+
+    config = load_config("configs/mnist5k-resnet20.yaml", [
+        f"cache_dir={tmp_path}", "model.name=torchvision:regnet_x_400mf", "data.max_samples=300",
+        "pretrain.max_steps=2", "data.eval_batch_size=256", "env.val_samples=32", "prune.granularity=channel",
+        "env.action=prior-relative", "prune.budget_metric=flops", "env.target_sparsity=0.5",
+        "env.bn_recalibration_batches=0", "device=cpu"])
+    env = ChannelPruningEnv(config, task=build_task(config, torch.device("cpu"), progress=False))
+    assert any(g.grouping > 1 for g in env.groups)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(rng.uniform(-1, 1, 1).astype(np.float32))
+    keep = info["purl_episode"]["channel_keep"]
+    assert all(keep[g.name] % g.grouping == 0 for g in env.groups)
+    x = torch.randn(2, *config_shape(env), generator=torch.Generator().manual_seed(0))
+    slim = prune_channels(env.task.model, x[:1], keep).eval()
+    cost = measure_model(slim, x[:1])
+    assert cost.macs <= 0.5 * env.graph.dense_macs + 1e-9
+    with torch.no_grad():  # the env's masked model computes what the slimmed one does
+        torch.testing.assert_close(slim(x), env.model.eval()(x), rtol=1e-3, atol=1e-4)
+
+
+def config_shape(env) -> tuple[int, ...]:
+    return tuple(env.task.data.input_shape)
