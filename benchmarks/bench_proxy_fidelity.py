@@ -1,0 +1,211 @@
+"""How well do cheap search signals predict an allocation's accuracy after the real fine-tuning budget?
+
+For one task and target sparsity it builds a set of allocations: the baselines' (Global MP with and
+without MT, ERK, LAMP, uniform) and ``--perturbed`` random perturbations of Global MP's layer profile in
+logit space (``logit(s_l) + sigma * z``, rescaled by the ``layerwise`` allocator to the exact target).
+Every allocation is then
+
+* scored by each cheap proxy, timed: one-shot reward-split top-1 (dense BatchNorm statistics), the same
+  after BatchNorm re-estimation (the env's reward signal), minus the reward-split loss after it, and
+  ``k``-step masked fine-tunes for each ``--steps`` k (``agents.selection.short_finetune_score``: the
+  result selection's re-ranking proxy), and
+* fine-tuned with the config's real budget (``finetune.epochs``, :func:`purl.pipeline.finetune_and_measure`,
+  the compare cells' tail) and measured on the test split: the truth.
+
+It reports each proxy's cost (median seconds per allocation) and its Spearman and Kendall rank correlation
+with the truth, with 95% percentile-bootstrap intervals over allocations. The proxies see only the train and
+reward-validation splits; the test split is only the truth.
+
+    python benchmarks/bench_proxy_fidelity.py --model lenet5 --sparsity 0.98 --perturbed 30
+
+Writes ``benchmarks/results/proxy_fidelity/<model>-s<sparsity>/``: ``allocations.csv`` (one row per
+allocation: its layer sparsities, every proxy, the truth), ``fidelity.csv`` / ``fidelity.md`` (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, build, log, markdown_table, median, model_label, set_threads, task_config, write_csv
+
+BASELINES = {"global-mp": ("global-mp", None), "global-mp+mt": ("global-mp", 0.05), "erk": ("erk", None),
+             "lamp": ("lamp", None), "uniform": ("uniform", None)}
+
+
+def baseline_allocations(task: Any, sparsity: float) -> dict[str, dict[str, float]]:
+    """Each baseline's layer sparsities at ``sparsity`` (the task's constraints; MT 0.05% for global-mp+mt)."""
+    from purl.baselines import get_allocator
+    from purl.pruning.constraints import Constraints
+
+    found = {}
+    for label, (name, mt) in BASELINES.items():
+        _, masks = task.fresh_copy()
+        constraints = Constraints.from_config(task.config.constraints, min_threshold=mt)
+        get_allocator(name).prune(masks, sparsity, constraints)
+        numels = masks.numels()
+        found[label] = {layer: count / numels[layer] for layer, count in masks.pruned().items()}
+    return found
+
+
+def perturbed_allocations(task: Any, prior: dict[str, float], sparsity: float, count: int,
+                          sigmas: list[float], seed: int) -> dict[str, dict[str, float]]:
+    """``count`` random logit-space perturbations of ``prior`` (sigmas cycled), each at exactly ``sparsity``."""
+    import torch
+
+    from purl.baselines import get_allocator
+    from purl.errors import PruningError
+    from purl.pruning.constraints import Constraints
+
+    gen = torch.Generator().manual_seed(seed)
+    names = sorted(prior)
+    logits = torch.tensor([math.log(max(prior[n], 1e-4) / max(1 - prior[n], 1e-4)) for n in names])
+    found: dict[str, dict[str, float]] = {}
+    attempt = 0
+    while len(found) < count and attempt < 10 * count:
+        sigma = sigmas[attempt % len(sigmas)]
+        attempt += 1
+        profile = torch.sigmoid(logits + sigma * torch.randn(len(names), generator=gen)).tolist()
+        _, masks = task.fresh_copy()
+        try:
+            get_allocator("layerwise", sparsities=dict(zip(names, profile, strict=True)), rescale=True).prune(
+                masks, sparsity, Constraints.from_config(task.config.constraints))
+        except PruningError:
+            continue  # a profile the constraints cannot rescale to the target: draw another
+        numels = masks.numels()
+        found[f"perturbed-{len(found):02d}-sigma{sigma:g}"] = {
+            layer: c / numels[layer] for layer, c in masks.pruned().items()}
+    return found
+
+
+def one_shot_scores(task: Any, sparsities: dict[str, float], val_samples: int | None) -> dict[str, float]:
+    """Reward-split top-1 before and after BatchNorm re-estimation, and minus the loss after it."""
+    import torch
+    import torch.nn.functional as F
+
+    from purl.agents.policy import apply_policy
+    from purl.config import AUTO_BN_BATCHES
+    from purl.evaluator import calibration_batches, has_batchnorm
+    from purl.training import evaluate_tensors, recalibrate_batchnorm
+
+    cfg = task.config
+    model, _ = apply_policy(task, sparsities)
+    model.eval()
+    x, y = task.data.tensors("val", task.device, val_samples)
+    start = time.perf_counter()
+    raw = evaluate_tensors(model, x, y, batch_size=cfg.data.eval_batch_size).top1
+    t_raw = time.perf_counter() - start
+    start = time.perf_counter()
+    if has_batchnorm(model):
+        with torch.no_grad():
+            recalibrate_batchnorm(model, calibration_batches(task.data, task.device, AUTO_BN_BATCHES,
+                                                             cfg.data.batch_size))
+    with torch.no_grad():
+        logits = torch.cat([model(x[i:i + 1024]) for i in range(0, len(x), 1024)])
+    bn = float((logits.argmax(1) == y).float().mean())
+    loss = float(F.cross_entropy(logits, y))
+    t_bn = time.perf_counter() - start
+    return {"oneshot": 100 * raw, "oneshot_s": t_raw, "oneshot_bn": 100 * bn, "oneshot_bn_s": t_bn,
+            "neg_loss": -loss, "neg_loss_s": t_bn}
+
+
+def truth(task: Any, sparsities: dict[str, float], seed: int) -> tuple[float, float]:
+    """Test top-1 after the config's fine-tuning (the compare cells' tail), and its seconds."""
+    from purl.agents.policy import apply_policy
+    from purl.pipeline import finetune_and_measure
+
+    start = time.perf_counter()
+    model, masks = apply_policy(task, sparsities)
+    row = finetune_and_measure(task, model, masks, seed=seed, progress=False, measure_before=False)
+    return float(row["after_test_top1"]), time.perf_counter() - start
+
+
+def rank_correlations(proxy: list[float], target: list[float], resamples: int, seed: int) -> dict[str, float]:
+    """Spearman and Kendall (tau-b) with 95% percentile-bootstrap intervals over allocations."""
+    import numpy as np
+    from scipy import stats
+
+    p, t = np.asarray(proxy, float), np.asarray(target, float)
+    out = {"spearman": float(stats.spearmanr(p, t).statistic), "kendall": float(stats.kendalltau(p, t).statistic)}
+    rng = np.random.default_rng(seed)
+    boot: dict[str, list[float]] = {"spearman": [], "kendall": []}
+    for _ in range(resamples):
+        idx = rng.integers(0, len(p), len(p))
+        if np.ptp(p[idx]) == 0 or np.ptp(t[idx]) == 0:
+            continue  # a resample without spread has no rank correlation
+        boot["spearman"].append(float(stats.spearmanr(p[idx], t[idx]).statistic))
+        boot["kendall"].append(float(stats.kendalltau(p[idx], t[idx]).statistic))
+    for key, values in boot.items():
+        lo, hi = np.nanpercentile(values, [2.5, 97.5]) if values else (math.nan, math.nan)
+        out[f"{key}_lo"], out[f"{key}_hi"] = float(lo), float(hi)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet5", help="lenet5, resnet20 or a config YAML")
+    parser.add_argument("--sparsity", type=float, default=0.98)
+    parser.add_argument("--perturbed", type=int, default=30, help="random allocations besides the baselines")
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[20, 40, 100, 200, 500])
+    parser.add_argument("--seed", type=int, default=0, help="task, fine-tuning and proxy seed")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    set_threads(args.threads)
+
+    from purl.agents.selection import short_finetune_score
+
+    config = task_config(args.model, [f"seed={args.seed}", *args.set])
+    task = build(config)
+    val_samples = config.env.val_samples
+    allocations = baseline_allocations(task, args.sparsity)
+    allocations.update(perturbed_allocations(task, allocations["global-mp"], args.sparsity, args.perturbed,
+                                             args.sigmas, args.seed))
+    out = args.out or RESULTS / "proxy_fidelity" / f"{model_label(args.model)}-s{args.sparsity:g}"
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for i, (label, sparsities) in enumerate(allocations.items(), 1):
+        row: dict[str, Any] = {"allocation": label, **one_shot_scores(task, sparsities, val_samples)}
+        for k in args.steps:
+            start = time.perf_counter()
+            row[f"ft{k}"] = 100 * short_finetune_score(task, sparsities, steps=k, seed=args.seed,
+                                                       val_samples=val_samples)
+            row[f"ft{k}_s"] = time.perf_counter() - start
+        row["truth_test_top1"], row["truth_s"] = truth(task, sparsities, args.seed)
+        row["layer_sparsity"] = {n: round(s, 6) for n, s in sparsities.items()}
+        rows.append(row)
+        log(f"[{i}/{len(allocations)}] {label}: truth {row['truth_test_top1']:.2f}%, one-shot+BN "
+            f"{row['oneshot_bn']:.1f}%, ft{args.steps[-1]} {row[f'ft{args.steps[-1]}']:.1f}%")
+        write_csv(out / "allocations.csv", rows)  # after every allocation: an interrupted run keeps its rows
+
+    target = [r["truth_test_top1"] for r in rows]
+    proxies = [("oneshot", "one-shot top-1, dense BN statistics"), ("oneshot_bn", "one-shot top-1, BN re-estimated"),
+               ("neg_loss", "minus reward-split loss, BN re-estimated")]
+    proxies += [(f"ft{k}", f"{k}-step fine-tune, BN re-estimated") for k in args.steps]
+    table = []
+    for key, what in proxies:
+        corr = rank_correlations([r[key] for r in rows], target, args.resamples, args.seed)
+        shown = {f"{m}_ci": f"{corr[m]:+.2f} [{corr[m + '_lo']:+.2f}, {corr[m + '_hi']:+.2f}]"
+                 for m in ("spearman", "kendall")}
+        table.append({"proxy": what, "median_s": median(r[f"{key}_s"] for r in rows), **corr, **shown})
+    write_csv(out / "fidelity.csv", table)
+    truth_s = median(r["truth_s"] for r in rows)
+    header = (f"# Proxy fidelity: {model_label(args.model)} at {args.sparsity:g}, {len(rows)} allocations "
+              f"({len(BASELINES)} baselines + {len(rows) - len(BASELINES)} perturbed), seed {args.seed}\n\n"
+              f"Truth: test top-1 after {config.finetune.epochs} fine-tuning epochs (median {truth_s:.1f} s per "
+              f"allocation), range {min(target):.2f}-{max(target):.2f}%. Rank correlation of each proxy with it, "
+              f"95% percentile-bootstrap interval over allocations ({args.resamples} resamples).\n\n")
+    text = header + markdown_table(table, [("proxy", "proxy"), ("median_s", "cost (s, median)"),
+                                           ("spearman_ci", "Spearman"), ("kendall_ci", "Kendall")])
+    (out / "fidelity.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""benchmarks/bench_proxy_fidelity.py: its allocations land on the target, and its rank statistics are right."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_proxy_fidelity.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_proxy_fidelity", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rank_correlations_and_their_intervals(bench) -> None:
+    truth = [90.0, 91.0, 93.0, 95.0, 96.0, 97.5]
+    same = bench.rank_correlations([1, 2, 3, 4, 5, 6], truth, resamples=200, seed=0)
+    assert same["spearman"] == pytest.approx(1.0) and same["kendall"] == pytest.approx(1.0)
+    assert same["spearman_lo"] == pytest.approx(1.0)
+    reverse = bench.rank_correlations([6, 5, 4, 3, 2, 1], truth, resamples=200, seed=0)
+    assert reverse["kendall"] == pytest.approx(-1.0) and reverse["kendall_hi"] == pytest.approx(-1.0)
+    mixed = bench.rank_correlations([1, 3, 2, 6, 4, 5], truth, resamples=500, seed=0)
+    assert -1 < mixed["kendall_lo"] < mixed["kendall"] < mixed["kendall_hi"] <= 1
+
+
+def test_every_allocation_is_at_the_exact_target_and_perturbations_differ(bench, quick_task) -> None:
+    from purl.pruning.masks import pruned_count
+
+    target = 0.9
+    found = bench.baseline_allocations(quick_task, target)
+    assert set(found) == set(bench.BASELINES)
+    found.update(bench.perturbed_allocations(quick_task, found["global-mp"], target, 4, [0.5, 1.0], seed=0))
+    assert len(found) == len(bench.BASELINES) + 4
+    _, masks = quick_task.fresh_copy()
+    numels = masks.numels()
+    want = pruned_count(target, sum(numels.values()))
+    for label, sparsities in found.items():
+        assert sum(round(s * numels[n]) for n, s in sparsities.items()) == want, label
+    perturbed = [s for label, s in found.items() if label.startswith("perturbed")]
+    assert all(p != found["global-mp"] for p in perturbed)
