@@ -16,7 +16,8 @@ import pytest
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 REPO = Path(__file__).resolve().parents[1]
-MAPPED = {"purl.envs": "envs", "purl.agents": "agents", "purl.baselines": "baselines", "purl.configs": "configs"}
+MAPPED = {"purl.envs": "envs", "purl.agents": "agents", "purl.baselines": "baselines", "purl.configs": "configs",
+          "purl.cli": "cli"}
 
 
 def _pyproject() -> dict:
@@ -73,3 +74,13 @@ def test_the_mapped_packages_import_from_any_directory(tmp_path: Path) -> None:
             "print(all(importlib.util.find_spec(m) is None for m in ('envs', 'agents', 'baselines')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "True"
+
+
+def test_the_core_imports_no_upper_floor() -> None:
+    """purl/ (the core) never imports envs, agents, baselines or the CLI: they build on it, not it on them."""
+    import re
+
+    upper = re.compile(r"^\s*(from|import)\s+purl\.(envs|agents|baselines|cli)\b", re.M)
+    offenders = [f"{path.relative_to(REPO)}: {match.group(0).strip()}" for path in sorted((REPO / "purl").rglob("*.py"))
+                 for match in upper.finditer(path.read_text())]
+    assert not offenders, offenders
