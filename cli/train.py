@@ -101,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds is not None or args.grid:
         return run_sweep(args)
     if args.executor is not None or args.ray_address is not None:
-
         raise ConfigError("--executor and --ray-address apply to sweeps: add --seeds and/or --grid "
                           "(e.g. --seeds 0 for one run)")
     from purl.agents.algorithms import get_algorithm
