@@ -204,6 +204,12 @@ def _wait_for_rows(proc: subprocess.Popen, episodes: Path, rows: int, timeout: f
     pytest.fail(f"no {rows} episodes within {timeout}s")
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default disposition. A suite started in the background by a non-interactive shell
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: the test would not test anything."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def train_argv(fast_agent_overrides: list[str], quick_task) -> list[str]:  # noqa: ARG001 - quick_task: the cache
     """A ``purl train`` of 25 PPO rollouts of 8 episodes, its dense model in the session's cache."""
@@ -231,7 +237,7 @@ def test_purl_train_interrupted_and_resumed_matches_an_uninterrupted_run(signals
     argv = [*train_argv, "-o", str(out)]
     for index, (signum, rows) in enumerate(signals):
         proc = subprocess.Popen(argv + (["--resume"] if index else []), env=_env(tmp_path), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
         _wait_for_rows(proc, out / "episodes.csv", rows)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
