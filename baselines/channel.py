@@ -45,7 +45,7 @@ from numbers import Integral, Real
 import torch
 
 from purl.errors import PruningError
-from purl.pruning.channels import NORMS, ChannelGraph, ChannelGroup, channel_scores
+from purl.pruning.channels import NORMS, ChannelGraph, ChannelGroup, channel_scores, segment_scores
 
 __all__ = [
     "CHANNEL_ALLOCATORS",
@@ -193,9 +193,7 @@ def channel_global_mp(
         removals = constraints.removals(group)
         if not removals:
             continue
-        scores = channel_scores(group, norm).double()
-        if group.grouping > 1:  # grouped convolutions remove whole offsets: score one by its segments' mean
-            scores = scores.view(group.grouping, -1).mean(0).repeat(group.grouping)
+        scores = segment_scores(group, channel_scores(group, norm))  # grouped convs: whole offsets
         mean = float(scores.mean())
         normalised = scores / mean if mean > 0 else torch.zeros_like(scores)
         ranked = sorted(float(s) for s in normalised)

@@ -63,6 +63,7 @@ __all__ = [
     "mask_channels",
     "measure_model",
     "prune_channels",
+    "segment_scores",
     "zero_channels",
 ]
 
@@ -537,15 +538,10 @@ class ChannelGraph:
         ``r`` channels removes the first ``r`` of this list. A grouped group (``grouping`` > 1) lists whole
         offsets, one channel per segment each, so removing a multiple of ``grouping`` keeps segments equal."""
         group = self.group(name)
-        scores = self.scores(name, norm).double()
-        if group.grouping == 1:
-            return sorted(range(group.size), key=lambda i: (float(scores[i]), i))
-        # grouped convolution: rank channel offsets by their mean score over the segments, and remove an
-        # offset from every segment at once, so each segment loses the same channels (Torch-Pruning's rule)
+        scores = segment_scores(group, self.scores(name, norm))
         segment = group.size // group.grouping
-        offsets = scores.view(group.grouping, segment).mean(0)
-        ranked = sorted(range(segment), key=lambda j: (float(offsets[j]), j))
-        return [j + s * segment for j in ranked for s in range(group.grouping)]
+        # by score, then offset, then segment: a grouped group's channels of one offset are adjacent
+        return sorted(range(group.size), key=lambda i: (float(scores[i]), i % segment, i // segment))
 
     def removed(self, keep: Mapping[str, int], norm: str = "l1") -> dict[str, list[int]]:
         """Channel indices each group loses: its ``size - keep`` lowest scores (ties: lower index first)."""
@@ -612,6 +608,16 @@ def channel_scores(group: ChannelGroup, norm: str = "l1") -> Tensor:
         return (total if norm == "l1" else total.sqrt()).float()
 
 
+def segment_scores(group: ChannelGroup, scores: Tensor) -> Tensor:
+    """``scores`` (one per channel, as :func:`channel_scores`) with each channel given its offset's mean over the
+    group's ``grouping`` segments: a grouped convolution loses an offset from every segment at once, so an offset
+    is scored as a whole (Torch-Pruning's rule). Unchanged (as float64) when the group has one segment."""
+    scores = scores.double()
+    if group.grouping == 1:
+        return scores
+    return scores.view(group.grouping, -1).mean(0).repeat(group.grouping)
+
+
 def keep_from_fraction(groups: Sequence[ChannelGroup], fraction: float | Mapping[str, float]) -> dict[str, int]:
     """Keep plan removing ``floor(fraction * size)`` channels of each group (one fraction or one per group).
 
@@ -656,10 +662,7 @@ def prune_channels(
     """
     graph = graph or channel_graph(model, example_inputs, ignored_layers)
     plan = graph.removed(keep, norm)  # validates keep, scores on the dense weights
-    slim = _slim(model, example_inputs, plan, graph.ignored_layers)
-    if plan and _run_error(slim, example_inputs) is not None:
-        _refuse_unslimmable(model, example_inputs, plan, graph.ignored_layers)
-    return slim
+    return _slim_or_refuse(model, example_inputs, plan, graph.ignored_layers)
 
 
 def check_slimmable(graph: ChannelGraph, *, masked_twin: bool = False) -> None:
@@ -676,28 +679,15 @@ def check_slimmable(graph: ChannelGraph, *, masked_twin: bool = False) -> None:
     plan = {g.name: graph.removal_order(g.name)[:g.grouping] for g in graph.groups if g.size > g.grouping}
     if not plan:
         return
-    slim = _slim(graph.model, graph.example_inputs, plan, graph.ignored_layers)
-    if _run_error(slim, graph.example_inputs) is not None:
-        _refuse_unslimmable(graph.model, graph.example_inputs, plan, graph.ignored_layers)
+    slim = _slim_or_refuse(graph.model, graph.example_inputs, plan, graph.ignored_layers)
     if not masked_twin:
         return
-    twin = copy.deepcopy(graph.model)
-    tgraph = channel_graph(twin, graph.example_inputs, graph.ignored_layers)
-    for name, idxs in plan.items():
-        zero_channels(tgraph, name, idxs)
+    twin = _masked(graph.model, graph.example_inputs, plan, graph.ignored_layers)
     probe = tuple(
         torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(x) if isinstance(x, Tensor) else x
         for x in _as_tuple(graph.example_inputs)
     )
-    outs = []
-    for net in (slim, twin):
-        modes = _set_eval(net)
-        try:
-            with torch.no_grad():
-                outs.append(_first_tensor(net(*probe)))
-        finally:
-            _restore(modes)
-    a, b = outs
+    a, b = (_first_tensor(_forward(net, probe)) for net in (slim, twin))
     scale = max(float(b.abs().max()), 1.0) if b is not None else 1.0
     if a is not None and b is not None and not torch.allclose(a, b, rtol=1e-3, atol=1e-4 * scale):
         raise PruningError(
@@ -707,9 +697,14 @@ def check_slimmable(graph: ChannelGraph, *, masked_twin: bool = False) -> None:
 
 
 def _slim(
-    model: nn.Module, example_inputs: Any, plan: Mapping[str, Sequence[int]], ignored: Sequence[str]
+    model: nn.Module, example_inputs: Any, plan: Mapping[str, Sequence[int]], ignored: Sequence[str], *,
+    name_breaking_group: bool = False,
 ) -> nn.Module:
-    """A deep copy of ``model`` with ``plan``'s channels (``{group: indices}``) removed by Torch-Pruning."""
+    """A deep copy of ``model`` with ``plan``'s channels (``{group: indices}``) removed by Torch-Pruning.
+
+    ``name_breaking_group``: run the copy after each group and raise PruningError naming the first group after
+    which it no longer runs (slower: one forward per group; used only once the whole plan is known to break it).
+    """
     slim = copy.deepcopy(model)
     if not plan:
         return slim
@@ -718,48 +713,61 @@ def _slim(
     try:
         for name, idxs in plan.items():
             sgraph.pruning_group(name, idxs).prune()
+            error = _run_error(slim, example_inputs) if name_breaking_group else None
+            if error is not None:
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+                layers = ", ".join(sgraph.group(name).producers[:3])
+                raise PruningError(
+                    f"channel group '{name}' cannot be slimmed: the model no longer runs without its channels "
+                    f"({type(error).__name__}: {reason}), so it hard-codes that width outside its layers; keep it "
+                    f"whole with model.exclude (its producers: {layers})"
+                )
     finally:
         _restore(modes)
     return slim
 
 
-def _run_error(model: nn.Module, example_inputs: Any) -> Exception | None:
-    """The exception a forward pass of ``model`` on ``example_inputs`` raises (eval mode), or None."""
+def _slim_or_refuse(
+    model: nn.Module, example_inputs: Any, plan: Mapping[str, Sequence[int]], ignored: Sequence[str]
+) -> nn.Module:
+    """:func:`_slim`, checked by one forward; a slimmed model that does not run is refused naming the group."""
+    slim = _slim(model, example_inputs, plan, ignored)
+    if plan and _run_error(slim, example_inputs) is not None:
+        _slim(model, example_inputs, plan, ignored, name_breaking_group=True)
+        raise PruningError("the slimmed model does not run, although every channel group slims alone; "
+                           "keep the failing layers whole with model.exclude")
+    return slim
+
+
+def _forward(model: nn.Module, inputs: Any) -> Any:
+    """``model``'s output on ``inputs`` in eval mode without gradients (its train/eval modes restored)."""
     modes = _set_eval(model)
     try:
         with torch.no_grad():
-            model(*_as_tuple(example_inputs))
-    except Exception as exc:  # any failure of the slimmed model: the caller names the group
-        return exc
+            return model(*_as_tuple(inputs))
     finally:
         _restore(modes)
+
+
+def _run_error(model: nn.Module, example_inputs: Any) -> Exception | None:
+    """The exception a forward pass of ``model`` on ``example_inputs`` raises (eval mode), or None."""
+    try:
+        _forward(model, example_inputs)
+    except Exception as exc:  # any failure of the slimmed model: the caller names the group
+        return exc
     return None
 
 
-def _refuse_unslimmable(
+def _masked(
     model: nn.Module, example_inputs: Any, plan: Mapping[str, Sequence[int]], ignored: Sequence[str]
-) -> None:
-    """Slim ``plan`` one group at a time on a fresh copy and raise PruningError naming the first group after
-    which the model no longer runs (only called once the whole plan is known to break the forward)."""
-    slim = copy.deepcopy(model)
-    sgraph = channel_graph(slim, example_inputs, ignored)
-    for name, idxs in plan.items():
-        modes = _set_eval(slim)
-        try:
-            sgraph.pruning_group(name, idxs).prune()
-        finally:
-            _restore(modes)
-        error = _run_error(slim, example_inputs)
-        if error is not None:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-            layers = ", ".join(sgraph.group(name).producers[:3])
-            raise PruningError(
-                f"channel group '{name}' cannot be slimmed: the model no longer runs without its channels "
-                f"({type(error).__name__}: {reason}), so it hard-codes that width outside its layers; keep it "
-                f"whole with model.exclude (its producers: {layers})"
-            )
-    raise PruningError("the slimmed model does not run, although every channel group slims alone; "
-                       "keep the failing layers whole with model.exclude")
+) -> nn.Module:
+    """A deep copy of ``model`` with ``plan``'s channels zeroed in place (:func:`zero_channels`): the masked twin."""
+    twin = copy.deepcopy(model)
+    if plan:
+        tgraph = channel_graph(twin, example_inputs, ignored)
+        for name, idxs in plan.items():
+            zero_channels(tgraph, name, idxs)
+    return twin
 
 
 def mask_channels(
@@ -778,14 +786,7 @@ def mask_channels(
     it computes the same function as the slimmed model, up to float rounding.
     """
     graph = channel_graph(model, example_inputs, ignored_layers)
-    plan = graph.removed(keep, norm)
-    twin = copy.deepcopy(model)
-    if not plan:
-        return twin
-    tgraph = channel_graph(twin, example_inputs, graph.ignored_layers)
-    for name, idxs in plan.items():
-        zero_channels(tgraph, name, idxs)
-    return twin
+    return _masked(model, example_inputs, graph.removed(keep, norm), graph.ignored_layers)
 
 
 @torch.no_grad()
