@@ -277,8 +277,8 @@ class ChannelGraph:
         self.dense_params = int(sum(p.numel() for p in model.parameters()))
         # other parameterised module (BatchNorm, ...) -> {group: its channels in that group}; after a concatenation
         # one BatchNorm spans several groups
-        self._norm_groups: dict[str, dict[str, int]] = {}
-        self._param_groups: dict[str, str] = {}  # raw parameter (qualified name) sliced with a group -> that group
+        norm_groups: dict[str, dict[str, int]] = {}
+        param_groups: dict[str, str] = {}  # raw parameter (qualified name) sliced with a group -> that group
         self._roots: dict[str, nn.Module] = {}
         parts: dict[str, _GroupParts] = {}
         groups: list[ChannelGroup] = []
@@ -292,15 +292,23 @@ class ChannelGraph:
             self._roots[name] = root
             parts[name] = part
             for mname, n in part.norm_channels.items():
-                self._norm_groups.setdefault(mname, {})[name] = n
+                norm_groups.setdefault(mname, {})[name] = n
             for pname in part.params:
-                self._param_groups[pname] = name
+                param_groups[pname] = name
             groups.append(self._make_group(name, len(group[0].idxs), part, touched, layer_macs, modules))
         position = {n: i for i, n in enumerate(modules)}
         groups.sort(key=lambda g: position[g.name])  # model order: the stem's group first
         self.groups: list[ChannelGroup] = groups
         self._by_name = {g.name: g for g in groups}
         self.layers: dict[str, ChannelLayer] = self._make_layers(layer_macs, modules, parts)
+        # what params() subtracts per removed channel, computed once (the allocators' binary search calls it often)
+        self._norm_costs: list[tuple[float, dict[str, int]]] = []
+        for mname, shares in norm_groups.items():
+            own = list(modules[mname].parameters(recurse=False))
+            channels = own[0].shape[0] if own[0].dim() else 1
+            self._norm_costs.append((sum(p.numel() for p in own) / channels, shares))
+        parameters = dict(model.named_parameters())
+        self._param_costs = [(parameters[pname].numel(), group) for pname, group in param_groups.items()]
 
     # -- construction ------------------------------------------------------------------------------
     def _trace(self, ignored: list[nn.Module]) -> list[Any]:
@@ -517,15 +525,10 @@ class ChannelGraph:
         for layer in self.layers.values():
             f_out, f_in = self._layer_fractions(layer, frac)
             total -= layer.weight * (1 - f_out * f_in) + layer.bias * (1 - f_out)
-        modules = dict(self.model.named_modules())
-        for name, shares in self._norm_groups.items():
-            params = list(modules[name].parameters(recurse=False))
-            channels = params[0].shape[0] if params[0].dim() else 1
-            per_channel = sum(p.numel() for p in params) / channels
+        for per_channel, shares in self._norm_costs:
             total -= per_channel * sum(n * (1 - frac[group]) for group, n in shares.items())
-        parameters = dict(self.model.named_parameters())
-        for name, group in self._param_groups.items():
-            total -= parameters[name].numel() * (1 - frac[group])
+        for numel, group in self._param_costs:
+            total -= numel * (1 - frac[group])
         return int(round(total))
 
     # -- scores and decisions ------------------------------------------------------------------------
