@@ -29,14 +29,14 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, output: bool = True
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
-def seed_from_arg(value: int | str) -> int:
-    """The ``--seed`` value as an int, or one ConfigError line saying what is allowed."""
+def seed_from_arg(value: int | str, flag: str = "--seed") -> int:
+    """The ``flag`` (``--seed``, ``--seeds``) value as an int, or one ConfigError line saying what is allowed."""
     try:
         seed = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value).strip())
     except ValueError:
         seed = None
     if seed is None or seed < 0:
-        raise ConfigError(f"--seed {value!r} is not allowed: a seed must be a non-negative integer (0, 1, 2, ...)")
+        raise ConfigError(f"{flag} {value!r} is not allowed: a seed must be a non-negative integer (0, 1, 2, ...)")
     return seed
 
 

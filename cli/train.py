@@ -30,7 +30,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from purl.cli.common import add_common_arguments, config_from_args, export_line, finish, output_dir
+from purl.cli.common import add_common_arguments, config_from_args, export_line, finish, output_dir, seed_from_arg
 from purl.errors import ConfigError, OutputError, PurlError
 from purl.results import check_writable
 
@@ -175,9 +175,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     flags = [f"compare.executor={args.executor}"] if args.executor is not None else []
     if args.ray_address is not None:
         flags.append(f"compare.ray_address={args.ray_address}")
-    negative = [seed for seed in args.seeds or [] if seed < 0]
-    if negative:  # named as the flag the user typed (compare.seeds is what it becomes)
-        raise ConfigError(f"--seeds {negative[0]} is not allowed: a seed must be a non-negative integer (0, 1, 2, ...)")
+    for seed in args.seeds or []:  # named as the flag the user typed (compare.seeds is what it becomes)
+        seed_from_arg(seed, "--seeds")
     base = config_from_args(args, flags)
     config = sweep_config(base, parse_grid(args.grid or []), args.seeds if args.seeds is not None else [base.seed])
     return run_grid(args, config, "sweep", validated=True)
