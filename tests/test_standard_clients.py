@@ -10,9 +10,9 @@
   CleanRL's ``ppo_continuous_action.py`` wrapper stack;
 * ``gymnasium.make(id)`` with no arguments at all (the quick default task).
 
-RL Zoo (``rl_zoo3``) is not tested: ``pip install rl_zoo3`` (2.9.2) pulls 35 packages (optuna with SQLAlchemy and
-alembic, huggingface_hub, moviepy with an ffmpeg binary, pytablewriter's six, ...) and downgrades pillow 13 -> 11.3
-(moviepy's pin), which matplotlib shares; its env path is SB3's ``make_vec_env``, tested here.
+* RL Zoo (``rl_zoo3``, in the ``dev`` extra): its own ``python -m rl_zoo3.train`` and ``python -m rl_zoo3.enjoy``
+  scripts, the env named only by id and found through ``--gym-packages purl.envs``, hyperparameters from a
+  ``--conf-file``, the way an RL Zoo user runs any third-party env.
 
 Environments are built cheaply as in ``tests/test_env.py``: the session's quick task (``config=``, ``task=``) in
 process; forked or spawned workers get only the config and load the session's cached dense model.
@@ -315,3 +315,40 @@ def test_make_by_id_with_no_arguments_at_all(tmp_path: Path) -> None:
                           timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
     assert list((tmp_path / ".cache" / "purl" / "dense").glob("*.pt"))
+
+
+# ---------------------------------------------------------------------------- RL Zoo
+
+
+@pytest.fixture(scope="module")
+def zoo_home(tmp_path_factory) -> Path:
+    """One tmp HOME for the RL Zoo runs: the quick default task's dense model is pre-trained into it once."""
+    return tmp_path_factory.mktemp("zoo-home")
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_rl_zoo_train_then_enjoy_by_id(env_id: str, zoo_home: Path, tmp_path: Path) -> None:
+    """RL Zoo's train and enjoy scripts, unmodified, on the env by id (the quick default task)."""
+    (tmp_path / "hyperparams.yml").write_text(
+        f"{env_id}:\n  n_timesteps: 32\n  policy: MlpPolicy\n  n_steps: 16\n  batch_size: 16\n  n_epochs: 2\n")
+    env = os.environ | {"HOME": str(zoo_home), "OMP_NUM_THREADS": "1"}
+    common = ["--algo", "ppo", "--env", env_id, "--gym-packages", "purl.envs", "-f", "logs", "--device", "cpu"]
+
+    def zoo(script: str, *args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", f"rl_zoo3.{script}", *common, *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        return proc.stdout
+
+    zoo("train", "--conf-file", "hyperparams.yml", "--seed", "0", "--eval-freq", "-1")
+    run = tmp_path / "logs" / "ppo" / f"{env_id.replace('/', '-')}_1"
+    assert (run / f"{env_id.replace('/', '-')}.zip").is_file()
+    monitor = (run / "0.monitor.csv").read_text().splitlines()
+    assert monitor[1] == "r,l,t" and len(monitor) > 2, monitor  # whole episodes were recorded
+    lengths = {int(row.split(",")[1]) for row in monitor[2:]}
+    assert len(lengths) == 1, lengths  # every episode walks the whole network
+    length = lengths.pop()
+
+    out = zoo("enjoy", "--exp-id", "1", "-n", str(2 * length), "--no-render", "--deterministic")
+    assert f"Mean episode length: {length:.2f}" in out, out[-2000:]
+
