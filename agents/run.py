@@ -4,6 +4,11 @@
 baseline's (``purl prune``) plus the search cost, so ``purl compare`` can put
 the agent in the same table as Global Magnitude Pruning.
 
+With ``env.prior: auto`` the cell first picks its prior, the best of ``env.prior_candidates`` by the
+re-ranking proxy on the reward split (:func:`envs.prior.choose_prior`); ``prior_method`` names it,
+``prior_choice_scores`` gives every candidate's score and ``prior_choice_wall_time_s`` its cost (inside
+``wall_time_s``).
+
 Which allocation is reported: see :mod:`agents.selection` (candidates from the search and, in the
 ``prior-relative`` mode, the prior itself; near-collapsed ones dropped; ranked on the reward split,
 re-ranked by a short fine-tune). Every candidate's allocation is recorded (``best_episode_*``,
@@ -133,8 +138,10 @@ def search_and_prune(
 ) -> AgentOutcome:
     """Train the agent on ``task``, apply its chosen allocation, fine-tune and measure (see module docs)."""
     from purl.envs import env_class
+    from purl.envs.prior import resolve_prior
 
     start = time.perf_counter()
+    config, prior_choice = resolve_prior(task, config, seed)  # env.prior 'auto' -> the best baseline, once per cell
     run = train_agent(config, output_dir=output_dir, device=task.device, resume=resume, task=task,
                       progress=progress, seed=seed)
     eval_env = env_class(config)(config, task=task, device=task.device)
@@ -166,6 +173,10 @@ def search_and_prune(
         "target_sparsity": config.env.target_sparsity,
         "target_accuracy": config.env.target_accuracy,
         **measured,
+        "prior_method": (prior_choice.label if prior_choice else
+                         config.env.prior if config.env.action == "prior-relative" else None),
+        "prior_choice_scores": prior_choice.scores if prior_choice else None,
+        "prior_choice_wall_time_s": prior_choice.seconds if prior_choice else None,
         "policy_source": chosen.source,
         "reported_allocation": REPORTED.get(chosen.source, "best-search-episode"),
         "policy_proxy": chosen.proxy,

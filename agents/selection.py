@@ -19,32 +19,29 @@ with a near-collapsed layer (fewer weights than outputs, :func:`purl.pruning.met
 while another one exists; rank by one-shot reward-split accuracy, then return. With
 ``agent.rerank_candidates`` = K > 0, the K best distinct allocations plus the prior are each fine-tuned
 for ``agent.rerank_steps`` SGD steps (train split, same seed and data order for all; masks kept),
-their BatchNorm statistics re-estimated, and scored on the reward split; the best score wins. The
-one-shot score misranks allocations at high sparsity (measured at 95% on ResNet-20: one-shot 0.211 /
-0.309 / 0.227 against 89.0 / 86.4 / 83.1 test top-1 after full fine-tuning; a 40-step proxy ranked them
-correctly). Ties go to the earlier candidate in the order above, so the prior wins a tie.
+their BatchNorm statistics re-estimated, and scored on the reward split (:mod:`purl.proxy`); the best score
+wins, except that a searched allocation replaces the prior only when the proxy can tell them apart: it must
+be ahead by more than ``agent.beat_prior_z`` paired standard errors on the same images
+(:meth:`purl.proxy.ProxyScore.beats`, McNemar). Otherwise the prior is reported. The one-shot score
+misranks allocations at high sparsity (measured at 95% on ResNet-20: one-shot 0.211 / 0.309 / 0.227 against
+89.0 / 86.4 / 83.1 test top-1 after full fine-tuning; a 40-step proxy ranked them correctly). Ties go to the
+earlier candidate in the order above, so the prior wins a tie.
 
 At channel granularity (episodes with ``channel_keep``) nothing can collapse (every group keeps a channel),
-and the re-ranking fine-tunes the physically slimmed model of each plan (:func:`short_finetune_score_channels`).
+and the re-ranking fine-tunes the physically slimmed model of each plan (:func:`_channel_plan_score`).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
-from purl.config import AUTO_BN_BATCHES, ExperimentConfig
+from purl.config import ExperimentConfig
 from purl.envs.target import episode_meets_target
-from purl.evaluator import calibration_batches, has_batchnorm
+from purl.proxy import ProxyScore, short_finetune
 from purl.pruning import near_collapsed_layers
-from purl.runtime import seed_everything
 from purl.task import Task
-from purl.training import evaluate_tensors, recalibrate_batchnorm
 
 ORDER = ("prior", "best-episode", "most-accurate-episode", "best-return-episode", "top-accurate", "deterministic")
 
@@ -56,6 +53,7 @@ class Candidate:
     source: str
     episode: dict[str, Any]
     proxy: float | None = None
+    score: ProxyScore | None = None
     near_collapsed: list[str] = field(default_factory=list)
 
     @property
@@ -98,50 +96,25 @@ def eligible(candidates: list[Candidate], task: Task, target_sparsity: float) ->
 
 def short_finetune_score(task: Task, sparsities: Mapping[str, float], *, steps: int, seed: int,
                          val_samples: int | None) -> float:
-    """Reward-split top-1 of the allocation after ``steps`` masked SGD steps (lr = ``finetune.lr``) and a
-    BatchNorm re-estimate: a cheap proxy for how it ends after the full fine-tuning."""
+    """Reward-split top-1 of the allocation after the short-fine-tune proxy (:func:`purl.proxy.short_finetune`)."""
+    return _allocation_score(task, sparsities, steps=steps, seed=seed, val_samples=val_samples).top1
+
+
+def _allocation_score(task: Task, sparsities: Mapping[str, float], *, steps: int, seed: int,
+                      val_samples: int | None) -> ProxyScore:
     from purl.agents.policy import apply_policy
 
     model, masks = apply_policy(task, sparsities)
-    return _short_finetune(task, model, masks, steps=steps, seed=seed, val_samples=val_samples)
+    return short_finetune(task, model, masks, steps=steps, seed=seed, val_samples=val_samples)
 
 
-def short_finetune_score_channels(task: Task, keep: Mapping[str, int], *, norm: str, steps: int, seed: int,
-                                  val_samples: int | None) -> float:
-    """The same proxy for a channel keep plan: the physically slimmed model, fine-tuned ``steps`` SGD steps."""
+def _channel_plan_score(task: Task, keep: Mapping[str, int], *, norm: str, steps: int, seed: int,
+                        val_samples: int | None) -> ProxyScore:
+    """The proxy for a channel keep plan: the physically slimmed model, fine-tuned ``steps`` SGD steps."""
     from purl.pruning.channels import prune_channels
 
     model = prune_channels(task.model, task.example_input(), dict(keep), norm=norm)
-    return _short_finetune(task, model, None, steps=steps, seed=seed, val_samples=val_samples)
-
-
-def _short_finetune(task: Task, model: torch.nn.Module, masks: Any, *, steps: int, seed: int,
-                    val_samples: int | None) -> float:
-    """``steps`` SGD steps on the train split (masks kept when given), BatchNorm re-estimated, reward-split top-1."""
-    device, cfg = task.device, task.config
-    seed_everything(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.finetune.lr, momentum=0.9)
-    loader = task.data.loader("train", cfg.data.batch_size, seed=seed)
-    if masks is not None:
-        masks.attach(optimizer)
-    model.train()
-    try:
-        batches = itertools.chain.from_iterable(itertools.repeat(loader))
-        for x, y in itertools.islice(batches, steps):
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    finally:
-        if masks is not None:
-            masks.detach()
-            masks.apply()
-        model.eval()
-    if has_batchnorm(model):
-        with torch.no_grad():
-            recalibrate_batchnorm(model, calibration_batches(task.data, device, AUTO_BN_BATCHES, cfg.data.batch_size))
-    x, y = task.data.tensors("val", device, val_samples)
-    return evaluate_tensors(model, x, y, batch_size=cfg.data.eval_batch_size).top1
+    return short_finetune(task, model, None, steps=steps, seed=seed, val_samples=val_samples)
 
 
 def choose(candidates: list[Candidate], task: Task, config: ExperimentConfig, seed: int) -> Candidate:
@@ -150,16 +123,20 @@ def choose(candidates: list[Candidate], task: Task, config: ExperimentConfig, se
     order = {c.source: i for i, c in enumerate(candidates)}
     ranked = sorted(pool, key=lambda c: (-float(c.episode["accuracy"]), -float(c.episode["return"]),
                                          order[c.source]))
-    k = config.agent.rerank_candidates
-    if k <= 0 or len(ranked) == 1:
+    agent = config.agent
+    if agent.rerank_candidates <= 0 or len(ranked) == 1:
         return ranked[0]
-    shortlist = ranked[:k] + [c for c in ranked[k:] if c.source == "prior"]
+    shortlist = ranked[:agent.rerank_candidates] + [c for c in ranked[agent.rerank_candidates:] if c.source == "prior"]
     for c in shortlist:
         if "channel_keep" in c.episode:
-            c.proxy = short_finetune_score_channels(task, c.episode["channel_keep"], norm=config.prune.channel_norm,
-                                                    steps=config.agent.rerank_steps, seed=seed,
-                                                    val_samples=config.env.val_samples)
+            c.score = _channel_plan_score(task, c.episode["channel_keep"], norm=config.prune.channel_norm,
+                                          steps=agent.rerank_steps, seed=seed, val_samples=config.env.val_samples)
         else:
-            c.proxy = short_finetune_score(task, c.sparsities, steps=config.agent.rerank_steps, seed=seed,
-                                           val_samples=config.env.val_samples)
-    return max(shortlist, key=lambda c: (c.proxy, -order[c.source]))
+            c.score = _allocation_score(task, c.sparsities, steps=agent.rerank_steps, seed=seed,
+                                        val_samples=config.env.val_samples)
+        c.proxy = c.score.top1
+    best = max(shortlist, key=lambda c: (c.proxy, -order[c.source]))
+    prior = next((c for c in shortlist if c.source == "prior"), None)
+    if prior is not None and best is not prior and not best.score.beats(prior.score, agent.beat_prior_z):
+        return prior  # the proxy cannot tell the searched allocation from the prior: report the prior
+    return best

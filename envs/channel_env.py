@@ -47,7 +47,7 @@ from purl.envs.channel_budget import ChannelBudget
 from purl.envs.config import resolve_config
 from purl.envs.episode import EpisodeState
 from purl.envs.observation import ObservationBuilder, observation_space
-from purl.envs.prior import CHANNEL_PRIORS, channel_prior_removed
+from purl.envs.prior import AUTO, CHANNEL_PRIORS, channel_prior_removed, prior_candidates, resolve_prior
 from purl.envs.resume import ResumableEnv
 from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
 from purl.envs.setup import RENDER_MODES, allocation_image, check_render_mode, device_and_task, reward_scoring
@@ -70,9 +70,11 @@ def check_channel_env_config(config: ExperimentConfig) -> None:
                           "scores each plan one-shot with BatchNorm re-estimated); set env.finetune_steps=0")
     if ecfg.passes != 1:
         raise ConfigError("env.passes > 1 is not supported at prune.granularity channel; set env.passes=1")
-    if ecfg.action == "prior-relative" and ecfg.prior not in CHANNEL_PRIORS:
+    if ecfg.action == "prior-relative" and ecfg.prior not in (*CHANNEL_PRIORS, AUTO):
         raise ConfigError(f"env.prior '{ecfg.prior}' has no channel version; at prune.granularity channel allowed: "
-                          f"{', '.join(CHANNEL_PRIORS)}")
+                          f"{', '.join(CHANNEL_PRIORS)}, {AUTO}")
+    if ecfg.action == "prior-relative" and ecfg.prior == AUTO:
+        prior_candidates(config)  # at least one candidate with a channel version
 
 
 class ChannelPruningEnv(ResumableEnv, gym.Env):
@@ -161,6 +163,10 @@ class ChannelPruningEnv(ResumableEnv, gym.Env):
                                     enabled=ecfg.budget)
         self.action_map = make_action_map(ecfg)
         self.prior: list[int] | None = None
+        # env.prior 'auto' -> the best channel baseline by the re-ranking proxy (envs/prior.py; memoised on the
+        # task), once the budget has checked the target is feasible
+        self.config, self.prior_choice = resolve_prior(self.task, self.config, self.config.seed)
+        ecfg = self.config.env
         if isinstance(self.action_map, PriorRelative):
             self.prior = channel_prior_removed(ecfg.prior, self.graph, ecfg.target_sparsity, self.budget_metric,
                                                self.config.prune.channel_norm, self.config.prune.min_channels,

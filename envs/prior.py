@@ -8,17 +8,28 @@ would take a layer below that floor (Global MP without MT at extreme sparsity), 
 over the other layers in proportion to their prior counts; everywhere else the prior is the
 allocator's exact counts.
 
+``env.prior: auto`` (:func:`choose_prior`) prunes the dense model with each of ``env.prior_candidates``
+(Global MP with and without MT, ERK, LAMP, uniform by default) exactly as its baseline cell would, scores each
+with the agent's re-ranking proxy on the reward split (:mod:`purl.proxy`), and makes the best one the prior:
+the agent starts from the best baseline, not a fixed one.
+
 ``envs`` reaches the allocators through the ``baselines`` registry, imported here and only here.
 """
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+from purl.config import ExperimentConfig, MethodSpec
 from purl.errors import ConfigError, PruningError, RegistryError
+from purl.proxy import short_finetune
 from purl.pruning import LayerProfile, PrunableLayer
 from purl.pruning.channels import ChannelGraph
 from purl.pruning.constraints import Constraints
+from purl.task import Task
 
 
 def prior_counts(
@@ -107,3 +118,120 @@ def channel_prior_removed(
     except PruningError as exc:
         raise ConfigError(f"env.prior '{name}': {exc}") from None
     return [min(g.size - int(keep[g.name]), int(cap)) for g, cap in zip(graph.groups, caps, strict=True)]
+
+
+# ---------------------------------------------------------------------------- env.prior: auto
+
+#: the env.prior value that picks the best of env.prior_candidates by the re-ranking proxy
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class PriorChoice:
+    """What ``env.prior: auto`` chose: the winner's label, allocator and Minimum Threshold, every candidate's
+    proxy score (reward-split top-1 after the short fine-tune, by label; None for one that cannot reach the
+    target under its constraints) and the seconds it took."""
+
+    label: str
+    method: str
+    min_threshold: float | None
+    scores: dict[str, float | None]
+    seconds: float
+
+
+def prior_candidates(config: ExperimentConfig) -> list[MethodSpec]:
+    """``env.prior_candidates`` as MethodSpecs; at channel granularity the channel version of each (those
+    without one are left out, duplicates once)."""
+    specs = config.env.prior_specs()
+    if config.prune.granularity != "channel":
+        return specs
+    out: dict[str, MethodSpec] = {}
+    for spec in specs:
+        channel = CHANNEL_PRIORS.get(spec.method)
+        if channel is not None and channel not in out:
+            out[channel] = MethodSpec(label=channel, method=channel)
+    if not out:
+        raise ConfigError(f"env.prior 'auto': no env.prior_candidates entry has a channel version; at "
+                          f"prune.granularity channel allowed: {', '.join(CHANNEL_PRIORS)}")
+    return list(out.values())
+
+
+def choose_prior(task: Task, config: ExperimentConfig, seed: int) -> PriorChoice:
+    """The best candidate of :func:`prior_candidates` on the reward split, by the agent's re-ranking proxy.
+
+    Each candidate prunes a fresh dense copy at the env's target exactly as its baseline cell would (same
+    constraints, its own Minimum Threshold, the FLOPs-equivalent weight sparsity on a FLOPs budget; at channel
+    granularity the slimmed model), then :func:`purl.proxy.short_finetune` scores it (``agent.rerank_steps``
+    steps, ``seed``, ``env.val_samples`` images). The highest score wins; a tie goes to the earlier candidate.
+    A candidate that cannot reach the target under its constraints (an MT floor at extreme sparsity) sits out.
+    Memoised on the task, so the envs of one search (and the agent's own resolution) pay once.
+    """
+    key = ("prior-choice", repr(config.env.prior_candidates), config.env.target_sparsity, config.budget_metric(),
+           config.prune.granularity, config.agent.rerank_steps, config.env.val_samples, seed,
+           repr(config.constraints), repr(config.prune))
+    if key in task.memo:
+        return task.memo[key]
+    start = time.perf_counter()
+    scores: dict[str, float | None] = {}
+    specs, reasons = prior_candidates(config), []
+    for spec in specs:
+        try:
+            model, masks = _prune_like_its_baseline(task, config, spec)
+        except PruningError as exc:  # e.g. an MT floor that cannot reach this target: not a candidate here
+            scores[spec.label] = None
+            reasons.append(f"{spec.label}: {exc}")
+            continue
+        scores[spec.label] = short_finetune(task, model, masks, steps=config.agent.rerank_steps, seed=seed,
+                                            val_samples=config.env.val_samples).top1
+    feasible = [s for s in specs if scores[s.label] is not None]
+    if not feasible:
+        raise ConfigError(f"env.prior 'auto': no candidate reaches target {config.env.target_sparsity:g} "
+                          f"({'; '.join(reasons)})")
+    best = max(feasible, key=lambda s: scores[s.label])  # max keeps the first of equals
+    choice = PriorChoice(best.label, best.method, best.min_threshold, scores, time.perf_counter() - start)
+    task.memo[key] = choice
+    return choice
+
+
+def with_prior(config: ExperimentConfig, choice: PriorChoice) -> ExperimentConfig:
+    """``config`` with the chosen prior written in (``env.prior``, ``env.prior_min_threshold``)."""
+    env = config.env.model_copy(update={"prior": choice.method, "prior_min_threshold": choice.min_threshold})
+    return config.model_copy(update={"env": env})
+
+
+def resolve_prior(task: Task, config: ExperimentConfig, seed: int) -> tuple[ExperimentConfig, PriorChoice | None]:
+    """``config`` with ``env.prior: auto`` replaced by its choice (and the choice); unchanged (and None) when the
+    prior is named or the action mode has none."""
+    if config.env.prior != AUTO or config.env.action != "prior-relative":
+        return config, None
+    choice = choose_prior(task, config, seed)
+    return with_prior(config, choice), choice
+
+
+def _prune_like_its_baseline(task: Task, config: ExperimentConfig, spec: MethodSpec):
+    """A fresh dense copy pruned by ``spec`` at the env's target, as its baseline cell prunes it -> (model, masks)."""
+    from purl.baselines import get_allocator
+    from purl.baselines.flops_budget import flops_equivalent_sparsity
+    from purl.baselines.run import channel_constraints
+
+    target = float(config.env.target_sparsity)
+    try:
+        if config.prune.granularity == "channel":
+            from purl.baselines.channel import get_channel_allocator
+            from purl.pruning.channels import channel_graph, prune_channels
+
+            example = task.example_input()
+            graph = channel_graph(copy.deepcopy(task.model), example, task.channel_ignored_layers())
+            keep = get_channel_allocator(spec.method)(graph, 1.0 - target, metric=config.budget_metric(),
+                                                      norm=config.prune.channel_norm,
+                                                      constraints=channel_constraints(config))
+            return prune_channels(task.model, example, dict(keep), norm=config.prune.channel_norm, graph=graph), None
+        model, masks = task.fresh_copy()
+        allocator = get_allocator(spec.method)
+        constraints = Constraints.from_config(config.constraints, min_threshold=spec.min_threshold)
+        if config.budget_metric() == "flops":
+            target = flops_equivalent_sparsity(allocator, masks.layers, target, constraints, task.profiles)
+        allocator.prune(masks, target, constraints)
+        return model, masks
+    except RegistryError as exc:
+        raise ConfigError(f"env.prior 'auto', candidate '{spec.label}': {exc}") from None

@@ -74,7 +74,7 @@ from purl.envs.config import resolve_config
 from purl.envs.episode import EpisodeState
 from purl.envs.flops_budget import FlopsBudget, check_flops_env_config
 from purl.envs.observation import ObservationBuilder, observation_space
-from purl.envs.prior import flops_prior_counts, prior_counts
+from purl.envs.prior import flops_prior_counts, prior_counts, resolve_prior
 from purl.envs.resume import ResumableEnv
 from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
 from purl.envs.setup import RENDER_MODES, allocation_image, check_render_mode, device_and_task, reward_scoring
@@ -181,8 +181,12 @@ class PruningEnv(ResumableEnv, gym.Env):
         self.target_sparsity = ecfg.target_sparsity
         self.action_map = make_action_map(ecfg)
         self.prior: list[int] | None = None  # the prior-relative mode's per-layer counts (envs/prior.py)
+        # env.prior 'auto' -> the best baseline by the re-ranking proxy (envs/prior.py; memoised on the task),
+        # once the budget has checked the target is feasible
+        self.config, self.prior_choice = resolve_prior(self.task, self.config, self.config.seed)
+        ecfg = self.config.env
         if isinstance(self.action_map, PriorRelative):
-            constraints = Constraints.from_config(self.config.constraints)
+            constraints = Constraints.from_config(self.config.constraints, min_threshold=ecfg.prior_min_threshold)
             if isinstance(self.budget, FlopsBudget):
                 self.prior = flops_prior_counts(ecfg.prior, layers, ecfg.target_sparsity, constraints,
                                                 self.budget.max_pruned, self.task.profiles)

@@ -167,6 +167,16 @@ class PruneConfig(Section):
         return self
 
 
+class MethodSpec(Section):
+    """A comparison entry: a label, the allocator or ``agent``, and its settings."""
+
+    label: str
+    method: str
+    schedule: Literal["oneshot", "gradual"] = "oneshot"
+    min_threshold: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
 class EnvConfig(Section):
     """The pruning MDP: targets, action mode, reward design and per-step retraining."""
 
@@ -178,7 +188,18 @@ class EnvConfig(Section):
     action: Literal["prior-relative", "sparsity-continuous", "sparsity-discrete", "sigma"] = "sparsity-continuous"
     prior: str = Field(
         "global-mp", description="allocator whose allocation at the target the prior-relative action adjusts "
-        "(global-mp, erk, lamp, uniform, ...; computed under the same constraints)"
+        "(global-mp, erk, lamp, uniform, ...; computed under the same constraints); 'auto' = the best of "
+        "prior_candidates by the re-ranking proxy on the reward split (envs/prior.py)"
+    )
+    prior_min_threshold: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
+        None, description="Minimum Threshold the prior's allocator runs with (a 'global-mp+mt' prior); None = "
+        "constraints.min_threshold. The env's own per-layer limits stay those of constraints"
+    )
+    prior_candidates: list[str | MethodSpec] = Field(
+        default_factory=lambda: ["global-mp", MethodSpec(label="global-mp+mt", method="global-mp", min_threshold=0.05),
+                                 "erk", "lamp", "uniform"],
+        description="the allocators env.prior 'auto' chooses from (names or {label, method, min_threshold}); at "
+        "prune.granularity channel, those with a channel version"
     )
     prior_scale: PositiveFloat = Field(
         2.0, description="prior-relative action: layer sparsity = sigmoid(logit(prior) + prior_scale * action)"
@@ -226,7 +247,20 @@ class EnvConfig(Section):
             raise ValueError("sparsity_grid and sigma_grid must not be empty")
         if self.action == "prior-relative" and self.passes != 1:
             raise ValueError("action 'prior-relative' adjusts one allocation in one pass; set passes: 1")
+        labels = [spec.label for spec in self.prior_specs()]
+        if self.prior == "auto" and not labels:
+            raise ValueError("prior 'auto' needs at least one prior_candidates entry")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"prior_candidates labels must be unique, got {labels}")
+        for spec in self.prior_specs():
+            if spec.schedule != "oneshot" or spec.kwargs:
+                raise ValueError(f"prior_candidates entry '{spec.label}': a prior is a one-shot allocation of a "
+                                 "registered allocator with no options (label, method, min_threshold only)")
         return self
+
+    def prior_specs(self) -> list[MethodSpec]:
+        """``prior_candidates`` as MethodSpecs (a bare string is its own label)."""
+        return [MethodSpec(label=m, method=m) if isinstance(m, str) else m for m in self.prior_candidates]
 
 
 class AgentConfig(Section):
@@ -246,16 +280,11 @@ class AgentConfig(Section):
         "short fine-tune on the reward split before reporting one; 0 = rank by one-shot reward-split accuracy"
     )
     rerank_steps: PositiveInt = Field(40, description="SGD steps of the re-ranking fine-tune (train split)")
-
-
-class MethodSpec(Section):
-    """A comparison entry: a label, the allocator or ``agent``, and its settings."""
-
-    label: str
-    method: str
-    schedule: Literal["oneshot", "gradual"] = "oneshot"
-    min_threshold: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    beat_prior_z: NonNegativeFloat = Field(
+        1.96, description="a searched allocation replaces the prior only when its re-ranking score is ahead by "
+        "more than this many paired standard errors on the same reward-split images (McNemar); else the prior is "
+        "reported. 0 = the higher score wins"
+    )
 
 
 class CompareConfig(Section):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,6 +49,8 @@ class Task:
     profiles: dict[str, LayerProfile]
     pretrain_seconds: float = 0.0
     from_cache: bool = False
+    #: results computed from the task that every env/search of it can reuse (e.g. envs.prior.choose_prior's)
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def prunable_layers(self, model: nn.Module | None = None) -> list[PrunableLayer]:
         """Prunable layers of ``model`` (default: the task's dense model), honouring include/exclude."""

@@ -207,6 +207,18 @@ def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device) -> A
 
 
 @torch.no_grad()
+def top1_correct(model: nn.Module, inputs: Tensor, targets: Tensor, *, batch_size: int = 1024) -> Tensor:
+    """Per sample, whether the top-1 prediction is right (bool tensor on the model's device; eval mode, no grad):
+    what a paired comparison of two models on the same images needs."""
+    was_training = model.training
+    model.eval()
+    hits = [model(x).argmax(dim=1).eq(y) for x, y in zip(inputs.split(batch_size), targets.split(batch_size),
+                                                           strict=True)]
+    model.train(was_training)
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=targets.device)
+
+
+@torch.no_grad()
 def evaluate_tensors(model: nn.Module, inputs: Tensor, targets: Tensor, *, batch_size: int = 1024) -> Accuracy:
     """Top-1/top-5 over tensors already on the model's device (one host sync; :func:`count_hits`)."""
     was_training = model.training
