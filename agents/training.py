@@ -150,6 +150,8 @@ def check_resume(config: ExperimentConfig, out: str | Path, seed: int) -> dict[s
     if isinstance(saved_config, dict):
         diff = [k for k in config_differences(saved_config, config)
                 if not any(k == key or k.startswith(key + ".") for key in RESUME_IGNORED)]
+        if config.env.prior == "auto":  # a checkpoint holds what auto resolved to, a function of the keys compared
+            diff = [k for k in diff if k not in ("env.prior", "env.prior_min_threshold")]
         if diff:
             raise CheckpointError(f"cannot resume: the run in '{out}' was made with a different config "
                                   f"(differing keys: {', '.join(diff)}; saved in '{where}'); use the same config "

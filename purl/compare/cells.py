@@ -29,11 +29,14 @@ CSV_COLUMNS: list[str] = [
     # the measured CPU latency ratio slimmed / dense (eager, batch 1, median)
     "granularity", "budget_metric", "params_ratio", "flops_ratio", "latency_ratio",
     "finetune_steps", "wall_time_s", "search_episodes", "search_env_steps", "search_evaluations",
-    "search_wall_time_s", "algo", "policy_source", "attempts", "layer_sparsity", "learning_curve",
+    "search_wall_time_s", "algo", "policy_source",
+    # the agent's prior (env.prior, or what env.prior: auto chose), every candidate's proxy score, and its cost
+    "prior_method", "prior_choice_scores", "prior_choice_wall_time_s",
+    "attempts", "layer_sparsity", "learning_curve",
 ]
-JSON_COLUMNS = {"collapsed_layers", "near_collapsed_layers", "layer_sparsity", "learning_curve"}
+JSON_COLUMNS = {"collapsed_layers", "near_collapsed_layers", "layer_sparsity", "learning_curve", "prior_choice_scores"}
 TEXT_COLUMNS = {"label", "method", "schedule", "status", "error", "algo", "policy_source", "granularity",
-                "budget_metric"}
+                "budget_metric", "prior_method"}
 INT_COLUMNS = {"seed", "n_collapsed", "n_near_collapsed", "nonzero_params", "total_params", "dense_flops",
                "sparse_flops", "finetune_steps", "search_episodes", "search_env_steps", "search_evaluations",
                "attempts"}
