@@ -77,6 +77,18 @@ def test_resnet20_groups_follow_residual_couplings(resnet20: nn.Module) -> None:
     assert all(0 < g.macs_share <= 1 for g in groups.values())
 
 
+def test_a_plan_names_a_coupled_group_by_any_of_its_producers(resnet20: nn.Module) -> None:
+    """Another trace of the same model may root a coupled group at another producer (Torch-Pruning's order):
+    a plan naming the group by a non-root producer prunes the same channels as one naming its root."""
+    graph = channel_graph(resnet20, X8)
+    idxs = [0, 3, 5]
+    by_root = graph.pruning_group("conv1", idxs)
+    by_member = graph.pruning_group("layer1.1.conv2", idxs)
+    assert {(d.target.name, tuple(i)) for d, i in by_root} == {(d.target.name, tuple(i)) for d, i in by_member}
+    with pytest.raises(PruningError, match="'nope' is not in this model's channel graph"):
+        graph.pruning_group("nope", idxs)
+
+
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75])
 def test_slimmed_resnet20_equals_masked_twin(resnet20: nn.Module, fraction: float) -> None:
     graph = channel_graph(resnet20, X8)

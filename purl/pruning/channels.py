@@ -280,6 +280,7 @@ class ChannelGraph:
         norm_groups: dict[str, dict[str, int]] = {}
         param_groups: dict[str, str] = {}  # raw parameter (qualified name) sliced with a group -> that group
         self._roots: dict[str, nn.Module] = {}
+        self._producer_roots: dict[str, nn.Module] = {}
         parts: dict[str, _GroupParts] = {}
         groups: list[ChannelGroup] = []
         for group in raw:
@@ -290,6 +291,8 @@ class ChannelGraph:
             if touched & user_ignored:
                 continue  # an ignored layer would lose input channels: the whole group stays
             self._roots[name] = root
+            for producer in part.producers:  # the same group when another trace roots it at another producer
+                self._producer_roots.setdefault(producer, root)
             parts[name] = part
             for mname, n in part.norm_channels.items():
                 norm_groups.setdefault(mname, {})[name] = n
@@ -558,8 +561,14 @@ class ChannelGraph:
         return plan
 
     def pruning_group(self, name: str, idxs: Sequence[int]) -> Any:
-        """Torch-Pruning's group removing channels ``idxs`` of group ``name`` (mapped to every coupled layer)."""
-        root = self._roots[name]
+        """Torch-Pruning's group removing channels ``idxs`` of group ``name`` (mapped to every coupled layer).
+
+        ``name`` may come from another trace of the same model (a plan made on the dense graph, applied to a copy's):
+        Torch-Pruning can root a coupled group at another of its producers there, so a name that is not a root here
+        is looked up among the groups' producers (coupled producers share the channel indices)."""
+        root = self._roots.get(name) or self._producer_roots.get(name)
+        if root is None:
+            raise PruningError(f"channel group '{name}' is not in this model's channel graph")
         pruner = self.dg.get_pruner_of_module(root)
         return self.dg.get_pruning_group(root, pruner.prune_out_channels, list(idxs))
 
