@@ -24,26 +24,15 @@ from purl.pruning.channels import (
     measure_model,
     prune_channels,
 )
+from tests.batchnorm import randomise_batchnorm
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-
-
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine parameters, so a wrong twin cannot pass by accident."""
-    gen = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
-            module.bias.data.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
-    return model.eval()
 
 
 def tiny_resnext() -> nn.Module:
     """A two-block ResNeXt (groups=4, width 4 per group): torchvision's own Bottleneck with grouped 3x3 convs."""
     torch.manual_seed(0)
-    return _randomise_bn(ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=4, num_classes=5))
+    return randomise_batchnorm(ResNet(Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=4, num_classes=5))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +88,7 @@ def test_grouped_model_slims_lands_and_equals_its_masked_twin(resnext: nn.Module
 
 def test_torchvision_regnet_with_squeeze_excitation() -> None:
     torch.manual_seed(0)
-    regnet = _randomise_bn(torchvision.models.regnet_y_400mf(num_classes=4))
+    regnet = randomise_batchnorm(torchvision.models.regnet_y_400mf(num_classes=4))
     graph = channel_graph(regnet, X[:1])
     assert any(g.grouping > 1 for g in graph.groups)
     keep = keep_for_ratio(graph, 0.5, method="channel-global-mp")

@@ -19,11 +19,11 @@ import re
 import pytest
 import torch
 import torchvision
-from torch import nn
 
 from purl.baselines.channel import channel_tolerance, keep_for_ratio
 from purl.errors import PruningError
 from purl.pruning.channels import channel_graph, check_slimmable, mask_channels, measure_model, prune_channels
+from tests.batchnorm import randomise_batchnorm
 
 #: the smallest builder of each family: walked by the default suite
 REPRESENTATIVES = {
@@ -56,17 +56,6 @@ def builder_kwargs(name: str) -> tuple[dict, int]:
     return {}, 64 if name == "alexnet" else 32
 
 
-def _randomise_bn(model: nn.Module) -> nn.Module:
-    gen = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
-            module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
-            module.bias.data.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
-    return model.eval()
-
-
 NAMES = torchvision.models.list_models(module=torchvision.models)
 PARAMS = [pytest.param(n, marks=() if n in REPRESENTATIVES else pytest.mark.slow) for n in NAMES]
 
@@ -80,7 +69,7 @@ def test_every_family_is_walked_by_default() -> None:
 def test_channel_pruning_at_half_the_flops(name: str) -> None:
     torch.manual_seed(0)
     kwargs, side = builder_kwargs(name)
-    model = _randomise_bn(torchvision.models.get_model(name, weights=None, num_classes=10, **kwargs))
+    model = randomise_batchnorm(torchvision.models.get_model(name, weights=None, num_classes=10, **kwargs))
     x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(1))
     refusal = REFUSED.get(family(name))
     try:

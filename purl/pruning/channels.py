@@ -190,6 +190,7 @@ def _dense_costs(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int],
     names = {m: n for n, m in model.named_modules()}
     macs: dict[str, int] = {}
     outputs: dict[int, str] = {}
+    alive: list[Any] = []  # every recorded output stays referenced: a freed tensor's id() is reused by later ones
     order: list[str] = []
     batch = _batch_size(example_inputs)
 
@@ -201,6 +202,7 @@ def _dense_costs(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int],
             positions = max(out.numel() // max(batch * out.shape[-1], 1), 1) if out.dim() > 1 else 1
         macs[name] = macs.get(name, 0) + int(module.weight.numel() * positions)
         outputs[id(out)] = name
+        alive.append(out)
         order.append(name)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COMPUTE)]
@@ -214,6 +216,7 @@ def _dense_costs(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int],
             h.remove()
     final = _first_tensor(out)
     classifier = outputs.get(id(final)) if final is not None else None
+    alive.clear()
     if classifier is None and order:
         classifier = order[-1]
     return macs, classifier
@@ -280,7 +283,6 @@ class ChannelGraph:
         norm_groups: dict[str, dict[str, int]] = {}
         param_groups: dict[str, str] = {}  # raw parameter (qualified name) sliced with a group -> that group
         self._roots: dict[str, nn.Module] = {}
-        self._producer_roots: dict[str, nn.Module] = {}
         parts: dict[str, _GroupParts] = {}
         groups: list[ChannelGroup] = []
         for group in raw:
@@ -291,8 +293,6 @@ class ChannelGraph:
             if touched & user_ignored:
                 continue  # an ignored layer would lose input channels: the whole group stays
             self._roots[name] = root
-            for producer in part.producers:  # the same group when another trace roots it at another producer
-                self._producer_roots.setdefault(producer, root)
             parts[name] = part
             for mname, n in part.norm_channels.items():
                 norm_groups.setdefault(mname, {})[name] = n
@@ -561,12 +561,8 @@ class ChannelGraph:
         return plan
 
     def pruning_group(self, name: str, idxs: Sequence[int]) -> Any:
-        """Torch-Pruning's group removing channels ``idxs`` of group ``name`` (mapped to every coupled layer).
-
-        ``name`` may come from another trace of the same model (a plan made on the dense graph, applied to a copy's):
-        Torch-Pruning can root a coupled group at another of its producers there, so a name that is not a root here
-        is looked up among the groups' producers (coupled producers share the channel indices)."""
-        root = self._roots.get(name) or self._producer_roots.get(name)
+        """Torch-Pruning's group removing channels ``idxs`` of group ``name`` (mapped to every coupled layer)."""
+        root = self._roots.get(name)
         if root is None:
             raise PruningError(f"channel group '{name}' is not in this model's channel graph")
         pruner = self.dg.get_pruner_of_module(root)
