@@ -92,18 +92,17 @@ class ChannelBudget:
                 lo = mid + 1
         return opts[lo]
 
-    def nearest(self, i: int, r: float) -> int:
-        """The allowed removal of group ``i`` nearest to ``r`` (a tie keeps more channels): with
-        ``prune.channel_multiple`` or a grouped convolution not every count is allowed."""
+    def nearest(self, i: int, r: float, lo: int | None = None, hi: int | None = None) -> int:
+        """The allowed removal of group ``i`` nearest to ``r``, within ``[lo, hi]`` when given (a tie keeps more
+        channels; ``lo`` when no allowed count lies inside): with ``prune.channel_multiple`` or a grouped
+        convolution not every count is allowed. ``options[i]`` is ascending, so the nearest is a neighbour of ``r``."""
         opts = self.options[i]
-        k = bisect.bisect_left(opts, r)
-        near = opts[max(k - 1, 0):k + 1]
-        return min(near, key=lambda o: (abs(o - r), o))
-
-    def snap(self, i: int, r: int, lo: int, hi: int) -> int:
-        """The allowed removal of group ``i`` in ``[lo, hi]`` nearest to ``r`` (a tie keeps more channels)."""
-        inside = [o for o in self.options[i] if lo <= o <= hi] or [lo]
-        return min(inside, key=lambda o: (abs(o - r), o))
+        first = 0 if lo is None else bisect.bisect_left(opts, lo)
+        end = len(opts) if hi is None else bisect.bisect_right(opts, hi)
+        if first >= end:
+            return int(lo if lo is not None else opts[0])
+        k = bisect.bisect_left(opts, r, first, end)
+        return min(opts[max(k - 1, first):min(k + 1, end)], key=lambda o: (abs(o - r), o))
 
     def bounds(self, i: int, removed: Sequence[int]) -> tuple[int, int]:
         """``(lo, hi)`` channels group ``i`` may lose, given ``removed[:i]`` (the later entries are ignored)."""

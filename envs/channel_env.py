@@ -249,7 +249,7 @@ class ChannelPruningEnv(ResumableEnv, gym.Env):
             spread = self.budget.spread(i, ep.counts, self.prior)
             base = lo if spread < lo else hi if spread > hi else spread
         requested, r = self.action_map.requested_count(action, self.sizes[i], base)
-        r = self.budget.snap(i, lo if r < lo else hi if r > hi else r, lo, hi)  # an allowed count (channel_multiple)
+        r = self.budget.nearest(i, lo if r < lo else hi if r > hi else r, lo, hi)  # an allowed count (channel_multiple)
         if r:
             zero_channels(self.graph, self.layer_names[i], self._orders[i][:r])
             self._dirty = True

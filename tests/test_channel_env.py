@@ -195,3 +195,17 @@ def test_channel_multiple_in_the_env_keeps_round_counts_on_the_budget(resnet_tas
     assert all(k == s or k % 8 == 0 for k, s in zip(keep.values(), env.sizes, strict=True)), keep
     tolerance = channel_tolerance(env.graph, "flops", ChannelConstraints(multiple=8)) / env.budget.dense
     assert 0.4 - tolerance - 1e-9 <= info["purl_episode"]["flops_ratio"] <= 0.4 + 1e-9
+
+
+def test_budget_nearest_is_the_closest_allowed_count_inside_the_bounds(resnet_task):
+    """``ChannelBudget.nearest`` (bisection) against the brute-force definition, with ``prune.channel_multiple``
+    so that not every count is allowed: nearest allowed count in ``[lo, hi]``, a tie keeps more channels."""
+    budget = _env(resnet_task, "prune.budget_metric=flops", "prune.channel_multiple=4").budget
+    rng = np.random.default_rng(0)
+    for i, opts in enumerate(budget.options):
+        for _ in range(40):
+            lo, hi = sorted(int(v) for v in rng.integers(0, opts[-1] + 1, size=2))
+            r = float(rng.uniform(-2, opts[-1] + 2))
+            inside = [o for o in opts if lo <= o <= hi] or [lo]
+            assert budget.nearest(i, r, lo, hi) == min(inside, key=lambda o: (abs(o - r), o))
+            assert budget.nearest(i, r) == min(opts, key=lambda o: (abs(o - r), o))
