@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from purl.baselines.base import LayerCollapseWarning, get_allocator
+from purl.baselines.base import Allocator, LayerCollapseWarning, get_allocator
 from purl.baselines.channel import CHANNEL_ALLOCATORS, ChannelConstraints
 from purl.baselines.flops_budget import flops_equivalent_sparsity
 from purl.baselines.schedule import GradualPruner, make_gradual_schedule
@@ -23,6 +24,7 @@ from purl.errors import PruningError
 from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
 from purl.pipeline import finetune_and_measure, flops_budget_fields, slim_and_measure
 from purl.pruning import MaskState
+from purl.pruning.channels import ChannelGraph
 from purl.pruning.constraints import Constraints
 from purl.task import Task
 from purl.training import planned_steps
@@ -50,7 +52,6 @@ def run_baseline(
     allocator prunes at the weight sparsity that removes it (:func:`baselines.flops_budget.flops_equivalent_sparsity`),
     and the row's ``achieved_sparsity`` is the removed FLOPs fraction (``weight_sparsity`` the weights').
     """
-    model, masks = task.fresh_copy()
     allocator = get_allocator(spec.method, **spec.kwargs)
     constraints = constraints_for(task, spec)
     generator = torch.Generator().manual_seed(seed)
@@ -66,20 +67,47 @@ def run_baseline(
             steps = planned_steps(task.config.finetune, len(task.loader("train", seed=seed)))
             schedule = make_gradual_schedule(sparsity, steps, frequency=cfg.gradual_frequency,
                                              start_fraction=cfg.gradual_start, end_fraction=cfg.gradual_end)
+            model, masks = task.fresh_copy()
             pruner = GradualPruner(allocator, masks, schedule, constraints, generator=generator)
             row = finetune_and_measure(task, model, masks, seed=seed, on_step=pruner, progress=progress,
                                        measure_before=False)
             row.update({"before_test_top1": None, "before_test_top5": None})
         else:
-            flops_target = sparsity if budget_metric == "flops" and sparsity is not None else None
-            if flops_target is not None:
-                sparsity = flops_equivalent_sparsity(allocator, masks.layers, flops_target, constraints,
-                                                     task.profiles, generator=generator)
-            allocator.prune(masks, sparsity, constraints, generator=generator)
+            model, masks = prune_oneshot(task, allocator, sparsity, constraints, budget_metric=budget_metric,
+                                         generator=generator)
             row = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
-            if flops_target is not None:
+            if budget_metric == "flops" and sparsity is not None:
                 row.update(flops_budget_fields(row))
     return row, model, masks
+
+
+def prune_oneshot(
+    task: Task, allocator: Allocator, sparsity: float | None, constraints: Constraints, *,
+    budget_metric: str = "params", generator: torch.Generator | None = None,
+) -> tuple[nn.Module, MaskState]:
+    """A fresh dense copy pruned once by ``allocator`` at ``sparsity`` of ``budget_metric`` -> (model, masks).
+
+    On a FLOPs budget the allocator prunes at the weight sparsity that removes that fraction of the dense MACs
+    (:func:`baselines.flops_budget.flops_equivalent_sparsity`); ``sparsity=None`` applies a map allocator as
+    given. The one-shot step of every baseline cell, and how ``env.prior: auto`` prunes its candidates.
+    """
+    model, masks = task.fresh_copy()
+    if budget_metric == "flops" and sparsity is not None:
+        sparsity = flops_equivalent_sparsity(allocator, masks.layers, sparsity, constraints, task.profiles,
+                                             generator=generator)
+    allocator.prune(masks, sparsity, constraints, generator=generator)
+    return model, masks
+
+
+def channel_plan(config: ExperimentConfig, method: str, sparsity: float) -> Callable[[ChannelGraph], dict[str, int]]:
+    """The plan of channel allocator ``method`` removing ``sparsity`` of ``prune.budget_metric`` under the config's
+    channel constraints (for :func:`purl.pipeline.slim_and_measure` / :func:`purl.pipeline.slim_copy`)."""
+    from purl.baselines.channel import get_channel_allocator
+
+    cfg = config.prune
+    allocator = get_channel_allocator(method)
+    return lambda graph: allocator(graph, 1.0 - float(sparsity), metric=cfg.budget_metric, norm=cfg.channel_norm,
+                                   constraints=channel_constraints(config))
 
 
 def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:
@@ -123,14 +151,8 @@ def run_channel_baseline(
     ``config`` is the cell's (its ``prune`` section: norm, metric, min_channels); fine-tuning is the task's.
     Returns the row (with ``channel_keep``: channels kept per group) and the slimmed, fine-tuned model.
     """
-    from purl.baselines.channel import get_channel_allocator
-
     check_channel_request(config, spec)
-    cfg = config.prune
-    allocator = get_channel_allocator(spec.method)
-    return slim_and_measure(task, config, lambda graph: allocator(
-        graph, 1.0 - float(sparsity), metric=cfg.budget_metric, norm=cfg.channel_norm,
-        constraints=channel_constraints(config)), seed=seed, progress=progress)
+    return slim_and_measure(task, config, channel_plan(config, spec.method, sparsity), seed=seed, progress=progress)
 
 
 class BaselineMethod:

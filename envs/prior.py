@@ -18,7 +18,6 @@ the agent starts from the best baseline, not a fixed one.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -209,29 +208,19 @@ def resolve_prior(task: Task, config: ExperimentConfig, seed: int) -> tuple[Expe
 
 
 def _prune_like_its_baseline(task: Task, config: ExperimentConfig, spec: MethodSpec):
-    """A fresh dense copy pruned by ``spec`` at the env's target, as its baseline cell prunes it -> (model, masks)."""
+    """A fresh dense copy pruned by ``spec`` at the env's target, by its baseline cell's own one-shot step
+    (:func:`baselines.run.prune_oneshot`; at channel granularity :func:`purl.pipeline.slim_copy`) -> (model, masks)."""
     from purl.baselines import get_allocator
-    from purl.baselines.flops_budget import flops_equivalent_sparsity
-    from purl.baselines.run import channel_constraints
+    from purl.baselines.run import channel_plan, prune_oneshot
 
     target = float(config.env.target_sparsity)
     try:
         if config.prune.granularity == "channel":
-            from purl.baselines.channel import get_channel_allocator
-            from purl.pruning.channels import channel_graph, prune_channels
+            from purl.pipeline import slim_copy
 
-            example = task.example_input()
-            graph = channel_graph(copy.deepcopy(task.model), example, task.channel_ignored_layers())
-            keep = get_channel_allocator(spec.method)(graph, 1.0 - target, metric=config.budget_metric(),
-                                                      norm=config.prune.channel_norm,
-                                                      constraints=channel_constraints(config))
-            return prune_channels(task.model, example, dict(keep), norm=config.prune.channel_norm, graph=graph), None
-        model, masks = task.fresh_copy()
-        allocator = get_allocator(spec.method)
+            return slim_copy(task, config, channel_plan(config, spec.method, target))[0], None
         constraints = Constraints.from_config(config.constraints, min_threshold=spec.min_threshold)
-        if config.budget_metric() == "flops":
-            target = flops_equivalent_sparsity(allocator, masks.layers, target, constraints, task.profiles)
-        allocator.prune(masks, target, constraints)
-        return model, masks
+        return prune_oneshot(task, get_allocator(spec.method), target, constraints,
+                             budget_metric=config.budget_metric())
     except RegistryError as exc:
         raise ConfigError(f"env.prior 'auto', candidate '{spec.label}': {exc}") from None

@@ -137,28 +137,37 @@ def slim_and_measure(
 ) -> tuple[dict[str, Any], nn.Module]:
     """The channel-granularity cell of every method: choose, slim, fine-tune, measure.
 
-    Traces a fresh dense copy (groups touching a layer ``model.include``/``model.exclude`` keep out are left
-    whole), lets ``plan(graph)`` choose the channels each group keeps (a channel allocator, or the agent's
-    chosen plan), removes each group's lowest-``prune.channel_norm`` channels
-    (:func:`~purl.pruning.channels.prune_channels`), then :func:`finetune_and_measure_channels`. The row gains
+    :func:`slim_copy` with ``plan(graph)`` choosing the channels each group keeps (a channel allocator, or the
+    agent's chosen plan), then :func:`finetune_and_measure_channels`. The row gains
     ``channel_norm``, ``channel_keep`` and ``channel_group_sizes``; returns it and the slimmed, fine-tuned model.
+    """
+    slim, keep, sizes = slim_copy(task, config, plan)
+    row = finetune_and_measure_channels(task, slim, task.example_input(), seed=seed,
+                                        budget_metric=config.budget_metric(), progress=progress)
+    row.update({"channel_norm": config.prune.channel_norm, "channel_keep": keep, "channel_group_sizes": sizes})
+    return row, slim
+
+
+def slim_copy(
+    task: Task, config: ExperimentConfig, plan: Callable[[ChannelGraph], Mapping[str, int]],
+) -> tuple[nn.Module, dict[str, int], dict[str, int]]:
+    """A physically slimmed copy of the dense model, not fine-tuned -> (model, channels kept per group, group sizes).
+
+    Traces a fresh dense copy (groups touching a layer ``model.include``/``model.exclude`` keep out are left
+    whole), lets ``plan(graph)`` choose the channels each group keeps and removes each group's
+    lowest-``prune.channel_norm`` channels (:func:`~purl.pruning.channels.prune_channels`). The first half of
+    :func:`slim_and_measure`; ``env.prior: auto`` scores its channel candidates on it too.
     """
     import copy
 
     from purl.pruning.channels import channel_graph, prune_channels
 
-    norm = config.prune.channel_norm
     example = task.example_input()
     dense = copy.deepcopy(task.model)
     graph = channel_graph(dense, example, task.channel_ignored_layers())
     keep = dict(plan(graph))
-    slim = prune_channels(dense, example, keep, norm=norm, graph=graph)
-    sizes = {group.name: group.size for group in graph.groups}
-    del dense, graph
-    row = finetune_and_measure_channels(task, slim, example, seed=seed, budget_metric=config.budget_metric(),
-                                        progress=progress)
-    row.update({"channel_norm": norm, "channel_keep": keep, "channel_group_sizes": sizes})
-    return row, slim
+    slim = prune_channels(dense, example, keep, norm=config.prune.channel_norm, graph=graph)
+    return slim, keep, {group.name: group.size for group in graph.groups}
 
 
 def finetune_and_measure_channels(

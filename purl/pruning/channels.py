@@ -189,9 +189,7 @@ def _dense_costs(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int],
     """
     names = {m: n for n, m in model.named_modules()}
     macs: dict[str, int] = {}
-    outputs: dict[int, str] = {}
-    alive: list[Any] = []  # every recorded output stays referenced: a freed tensor's id() is reused by later ones
-    order: list[str] = []
+    outputs: list[tuple[str, Any]] = []  # (layer, output), referenced until the model's output is matched
     batch = _batch_size(example_inputs)
 
     def hook(module: nn.Module, _inp: Any, out: Any) -> None:
@@ -201,9 +199,7 @@ def _dense_costs(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int],
         else:  # linear: one output row per leading position (a token axis, if any), per sample
             positions = max(out.numel() // max(batch * out.shape[-1], 1), 1) if out.dim() > 1 else 1
         macs[name] = macs.get(name, 0) + int(module.weight.numel() * positions)
-        outputs[id(out)] = name
-        alive.append(out)
-        order.append(name)
+        outputs.append((name, out))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COMPUTE)]
     modes = _set_eval(model)
@@ -215,10 +211,10 @@ def _dense_costs(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int],
         for h in handles:
             h.remove()
     final = _first_tensor(out)
-    classifier = outputs.get(id(final)) if final is not None else None
-    alive.clear()
-    if classifier is None and order:
-        classifier = order[-1]
+    # by identity, not id(): a freed intermediate's id() can be reused by a later tensor, the model's output too
+    classifier = next((name for name, output in reversed(outputs) if output is final), None)
+    if classifier is None and outputs:
+        classifier = outputs[-1][0]
     return macs, classifier
 
 
