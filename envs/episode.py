@@ -8,9 +8,10 @@ episode leaks into the next except the weights, which ``reset`` restores from th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    from purl.training import MaskedTrainer
 
 __all__ = ["EpisodeState"]
 
@@ -22,8 +23,8 @@ class EpisodeState:
     ``counts[i]`` / ``removed[i]``: pruned weights / removed MACs of layer ``i``; ``step``: steps taken;
     ``pass_index`` / ``layer``: the layer the next step prunes; ``done_in_pass``: summed counts of the
     layers visited in this pass; ``bounds``: the next step's ``(lo, hi)``; ``visited``: per-layer sparsity
-    of the layers visited so far; ``data_seed``: seeds this episode's fine-tuning batches; ``optimizer``,
-    ``train_iter``, ``train_epoch``: the fine-tuning loop's state (fresh each episode).
+    of the layers visited so far; ``data_seed``: seeds this episode's fine-tuning batches; ``trainer``: the
+    in-episode fine-tune's :class:`purl.training.MaskedTrainer` (optimiser and batch stream; fresh each episode).
     """
 
     n_layers: int
@@ -43,9 +44,7 @@ class EpisodeState:
     bounds: tuple[int, int] = (0, 0)
     data_seed: int = 0
     finetuned: bool = False
-    optimizer: torch.optim.Optimizer | None = None
-    train_iter: Any = None
-    train_epoch: int = 0
+    trainer: MaskedTrainer | None = None
 
     def __post_init__(self) -> None:
         if not self.counts:

@@ -12,8 +12,8 @@ restores the dense weights in place. The test split is never used: the env only 
 
 Details:
 
-* Fine-tuning: SGD (momentum 0.9, no weight decay, ``lr=env.finetune_lr``), a fresh optimiser
-  each episode, masks attached (pruned weights stay zero); batch order and augmentation are
+* Fine-tuning: the core's one :class:`purl.training.MaskedTrainer` (SGD, momentum 0.9, no weight
+  decay, ``lr=env.finetune_lr``), a fresh one each episode, masks attached (pruned weights stay zero); batch order and augmentation are
   seeded from the episode's seed (``reset(seed=...)`` seeds ``np_random``, which draws it).
 * Scoring is :class:`purl.evaluator.RewardEvaluator`'s. With ``finetune_steps == 0``: accuracies
   are memoised by the tuple of per-layer pruned counts (``env.cache_evaluations``), and a prefix
@@ -59,13 +59,14 @@ recalibration, memoisation, prefix cache) is :class:`purl.evaluator.RewardEvalua
 from __future__ import annotations
 
 import copy
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from purl.config import ExperimentConfig
 from purl.envs.actions import PriorRelative, SigmaThreshold, make_action_map
@@ -84,6 +85,7 @@ from purl.errors import ConfigError, PurlError
 from purl.pruning import MaskState, PrunableLayer, find_prunable_layers, magnitude_mask
 from purl.pruning.constraints import Constraints
 from purl.task import Task
+from purl.training import MaskedTrainer, momentum_sgd
 
 __all__ = ["PruningEnv", "resolve_config", "shared_task"]  # the last two re-exported from their modules
 
@@ -375,8 +377,7 @@ class PruningEnv(ResumableEnv, gym.Env):
                 f"{self._sparsity():.4f} of the {self.budget_metric} (target {self.target_sparsity:.4f})\n")
 
     def close(self) -> None:
-        self._ep.train_iter = None
-        self._ep.optimizer = None
+        self._ep.trainer = None
 
     # ------------------------------------------------------------------ helpers
     def _context(self, *, terminal: bool, layer_index: int, layer_sparsity: float, requested: float) -> RewardContext:
@@ -442,32 +443,25 @@ class PruningEnv(ResumableEnv, gym.Env):
         return rank >= k
 
     # ------------------------------------------------------------------ fine-tuning
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        ep = self._ep
-        while True:
-            if ep.train_iter is None:
-                loader = self.task.data.loader("train", self.config.data.batch_size,
-                                               seed=ep.data_seed + ep.train_epoch, drop_last=False)
-                ep.train_iter = iter(loader)
-            try:
-                x, y = next(ep.train_iter)
-            except StopIteration:
-                ep.train_iter = None
-                ep.train_epoch += 1
-                continue
-            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def _train_batches(self, data_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This episode's endless train-split batches: epoch ``e`` shuffled with seed ``data_seed + e``."""
+        for epoch in itertools.count():
+            loader = self.task.data.loader("train", self.config.data.batch_size, seed=data_seed + epoch,
+                                           drop_last=False)
+            for x, y in loader:
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _finetune(self) -> None:
-        """``finetune_steps`` SGD steps on train-split batches with the masks kept (seeded per episode).
+        """``finetune_steps`` steps of the episode's :class:`purl.training.MaskedTrainer` (masks kept).
 
-        Not :func:`purl.training.train`: that loop builds a fresh optimiser and LR schedule per call and
-        walks a loader from its start, while this one keeps the episode's optimiser (momentum) and batch
-        stream across steps; sharing it would change every fine-tuned episode."""
+        The trainer lives for the episode: its optimiser (SGD, momentum 0.9, ``env.finetune_lr``) and batch
+        stream carry over from one layer's fine-tune to the next; each call is seeded by the episode and step.
+        """
         ep = self._ep
         model = self.model
-        if ep.optimizer is None:
-            ep.optimizer = torch.optim.SGD(model.parameters(), lr=self.config.env.finetune_lr, momentum=0.9)
-        optimizer = ep.optimizer
+        if ep.trainer is None:
+            ep.trainer = MaskedTrainer(model, momentum_sgd(model, self.config.env.finetune_lr),
+                                       self._train_batches(ep.data_seed), device=self.device, masks=self.masks)
         cuda = self.device.type == "cuda"
         index = (self.device.index or 0) if cuda else None
         seed = ep.data_seed + 7919 * ep.step
@@ -475,18 +469,9 @@ class PruningEnv(ResumableEnv, gym.Env):
             torch.default_generator.manual_seed(seed)  # augmentation / dropout of this step
             if cuda:
                 torch.cuda.default_generators[index].manual_seed(seed)
-            self.masks.attach(optimizer)
-            model.train()
             try:
-                for _ in range(self._finetune_steps):
-                    x, y = self._next_batch()
-                    loss = F.cross_entropy(model(x), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                ep.trainer.steps(self._finetune_steps)
             finally:
-                self.masks.detach()
-                self.masks.apply()
                 model.eval()
         ep.finetuned = True
         self._dirty = True

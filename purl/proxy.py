@@ -14,12 +14,10 @@ approximation) instead of a bare difference of means.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from purl.config import AUTO_BN_BATCHES
@@ -27,7 +25,7 @@ from purl.evaluator import calibration_batches, has_batchnorm
 from purl.pruning import MaskState
 from purl.runtime import seed_everything
 from purl.task import Task
-from purl.training import recalibrate_batchnorm, top1_correct
+from purl.training import MaskedTrainer, cycle, momentum_sgd, recalibrate_batchnorm, top1_correct
 
 
 @dataclass(frozen=True)
@@ -61,23 +59,9 @@ def short_finetune(task: Task, model: nn.Module, masks: MaskState | None, *, ste
     re-estimated, then the reward split (its first ``val_samples`` images) scored. Changes ``model`` in place."""
     device, cfg = task.device, task.config
     seed_everything(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.finetune.lr, momentum=0.9)
     loader = task.data.loader("train", cfg.data.batch_size, seed=seed)
-    if masks is not None:
-        masks.attach(optimizer)
-    model.train()
-    try:
-        batches = itertools.chain.from_iterable(itertools.repeat(loader))
-        for x, y in itertools.islice(batches, steps):
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    finally:
-        if masks is not None:
-            masks.detach()
-            masks.apply()
-        model.eval()
+    MaskedTrainer(model, momentum_sgd(model, cfg.finetune.lr), cycle(loader), device=device, masks=masks).steps(steps)
+    model.eval()
     if has_batchnorm(model):
         with torch.no_grad():
             recalibrate_batchnorm(model, calibration_batches(task.data, device, AUTO_BN_BATCHES, cfg.data.batch_size))

@@ -1,6 +1,7 @@
 """Dense pre-training, masked fine-tuning and top-1/top-5 evaluation.
 
-One loop serves both: pass a :class:`~purl.pruning.MaskState` and pruned
+One loop, :class:`MaskedTrainer`, serves every training in PuRL (pre-training, fine-tuning, the env's
+in-episode fine-tune, the short-fine-tune proxy): pass a :class:`~purl.pruning.MaskState` and pruned
 weights stay zero (gradients masked, masks re-applied after every step).
 ``on_step(step)`` is called after every optimiser step (1-based), which is how
 gradual pruning recomputes masks during fine-tuning. AMP and channels_last are
@@ -11,9 +12,10 @@ host sync: at the loss read-outs every 20 steps and at the end).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +58,77 @@ def planned_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
     return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
 
 
+def cycle(loader: Iterable[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+    """Endless batches: ``loader`` walked again and again (a DataLoader reshuffles each walk)."""
+    return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
+def momentum_sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Plain SGD with momentum 0.9 and no weight decay: the short fine-tunes' optimiser (env, proxy)."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+
+class MaskedTrainer:
+    """The one SGD loop of PuRL: pre-training, fine-tuning, the env's in-episode fine-tune and the proxy's.
+
+    Stateful, so a caller can train in pieces: :meth:`steps` continues the same optimiser (momentum), LR
+    schedule and batch stream, which is what the env needs between the layers of an episode. With ``masks``
+    pruned weights stay zero (gradients masked, masks re-applied after every optimiser step; the hooks read
+    the masks at call time, so ``on_step`` may change them). AMP (CUDA only) goes through a GradScaler; with
+    ``amp=False`` the step is a plain ``optimizer.step()``. The model is left in train mode.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 batches: Iterator[tuple[Tensor, Tensor]], *, device: torch.device,
+                 masks: MaskState | None = None, schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+                 amp: bool = False, channels_last: bool = False, label_smoothing: float = 0.0) -> None:
+        self.model, self.optimizer, self.batches = model, optimizer, batches
+        self.device, self.masks, self.schedule = device, masks, schedule
+        self.amp, self.channels_last, self.label_smoothing = amp, channels_last, label_smoothing
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.step_count = 0
+        self.last_loss: Tensor | None = None
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+
+    def steps(self, n: int, *, on_step: Callable[[int], None] | None = None) -> None:
+        """Take ``n`` optimiser steps; ``on_step(step)`` (1-based, counted over the trainer's life) after each."""
+        if self.masks is not None:
+            self.masks.attach(self.optimizer)
+        self.model.train()
+        try:
+            for _ in range(n):
+                self._step()
+                if on_step is not None:
+                    on_step(self.step_count)
+        finally:
+            if self.masks is not None:
+                self.masks.detach()
+                self.masks.apply()
+
+    def _step(self) -> None:
+        inputs, targets = next(self.batches)
+        inputs = inputs.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            loss = F.cross_entropy(self.model(inputs), targets, label_smoothing=self.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.schedule is not None:
+            self.schedule.step()
+        self.step_count += 1
+        self.last_loss = loss.detach()
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(self.last_loss), self.step_count,
+                                     self.first_bad)
+
+
+LOSS_READOUT_EVERY = 20
+"""Steps between loss read-outs (progress bar, NaN check) in :func:`train`: one host sync each."""
+
+
 def train(
     model: nn.Module,
     loader: DataLoader,
@@ -73,52 +146,28 @@ def train(
     if total == 0:
         return TrainResult(0, math.nan, 0.0)
     cuda = device.type == "cuda"
-    use_amp = cuda and cfg.amp
     if cuda and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
                 if cfg.lr_schedule == "cosine" else None)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    if masks is not None:
-        masks.attach(optimizer)
-    model.train()
-    step, loss_value = 0, math.nan
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first step with a non-finite loss
+    trainer = MaskedTrainer(model, optimizer, cycle(loader), device=device, masks=masks, schedule=schedule,
+                            amp=cuda and cfg.amp, channels_last=cuda and cfg.channels_last,
+                            label_smoothing=cfg.label_smoothing)
+    loss_value = math.nan
     bar = progress_bar(total, desc=desc, enabled=progress, unit="step")
     try:
-        while step < total:
-            for inputs, targets in loader:
-                inputs = inputs.to(device, non_blocking=True)
-                targets = targets.to(device, non_blocking=True)
-                if cuda and cfg.channels_last and inputs.dim() == 4:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type=device.type, enabled=use_amp):
-                    loss = F.cross_entropy(model(inputs), targets, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if schedule is not None:
-                    schedule.step()
-                step += 1
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
-                if step % 20 == 0 or step == total:
-                    loss_value = loss.item()
-                    _check_loss(int(first_bad), loss_value, total, cfg, desc)
-                if on_step is not None:
-                    on_step(step)
-                bar.update(1)
-                if step % 20 == 0:
-                    bar.set_postfix(loss=f"{loss_value:.3f}")
-                if step >= total:
-                    break
+        while trainer.step_count < total:
+            chunk = min(LOSS_READOUT_EVERY - trainer.step_count % LOSS_READOUT_EVERY, total - trainer.step_count)
+            trainer.steps(chunk, on_step=on_step)
+            assert trainer.last_loss is not None
+            loss_value = trainer.last_loss.item()
+            _check_loss(int(trainer.first_bad), loss_value, total, cfg, desc)
+            bar.update(chunk)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
     finally:
         bar.close()
-        if masks is not None:
-            masks.detach()
-            masks.apply()
-    return TrainResult(step, float(loss_value), time.perf_counter() - start)
+    return TrainResult(trainer.step_count, float(loss_value), time.perf_counter() - start)
 
 
 def _check_loss(first_bad: int, loss_value: float, total: int, cfg: TrainConfig, desc: str) -> None:

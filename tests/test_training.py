@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -13,13 +14,58 @@ from purl.config import TrainConfig
 from purl.pruning import MaskState
 from purl.runtime import seed_everything
 from purl.task import new_model
-from purl.training import evaluate, evaluate_tensors, make_optimizer, planned_steps, train
+from purl.training import (
+    MaskedTrainer,
+    cycle,
+    evaluate,
+    evaluate_tensors,
+    make_optimizer,
+    momentum_sgd,
+    planned_steps,
+    train,
+)
 
 CPU = torch.device("cpu")
 
 
 def cfg(**kwargs) -> TrainConfig:
     return TrainConfig(**{"epochs": 1, "lr": 0.05, **kwargs})
+
+
+# ------------------------------------------------------------------------------------ the one trainer
+
+
+def _trainer_run(model: nn.Module, dataset, chunks: list[int],
+                 masks: MaskState | None = None) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Train a copy of ``model`` with one MaskedTrainer in ``chunks`` of steps; its weights and on_step calls."""
+    loader = DataLoader(dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    trainer = MaskedTrainer(model, momentum_sgd(model, 0.05), cycle(loader), device=CPU, masks=masks)
+    calls: list[int] = []
+    for n in chunks:
+        trainer.steps(n, on_step=calls.append)
+    return {k: v.clone() for k, v in model.state_dict().items()}, calls
+
+
+def test_masked_trainer_in_pieces_equals_one_run(tiny_cnn, toy_loader):
+    """The env trains in pieces (a few steps per layer): momentum and batch stream must carry over exactly,
+    across the loader's epoch boundary (8 batches) too."""
+    dataset = toy_loader.dataset
+    whole, calls_whole = _trainer_run(copy.deepcopy(tiny_cnn), dataset, [13])
+    pieces, calls_pieces = _trainer_run(copy.deepcopy(tiny_cnn), dataset, [3, 1, 5, 4])
+    assert calls_whole == calls_pieces == list(range(1, 14))
+    assert all(torch.equal(whole[k], pieces[k]) for k in whole)
+    shorter, _ = _trainer_run(copy.deepcopy(tiny_cnn), dataset, [12])
+    assert any(not torch.equal(whole[k], shorter[k]) for k in whole)
+
+
+def test_masked_trainer_keeps_pruned_weights_zero_and_removes_its_hooks(tiny_cnn, toy_loader):
+    masks = MaskState(tiny_cnn)
+    masks.prune_layers({name: 0.5 for name in masks.names})
+    state, _ = _trainer_run(tiny_cnn, toy_loader.dataset, [4, 3], masks=masks)
+    for layer in masks.layers:
+        pruned = state[f"{layer.name}.weight"][~masks.masks[layer.name]]
+        assert pruned.numel() > 0 and int((pruned != 0).sum()) == 0
+    assert not masks._handles
 
 
 # ------------------------------------------------------------------------------------ step accounting
