@@ -35,9 +35,10 @@ import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from torch import nn
 
 from purl.agents.callbacks import EPISODES_CSV
 from purl.agents.policy import apply_policy, default_constraints, policy_episode
@@ -47,7 +48,11 @@ from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.envs.target import episode_meets_target
 from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
 from purl.pipeline import finetune_and_measure, flops_budget_fields, slim_and_measure
+from purl.pruning import MaskState
 from purl.task import Task
+
+if TYPE_CHECKING:
+    from purl.envs.prior import PriorChoice
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,62 @@ def learning_curve(output_dir: str | Path) -> list[list[float]]:
         return [[int(row["env_step"]), float(row["return"])] for row in csv.DictReader(handle)]
 
 
+def _measure_allocation(task: Task, config: ExperimentConfig, chosen: Candidate, seed: int,
+                        progress: bool) -> tuple[dict[str, Any], nn.Module, MaskState | None]:
+    """Apply the reported allocation the way the same granularity's baseline cell would, fine-tune, measure."""
+    if config.prune.granularity == "channel":
+        keep = chosen.episode["channel_keep"]
+        measured, model = slim_and_measure(task, config, lambda graph: keep, seed=seed, progress=progress)
+        return measured, model, None
+    model, masks = apply_policy(task, chosen.sparsities, default_constraints(task))
+    measured = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
+    if config.budget_metric() == "flops":
+        measured.update(flops_budget_fields(measured))
+    return measured, model, masks
+
+
+def _agent_row(config: ExperimentConfig, seed: int, measured: dict[str, Any], chosen: Candidate, run: AgentRun,
+               output_dir: str | Path) -> dict[str, Any]:
+    """The cell's identity, its measurements and what was reported (the search's episodes: :func:`_search_fields`)."""
+    return {
+        "method": "agent",
+        "algo": config.agent.algo,
+        "reward": config.env.reward,
+        "action": config.env.action,
+        "schedule": "oneshot",
+        "seed": seed,
+        "target_sparsity": config.env.target_sparsity,
+        "target_accuracy": config.env.target_accuracy,
+        **measured,
+        "policy_source": chosen.source,
+        "reported_allocation": REPORTED.get(chosen.source, "best-search-episode"),
+        "policy_proxy": chosen.proxy,
+        "learning_curve": learning_curve(output_dir),
+    }
+
+
+def _search_fields(config: ExperimentConfig, prior_choice: PriorChoice | None, chosen: Candidate, run: AgentRun,
+                   greedy: dict[str, Any], prior: dict[str, Any] | None) -> dict[str, Any]:
+    """The prior chosen, the search's notable episodes and its cost."""
+    search_source, search_episode = best_search_episode(chosen, run)
+    return {
+        "prior_method": (prior_choice.label if prior_choice else
+                         config.env.prior if config.env.action == "prior-relative" else None),
+        "prior_choice_scores": prior_choice.scores if prior_choice else None,
+        "prior_choice_wall_time_s": prior_choice.seconds if prior_choice else None,
+        "best_search_episode_source": search_source,
+        **_episode_fields("best_search_episode", search_episode, config),
+        **_episode_fields("deterministic_policy", greedy, config),
+        **_episode_fields("prior", prior, config),
+        **_episode_fields("best_episode", run.best, config),
+        **_episode_fields("most_accurate_episode", run.best_accuracy, config),
+        **_episode_fields("best_return_episode", run.best_return, config),
+        **run.search_cost(),
+        "search_evaluations": run.evaluations + int(greedy.get("evaluations", 0))
+        + int((prior or {}).get("evaluations", 0)),
+    }
+
+
 def search_and_prune(
     task: Task,
     config: ExperimentConfig,
@@ -153,49 +214,13 @@ def search_and_prune(
     select_start = time.perf_counter()
     chosen = choose_allocation(task, config, run, greedy, prior, seed)
     select_seconds = time.perf_counter() - select_start
-    search_source, search_episode = best_search_episode(chosen, run)
-    if config.prune.granularity == "channel":
-        keep = chosen.episode["channel_keep"]
-        measured, model = slim_and_measure(task, config, lambda graph: keep, seed=seed, progress=progress)
-        masks = None
-    else:
-        model, masks = apply_policy(task, chosen.sparsities, default_constraints(task))
-        measured = finetune_and_measure(task, model, masks, seed=seed, progress=progress)
-        if config.budget_metric() == "flops":
-            measured.update(flops_budget_fields(measured))
-    row: dict[str, Any] = {
-        "method": "agent",
-        "algo": config.agent.algo,
-        "reward": config.env.reward,
-        "action": config.env.action,
-        "schedule": "oneshot",
-        "seed": seed,
-        "target_sparsity": config.env.target_sparsity,
-        "target_accuracy": config.env.target_accuracy,
-        **measured,
-        "prior_method": (prior_choice.label if prior_choice else
-                         config.env.prior if config.env.action == "prior-relative" else None),
-        "prior_choice_scores": prior_choice.scores if prior_choice else None,
-        "prior_choice_wall_time_s": prior_choice.seconds if prior_choice else None,
-        "policy_source": chosen.source,
-        "reported_allocation": REPORTED.get(chosen.source, "best-search-episode"),
-        "policy_proxy": chosen.proxy,
-        "selection_wall_time_s": select_seconds,
-        "best_search_episode_source": search_source,
-        **_episode_fields("best_search_episode", search_episode, config),
-        **_episode_fields("deterministic_policy", greedy, config),
-        **_episode_fields("prior", prior, config),
-        **_episode_fields("best_episode", run.best, config),
-        **_episode_fields("most_accurate_episode", run.best_accuracy, config),
-        **_episode_fields("best_return_episode", run.best_return, config),
-        **run.search_cost(),
-        "learning_curve": learning_curve(output_dir),
-        "search_evaluations": run.evaluations + int(greedy.get("evaluations", 0))
-        + int((prior or {}).get("evaluations", 0)),
-        # every session of the run: an interrupted search's earlier sessions count too (never below the search's)
-        "earlier_sessions_wall_time_s": run.earlier_wall_time_s,
-        "wall_time_s": run.earlier_wall_time_s + time.perf_counter() - start,
-    }
+    measured, model, masks = _measure_allocation(task, config, chosen, seed, progress)
+    row = {**_agent_row(config, seed, measured, chosen, run, output_dir),
+           **_search_fields(config, prior_choice, chosen, run, greedy, prior),
+           "selection_wall_time_s": select_seconds,
+           # every session of the run: an interrupted search's earlier sessions count too (never below the search's)
+           "earlier_sessions_wall_time_s": run.earlier_wall_time_s,
+           "wall_time_s": run.earlier_wall_time_s + time.perf_counter() - start}
     return AgentOutcome(row=row, model=model, masks=masks, run=run)
 
 

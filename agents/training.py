@@ -48,6 +48,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
 
 from purl.agents.algorithms import AlgorithmSpec, make_agent, validate_agent_config
 from purl.agents.callbacks import (
@@ -241,6 +242,69 @@ def exact_resume_state(out: Path, state: dict[str, Any], total_timesteps: int) -
     return payload, ""
 
 
+def _start_or_resume(config: ExperimentConfig, out: Path, venv: VecEnv, *, seed: int, spec: AlgorithmSpec,
+                     checked: dict[str, Any], can_resume: bool,
+                     ) -> tuple[BaseAlgorithm, dict[str, Any] | None, dict[str, Any] | None]:
+    """(agent, checkpoint state, exact-resume payload): the checkpointed search when it can be resumed exactly,
+    else a fresh agent in a cleared folder (state and payload None)."""
+    exact = _exact_or_restart(out, checked, config.agent.total_timesteps) if can_resume else None
+    if exact is None:
+        _clear_previous_run(out)
+        return make_agent(config, venv, seed=seed, spec=spec), None, None
+    agent_device = str(config.agent.hyperparams.get("device", "cpu"))
+    model, state = _resumed_agent(config, out, venv, agent_device, checked, spec, exact)
+    return model, state, exact
+
+
+def _exact_or_restart(out: Path, checked: dict[str, Any], total_timesteps: int) -> dict[str, Any] | None:
+    """The exact-resume payload of ``out``'s checkpoint, or None (said on stderr): never continue a different
+    search silently, start it again."""
+    exact, why = exact_resume_state(out, checked, total_timesteps)
+    if exact is None:
+        note(f"cannot resume the search in '{out}' exactly ({why}); restarting it from scratch")
+    return exact
+
+
+def _run_callback(config: ExperimentConfig, out: Path, model: BaseAlgorithm, state: dict[str, Any] | None,
+                  exact: dict[str, Any] | None, *, budget: int, figure_every: int, seed: int) -> PurlCallback:
+    """The search's callbacks (logs, checkpoints, best episodes), continuing ``state`` when resumed; initialised
+    now, so that an interrupt before the first step can still checkpoint."""
+    memos = [env["memo"] for env in exact["envs"]] if exact is not None and exact.get("envs") else None
+    callback = PurlCallback(out, checkpoint_every=config.agent.checkpoint_every, figure_every=figure_every,
+                            target_sparsity=config.env.target_sparsity, state=state, budget=budget,
+                            accuracy_target=config.env.target_accuracy,
+                            run={"config": config.to_dict(), "seed": int(seed)}, memos=memos)
+    callback.init_callback(model)
+    return callback
+
+
+def _resumed_agent(config: ExperimentConfig, out: Path, venv: VecEnv, agent_device: str, checked: dict[str, Any],
+                   spec: AlgorithmSpec, exact: dict[str, Any] | None) -> tuple[BaseAlgorithm, dict[str, Any]]:
+    """The checkpointed agent and its state, its episodes.csv cut back to the checkpoint, the envs restored."""
+    from purl.agents.resume import restore_envs
+
+    model, state = _load_checkpoint(config, out, venv, agent_device, checked, spec)
+    if model.num_timesteps > planned_steps(model, config.agent.total_timesteps):
+        raise CheckpointError(f"cannot resume: the checkpoint in '{out}' already holds {model.num_timesteps} "
+                              f"env steps, more than agent.total_timesteps={config.agent.total_timesteps}; "
+                              "use a budget of at least that or another --output")
+    truncate_episodes_csv(out, state["num_timesteps"], int(state["episodes"]))  # no episode twice
+    if exact is not None and exact.get("envs") is not None:
+        restore_envs(model, venv, exact)
+    return model, state
+
+
+def _agent_run(model: BaseAlgorithm, out: Path, callback: PurlCallback, resumed: dict[str, Any] | None) -> AgentRun:
+    """What the search found, read off its callback (``resumed``: the checkpoint state it continued from)."""
+    return AgentRun(model=model, output_dir=out, best=callback.best, best_return=callback.best_return,
+                    best_accuracy=callback.best_accuracy, top_accurate=list(callback.top_accurate),
+                    episodes=callback.episodes,
+                    env_steps=int(model.num_timesteps), evaluations=callback.evaluations,
+                    wall_time_s=callback.wall_time_s,
+                    resumed_from=resumed.get("num_timesteps") if resumed is not None else None,
+                    earlier_wall_time_s=callback.checkpointer.elapsed_base if resumed is not None else 0.0)
+
+
 def train_agent(
     config: ExperimentConfig,
     *,
@@ -258,78 +322,45 @@ def train_agent(
     :param config: the experiment (env section = the MDP, agent section = the learner).
     :param output_dir: run folder: ``tb/``, ``checkpoints/``, ``best_model.zip``, ``best_episode.json``,
         ``episodes.csv``.
-    :param device: where the environments evaluate the pruned network when no ``task`` is given
-        (else the task's device); the agent's own small networks run on
-        ``agent.hyperparams.device``, default CPU.
-    :param resume: continue from ``output_dir/checkpoints/last.zip`` when there is no checkpoint file at all
-        start fresh; a damaged checkpoint or one of another config/seed is a CheckpointError
-        (:func:`check_resume`), raised before any work.
+    :param device: where the envs evaluate when no ``task`` is given (else the task's device); the agent's
+        own small networks run on ``agent.hyperparams.device``, default CPU.
+    :param resume: continue from ``output_dir/checkpoints/last.zip`` (none at all: start fresh); a damaged
+        checkpoint or one of another config/seed is a CheckpointError (:func:`check_resume`), before any work.
     :param task: the already built task, shared by in-process environments (built when None).
     :param progress: show the search's tqdm progress bar on stderr (also needs ``agent.progress_bar``).
     :param seed: the agent's and environments' seed (default ``config.seed``).
     :param figure_every: episodes between per-layer sparsity figures in TensorBoard.
-    :param torch_threads: PyTorch intra-op threads while learning (restored afterwards); None keeps
-        the current setting. Default 1: the agent's updates are tiny MLP batches and the in-process
-        environments evaluate small networks, where more threads mostly spin; on a busy 2-core
-        machine ``configs/quick.yaml``'s search took 3.4 s with 1 thread and 26 s with 2.
+    :param torch_threads: PyTorch intra-op threads while learning (restored afterwards; None keeps them).
+        Default 1: tiny MLP updates and small env networks, where more threads spin (quick: 3.4 s vs 26 s).
     """
-    from purl.agents.resume import restore_envs, set_rng_state
+    from purl.agents.resume import set_rng_state
 
     spec = validate_agent_config(config)  # the run's one validation (make_agent and resume reuse it)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed = config.seed if seed is None else seed
-    agent_device = str(config.agent.hyperparams.get("device", "cpu"))
     can_resume = resume and has_checkpoint(out)
     checked = check_resume(config, out, seed) if can_resume else {}  # before building anything
     venv = make_vec_env(config, seed=seed, task=task, device=str(task.device if task is not None else device))
     try:
-        exact: dict[str, Any] | None = None
-        if can_resume:
-            exact, why = exact_resume_state(out, checked, config.agent.total_timesteps)
-            if exact is None:  # never continue a different search silently: start it again, saying so
-                note(f"cannot resume the search in '{out}' exactly ({why}); restarting it from scratch")
-                can_resume = False
-        if can_resume:
-            model, state = _load_checkpoint(config, out, venv, agent_device, checked, spec)
-            if model.num_timesteps > planned_steps(model, config.agent.total_timesteps):
-                raise CheckpointError(f"cannot resume: the checkpoint in '{out}' already holds {model.num_timesteps} "
-                                      f"env steps, more than agent.total_timesteps={config.agent.total_timesteps}; "
-                                      "use a budget of at least that or another --output")
-            truncate_episodes_csv(out, state["num_timesteps"], int(state["episodes"]))  # no episode twice
-            if exact is not None and exact.get("envs") is not None:
-                restore_envs(model, venv, exact)
-        else:
-            _clear_previous_run(out)
-            model, state = make_agent(config, venv, seed=seed, spec=spec), {}
+        model, state, exact = _start_or_resume(config, out, venv, seed=seed, spec=spec, checked=checked,
+                                               can_resume=can_resume)
         model.set_logger(configure(str(out / TB_DIR), ["tensorboard"]))
         budget = planned_steps(model, config.agent.total_timesteps)
-        memos = [env["memo"] for env in exact["envs"]] if exact is not None and exact.get("envs") else None
-        callback = PurlCallback(out, checkpoint_every=config.agent.checkpoint_every, figure_every=figure_every,
-                                target_sparsity=config.env.target_sparsity, state=state if can_resume else None,
-                                budget=budget,
-                                accuracy_target=config.env.target_accuracy,
-                                run={"config": config.to_dict(), "seed": int(seed)}, memos=memos)
-        callback.init_callback(model)  # so that an interrupt before the first step can still checkpoint
+        callback = _run_callback(config, out, model, state, exact, budget=budget, figure_every=figure_every,
+                                 seed=seed)
         remaining = config.agent.total_timesteps - model.num_timesteps
-        if can_resume:
-            done = "the search is finished, reusing it" if remaining <= 0 else "continuing exactly"
+        if state is not None:
             note(f"resuming the search in '{out}' from its checkpoint at env step {model.num_timesteps} of "
-                 f"{budget} ({done})")
+                 f"{budget} ({'the search is finished, reusing it' if remaining <= 0 else 'continuing exactly'})")
         if exact is not None:
             set_rng_state(model, exact["rng"])  # last: loading and resetting the envs above draw from them
         if remaining > 0:
             extras: list[BaseCallback] = []
             if progress and config.agent.progress_bar:  # one bar style in the CLI: tqdm (SB3's is rich)
                 extras.append(TqdmProgress(budget))  # the env steps the search takes
-            _learn(model, remaining, callback, extras, fresh=not can_resume, torch_threads=torch_threads, out=out,
+            _learn(model, remaining, callback, extras, fresh=state is None, torch_threads=torch_threads, out=out,
                    budget=budget)
-        return AgentRun(model=model, output_dir=out, best=callback.best, best_return=callback.best_return,
-                        best_accuracy=callback.best_accuracy, top_accurate=list(callback.top_accurate),
-                        episodes=callback.episodes,
-                        env_steps=int(model.num_timesteps), evaluations=callback.evaluations,
-                        wall_time_s=callback.wall_time_s,
-                        resumed_from=state.get("num_timesteps") if can_resume else None,
-                        earlier_wall_time_s=callback.checkpointer.elapsed_base if can_resume else 0.0)
+        return _agent_run(model, out, callback, state)
     finally:
         venv.close()

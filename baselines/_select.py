@@ -402,6 +402,12 @@ class _Scanner:
                     if sum(v.numel() for v in value_parts[j]) > limit:  # too many: drop, probe further
                         dropped[j] = True
                         value_parts[j], index_parts[j] = [], []
+        return self._assemble(below_x, below_y, index_parts, value_parts, dropped)
+
+    def _assemble(self, below_x: list[int], below_y: list[int], index_parts: list[list[Tensor]],
+                  value_parts: list[list[Tensor]], dropped: list[bool]) -> _Scan:
+        """The scan's result: per layer its counts and its band (empty when none, None when dropped)."""
+        n_ids = len(self.ids)
         out = _Scan(below_x, below_y, [None] * n_ids, [None] * n_ids)
         for j in range(n_ids):
             if below_y[j] == below_x[j]:

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 from purl.cli.common import add_common_arguments, config_from_args, planned_output_dir
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from purl.compare.runner import CellOutcome
     from purl.config import ExperimentConfig
 
 
@@ -54,7 +57,6 @@ def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *
     from purl.compare.runner import LocalExecutor
     from purl.config import save_config
     from purl.methods import validate_methods
-    from purl.progress import write
     from purl.results import write_json
     from purl.runtime import resolve_device
     from purl.task import build_task
@@ -78,18 +80,8 @@ def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *
     if config.compare.executor == "local":
         executor = LocalExecutor(task)
 
-    def show(outcome, done: int, total: int) -> None:  # noqa: ANN001
-        row = outcome.row  # progress.write: on its own line, never on the grid bar's (a terminal) line
-        if outcome.failed:
-            write(f"[{done}/{total}] {row['label']} @ {row['target_sparsity']:g} seed {row['seed']}: FAILED "
-                  f"({row['error']})")
-        else:
-            write(f"[{done}/{total}] {row['label']} @ {row['target_sparsity']:g} seed {row['seed']}: "
-                  f"top-1 {row['after_test_top1']:.2f}% (before FT {row['before_test_top1']:.2f}%), "
-                  f"sparsity {row['achieved_sparsity']:.4f}, {row['wall_time_s']:.1f}s")
-
     table = run_comparison(config, out, executor=executor, device=str(device), progress=not args.quiet,
-                           report=show)
+                           report=_show_cell)
     written = write_report(out, profile_sparsity=config.compare.profile_sparsity, config=config)
     wall = time.perf_counter() - start
     failed = [r for r in table.rows if r["status"] != "ok"]
@@ -98,6 +90,26 @@ def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *
         "command": command, "name": config.name, "cells": len(table.rows), "failed_cells": len(failed),
         "wall_time_s": wall, "files": {k: str(v) for k, v in written.items()} | {"results": str(out / "results.csv")},
     })
+    _print_outputs(out, written)
+    print(f"results: {out / 'results.csv'}  ({len(table.rows)} cells, {len(failed)} failed, wall time {wall:.1f}s)")
+    return 1 if failed else 0
+
+
+def _show_cell(outcome: CellOutcome, done: int, total: int) -> None:
+    """One line per finished cell (progress.write: on its own line, never on the grid bar's terminal line)."""
+    from purl.progress import write
+
+    row = outcome.row
+    where = f"[{done}/{total}] {row['label']} @ {row['target_sparsity']:g} seed {row['seed']}"
+    if outcome.failed:
+        write(f"{where}: FAILED ({row['error']})")
+    else:
+        write(f"{where}: top-1 {row['after_test_top1']:.2f}% (before FT {row['before_test_top1']:.2f}%), "
+              f"sparsity {row['achieved_sparsity']:.4f}, {row['wall_time_s']:.1f}s")
+
+
+def _print_outputs(out: Path, written: dict[str, Path]) -> None:
+    """The summary table, the report's files and where the agent cells' TensorBoard logs are."""
     print()
     print((out / "summary.md").read_text())
     for name, path in written.items():
@@ -106,5 +118,3 @@ def run_grid(args: argparse.Namespace, config: ExperimentConfig, command: str, *
     if logged:  # each agent cell's search logs to cells/<cell>/tb
         print(f"TensorBoard: tensorboard --logdir {out / CELLS_DIR}  ({len(logged)} agent cell(s), each in "
               f"{out / CELLS_DIR}/<cell>/{TB_DIR})")
-    print(f"results: {out / 'results.csv'}  ({len(table.rows)} cells, {len(failed)} failed, wall time {wall:.1f}s)")
-    return 1 if failed else 0

@@ -13,8 +13,9 @@ restores the dense weights in place. The test split is never used: the env only 
 Details:
 
 * Fine-tuning: the core's one :class:`purl.training.MaskedTrainer` (SGD, momentum 0.9, no weight
-  decay, ``lr=env.finetune_lr``), a fresh one each episode, masks attached (pruned weights stay zero); batch order and augmentation are
-  seeded from the episode's seed (``reset(seed=...)`` seeds ``np_random``, which draws it).
+  decay, ``lr=env.finetune_lr``), a fresh one each episode, masks attached (pruned weights stay
+  zero); batch order and augmentation are seeded from the episode's seed (``reset(seed=...)``
+  seeds ``np_random``, which draws it).
 * Scoring is :class:`purl.evaluator.RewardEvaluator`'s. With ``finetune_steps == 0``: accuracies
   are memoised by the tuple of per-layer pruned counts (``env.cache_evaluations``), and a prefix
   cache keeps the reward split's activations in front of the next layer, so a step runs only the

@@ -161,24 +161,8 @@ def export_model(
     the example input and on a batch of another size, and must match the in-memory model within
     ``atol`` (else :class:`ExportError`). The model is not modified (its train/eval flags are restored).
     """
-    if granularity not in GRANULARITIES:
-        raise ConfigError(f"export granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
-    formats = list(dict.fromkeys(formats))
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise ConfigError(f"export formats must be a non-empty subset of {', '.join(FORMATS)}, got {formats!r}")
-    if not isinstance(example_input, Tensor):
-        raise ConfigError(f"export needs one example input tensor, got {type(example_input).__name__}")
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise ConfigError(f"export name must be a plain file name stem, got {name!r}")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            raise PermissionError(13, "Permission denied", str(out))
-    except OSError as exc:
-        raise OutputError(f"cannot write exports to '{out}': {exc.strerror or exc}", exc) from exc
-
+    formats = _check_request(granularity, formats, example_input, name)
+    out = _writable_dir(out_dir)
     example = example_input.detach()
     probe = _probe(example)
     paths: dict[str, str] = {}
@@ -186,26 +170,12 @@ def export_model(
     with _eval(model), torch.no_grad():
         reference = {"example": model(example), "probe": model(probe)}
     with _eval(model), _staged(out) as stage:
-        try:
-            with _quiet():
-                program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(example))
-        except Exception as exc:
-            raise ExportError(f"torch.export cannot trace the model: {type(exc).__name__}: {_first_line(exc)}") from exc
+        program = _trace(model, example)
         staged: dict[Path, Path] = {}  # final path -> checked temporary file; renamed only when all succeeded
         for fmt in formats:
             path = out / f"{name}.{fmt}"
             tmp = stage(path)
-            try:
-                if fmt == "pt2":
-                    torch.export.save(program, str(tmp))
-                else:
-                    _write_onnx(model, example, tmp)
-            except PurlError:
-                raise
-            except OSError as exc:
-                raise OutputError(f"cannot write '{path}': {exc.strerror or exc}", exc) from exc
-            except Exception as exc:
-                raise ExportError(f"{fmt} export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+            _write_artefact(fmt, program, model, example, path, tmp)
             if check:
                 diffs[fmt] = _check(fmt, tmp, example, probe, reference, atol)
             staged[path] = tmp
@@ -219,18 +189,73 @@ def export_model(
             max_abs_diff=diffs,
             torch_version=torch.__version__,
         )
-        meta = out / f"{name}.json"
-        try:
-            tmp = stage(meta)
-            tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
-            staged[meta] = tmp
-            mode = default_file_mode()  # the staged files are mkstemp's 0600; give them every output's mode
-            for path, tmp in staged.items():
-                os.chmod(tmp, mode)
-                os.replace(tmp, path)
-        except OSError as exc:
-            raise OutputError(f"cannot write '{meta}': {exc.strerror or exc}", exc) from exc
+        _publish(stage, staged, out / f"{name}.json", result)
     return result
+
+
+def _check_request(granularity: str, formats: Sequence[str], example_input: Any, name: str) -> list[str]:
+    """The formats to write (deduplicated), after refusing a bad granularity, format, example or name."""
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"export granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    formats = list(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ConfigError(f"export formats must be a non-empty subset of {', '.join(FORMATS)}, got {formats!r}")
+    if not isinstance(example_input, Tensor):
+        raise ConfigError(f"export needs one example input tensor, got {type(example_input).__name__}")
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ConfigError(f"export name must be a plain file name stem, got {name!r}")
+    return formats
+
+
+def _writable_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """``out_dir``, created if missing; an OutputError when it cannot be written."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(out))
+    except OSError as exc:
+        raise OutputError(f"cannot write exports to '{out}': {exc.strerror or exc}", exc) from exc
+    return out
+
+
+def _trace(model: nn.Module, example: Tensor) -> Any:
+    """``torch.export`` program of ``model`` with a dynamic batch dimension (an ExportError if it cannot trace)."""
+    try:
+        with _quiet():
+            return torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch(example))
+    except Exception as exc:
+        raise ExportError(f"torch.export cannot trace the model: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _write_artefact(fmt: str, program: Any, model: nn.Module, example: Tensor, path: Path, tmp: Path) -> None:
+    """Write one format to the staged ``tmp`` (``path`` names it in errors)."""
+    try:
+        if fmt == "pt2":
+            torch.export.save(program, str(tmp))
+        else:
+            _write_onnx(model, example, tmp)
+    except PurlError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write '{path}': {exc.strerror or exc}", exc) from exc
+    except Exception as exc:
+        raise ExportError(f"{fmt} export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _publish(stage: Callable[[Path], Path], staged: dict[Path, Path], meta: Path, result: ExportResult) -> None:
+    """Write the metadata, then rename every checked artefact into place (all or nothing)."""
+    try:
+        tmp = stage(meta)
+        tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        staged[meta] = tmp
+        mode = default_file_mode()  # the staged files are mkstemp's 0600; give them every output's mode
+        for path, tmp in staged.items():
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write '{meta}': {exc.strerror or exc}", exc) from exc
 
 
 

@@ -175,10 +175,7 @@ def run_comparison(
     method is closed at the end (also on error or interruption).
     """
     check_same_grid(output, config)  # the fairness guard: never mix rows of another grid config
-    table = ResultsTable(output / "results.csv")
-    repaired = table.repair()  # a damaged results.csv: keep the good rows, back up the original, re-run the rest
-    if repaired:
-        print(f"warning: {repaired}", file=sys.stderr, flush=True)
+    table = _open_results(output)
     done = table.finished()
     specs = {s.label: s for s in config.compare.method_specs()}
     planned = plan_cells(config)
@@ -192,11 +189,6 @@ def run_comparison(
     bar = progress_bar(total, initial=total - len(pending), desc="compare", unit="cell", enabled=progress,
                        leave=True, plain=False)
 
-    def finished_count() -> int:
-        """Cells of this grid with a row (rows of other grids in the same file are not counted)."""
-        return sum((r["label"], f"{float(r['target_sparsity']):.6g}", int(r["seed"])) in planned_keys
-                   for r in table.rows)
-
     methods = {label: method_name(spec.method) for label, spec in specs.items()}
 
     def job_for(cell: Cell) -> CellJob:
@@ -205,8 +197,7 @@ def run_comparison(
                        max_retries=config.compare.max_retries)
 
     match_agent = not config.env.budget and any(s.method == AGENT for s in specs.values())
-    phases = ([[c for c in pending if c.method == AGENT], [c for c in pending if c.method != AGENT]]
-              if match_agent else [pending])
+    phases = _phases(pending, agent_first=match_agent)
     try:
         for phase in phases:
             jobs = [(job_for(cell), _agent_sparsity(table, cell) if match_agent else None) for cell in phase]
@@ -214,13 +205,36 @@ def run_comparison(
                 table.add(outcome.row)
                 bar.update(1)
                 if report is not None:
-                    report(outcome, finished_count(), total)
+                    report(outcome, _finished_count(table, planned_keys), total)
     finally:
         bar.close()
         close = getattr(executor, "close", None)  # e.g. RayExecutor: shut down the Ray it started
         if callable(close):
             close()
     return table
+
+
+def _open_results(output: Path) -> ResultsTable:
+    """``output/results.csv``; a damaged one keeps its good rows (the original backed up, the rest re-run)."""
+    table = ResultsTable(output / "results.csv")
+    repaired = table.repair()
+    if repaired:
+        print(f"warning: {repaired}", file=sys.stderr, flush=True)
+    return table
+
+
+def _finished_count(table: ResultsTable, planned_keys: set[tuple[str, str, int]]) -> int:
+    """Cells of this grid with a row (rows of other grids in the same file are not counted)."""
+    return sum((r["label"], f"{float(r['target_sparsity']):.6g}", int(r["seed"])) in planned_keys
+               for r in table.rows)
+
+
+def _phases(pending: list[Cell], *, agent_first: bool) -> list[list[Cell]]:
+    """The cells in the order they must run: agent cells as their own first phase when baselines match the
+    agent's achieved sparsity (``env.budget`` off), else one phase."""
+    if not agent_first:
+        return [pending]
+    return [[c for c in pending if c.method == AGENT], [c for c in pending if c.method != AGENT]]
 
 
 def _agent_sparsity(table: ResultsTable, cell: Cell) -> float | None:
