@@ -5,7 +5,7 @@ They work on a :class:`~purl.pruning.channels.ChannelGraph` and return a *keep p
 **keep ratio** of a cost metric: ``metric="flops"`` (Conv/Linear MACs per sample, PuRL's FLOPs) or
 ``metric="params"``; ``keep_ratio=0.5`` means "at most half of the dense model's MACs".
 
-* ``channel-global-mp``: Global Magnitude Pruning over channels. Every channel gets its group's norm
+* ``global-mp``: Global Magnitude Pruning over channels. Every channel gets its group's norm
   score (:func:`~purl.pruning.channels.channel_scores`) **divided by the mean score of its group**, and
   channels are removed network-wide from the lowest normalised score up. Why normalise: raw norms are not
   comparable across layers. A filter's L1 norm grows with its fan-in (``in_channels * k * k`` terms), so a
@@ -15,29 +15,42 @@ They work on a :class:`~purl.pruning.channels.ChannelGraph` and return a *keep p
   scores unchanged) while keeping the within-layer spread, so Global MP still prunes layers unevenly where
   their channels are unevenly important. The mean is used rather than the max so one outlier channel does
   not compress the rest of its layer towards 0.
-* ``channel-uniform``: every group loses the same fraction of its channels (up to one channel).
+* ``uniform``: every group loses the same fraction of its channels (up to one channel).
 
-Both honour :class:`ChannelConstraints`: the Minimum Threshold expressed in channels (``min_channels``,
+All honour :class:`ChannelConstraints`: the Minimum Threshold expressed in channels (``min_channels``,
 every group keeps at least that many, a smaller group is left whole), ``keep_dense`` patterns of group
 names that are never pruned, and ``multiple`` (``prune.channel_multiple``): a pruned group keeps a multiple of
 that many channels, so the slimmed layers have widths vectorised kernels run well (irregular widths run
 slower at the same FLOPs, docs/RESULTS.md section 6). Channels are then removed in *steps* between two
 allowed keep counts (one channel when ``multiple`` is 1).
 
-**Exactness.** Channels are discrete, so a cost target cannot be hit exactly. Both allocators remove
+**Exactness.** Channels are discrete, so a cost target cannot be hit exactly. Every allocator removes
 channels one step at a time in their order and stop at the first plan whose cost is ``<= target`` (binary
 search on the exact analytic cost, :meth:`ChannelGraph.macs`/:meth:`ChannelGraph.params`). The result is
 therefore never above the target and below it by less than the cost of the last step, which is at most
 :func:`channel_tolerance` (the largest cost any single step carries in the dense model). A target below
 what the constraints allow raises :class:`~purl.errors.PruningError` naming the reachable minimum.
 
-ERK, LAMP, uniform-plus and random have no channel version here: asking for one raises PruningError saying so.
+* ``erk``: Erdős–Rényi-Kernel over channel groups. A group keeps the fraction ``min(1, eps * e_g)`` of its
+  channels, where ``e_g`` is RigL's ERK factor ``sum(shape) / prod(shape)`` of the group's producer layers
+  (their mean for a residual group): thin layers and small kernels keep more, wide ones lose more, as ERK does
+  for weights; ``eps`` is found by the same exact landing. Which channels go is decided by the norm.
+* ``lamp``: LAMP (Lee et al. 2021) over channels. A channel's score is its squared norm score divided by the
+  sum of the squared scores of the channels of its group that are at least as important (LAMP's
+  normalisation of weights, applied to a group's channels), and channels are removed network-wide from the
+  lowest score up. Like channel Global MP it is scale-free per group; unlike it, it never empties a group.
+
+Each is the channel form of the weight allocator of the same name: ``purl prune --method global-mp
+prune.granularity=channel`` runs channel Global MP. The names ``channel-global-mp`` and ``channel-uniform``
+still work as deprecated aliases (a one-line notice says which name to use). ``uniform-plus``, ``random`` and
+``layerwise`` have no channel form: asking for one raises PruningError naming the allocators that have one.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -45,6 +58,7 @@ from numbers import Integral, Real
 import torch
 
 from purl.errors import PruningError
+from purl.progress import write
 from purl.pruning.channels import NORMS, ChannelGraph, ChannelGroup, channel_scores, segment_scores
 
 __all__ = [
@@ -52,7 +66,9 @@ __all__ = [
     "METRICS",
     "ChannelConstraints",
     "channel_cost",
+    "channel_erk",
     "channel_global_mp",
+    "channel_lamp",
     "channel_tolerance",
     "channel_uniform",
     "get_channel_allocator",
@@ -62,7 +78,7 @@ __all__ = [
 
 METRICS: tuple[str, ...] = ("flops", "params")
 #: weight-granularity allocators with no channel version (a clear error instead of a silent fallback)
-NO_CHANNEL_VERSION: tuple[str, ...] = ("erk", "lamp", "uniform-plus", "random", "layerwise")
+NO_CHANNEL_VERSION: tuple[str, ...] = ("uniform-plus", "random", "layerwise")
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,43 @@ def _land(
     return plan(lo)
 
 
+def _ranked_steps(graph: ChannelGraph, constraints: ChannelConstraints,
+                  channel_order: Callable[[ChannelGroup], list[float]]) -> list[tuple[str, int]]:
+    """Every group's allowed removal steps, merged network-wide by ``channel_order``: the score of each of the
+    group's channels, increasing (channels go lowest first; a step is scored by the last channel it removes, so
+    a group's steps stay in order)."""
+    entries: list[tuple[float, int, int, str, int]] = []
+    for gi, group in enumerate(graph.groups):
+        removals = constraints.removals(group)
+        if not removals:
+            continue
+        ranked = channel_order(group)
+        for j, (before, after) in enumerate(zip([0, *removals], removals, strict=False)):
+            entries.append((ranked[after - 1], gi, j, group.name, after - before))
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    return [(e[3], e[4]) for e in entries]
+
+
+def _proportional_steps(graph: ChannelGraph, constraints: ChannelConstraints,
+                        scale: Callable[[ChannelGroup], float]) -> list[tuple[str, int]]:
+    """Removal steps for "group ``g`` keeps ``min(1, eps * scale(g))`` of its channels" as ``eps`` falls: a step to
+    ``k`` kept channels comes when ``eps`` drops below ``k / (size * scale)``, so steps are merged by that value,
+    largest first (``scale`` 1 everywhere: every group loses the same fraction)."""
+    entries: list[tuple[float, int, str, int]] = []
+    for gi, group in enumerate(graph.groups):
+        removals = constraints.removals(group)
+        factor = scale(group)
+        for before, after in zip([0, *removals], removals, strict=False):
+            entries.append((-((group.size - after) / group.size) / factor, gi, group.name, after - before))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    return [(e[2], e[3]) for e in entries]
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise PruningError(f"unknown channel norm '{norm}'; allowed: {', '.join(NORMS)}")
+
+
 def channel_global_mp(
     graph: ChannelGraph,
     keep_ratio: float,
@@ -186,22 +239,56 @@ def channel_global_mp(
 ) -> dict[str, int]:
     """Channel Global MP: remove the channels of lowest group-mean-normalised ``norm`` until the budget holds."""
     constraints = constraints or ChannelConstraints()
-    if norm not in NORMS:
-        raise PruningError(f"unknown channel norm '{norm}'; allowed: {', '.join(NORMS)}")
-    entries: list[tuple[float, int, int, str, int]] = []
-    for gi, group in enumerate(graph.groups):
-        removals = constraints.removals(group)
-        if not removals:
-            continue
+    _check_norm(norm)
+
+    def normalised(group: ChannelGroup) -> list[float]:
         scores = segment_scores(group, channel_scores(group, norm))  # grouped convs: whole offsets
         mean = float(scores.mean())
-        normalised = scores / mean if mean > 0 else torch.zeros_like(scores)
-        ranked = sorted(float(s) for s in normalised)
-        # one entry per allowed step, scored by the last (highest) channel it removes: steps stay in order
-        for j, (before, after) in enumerate(zip([0, *removals], removals, strict=False)):
-            entries.append((ranked[after - 1], gi, j, group.name, after - before))
-    entries.sort(key=lambda e: (e[0], e[1], e[2]))
-    return _land(graph, [(e[3], e[4]) for e in entries], keep_ratio, metric, constraints, "channel-global-mp")
+        return sorted(float(s) for s in (scores / mean if mean > 0 else torch.zeros_like(scores)))
+
+    return _land(graph, _ranked_steps(graph, constraints, normalised), keep_ratio, metric, constraints, "global-mp")
+
+
+def channel_lamp(
+    graph: ChannelGraph,
+    keep_ratio: float,
+    *,
+    metric: str = "flops",
+    norm: str = "l1",
+    constraints: ChannelConstraints | None = None,
+) -> dict[str, int]:
+    """Channel LAMP: remove the channels of lowest LAMP score (squared ``norm`` score over the group's rest) first."""
+    constraints = constraints or ChannelConstraints()
+    _check_norm(norm)
+
+    def lamp(group: ChannelGroup) -> list[float]:
+        squared = segment_scores(group, channel_scores(group, norm)).double().pow(2).sort().values
+        rest = squared.flip(0).cumsum(0).flip(0)  # sum of the scores at least as large as each
+        scores = torch.where(rest > 0, squared / rest, torch.zeros_like(squared))
+        return [float(v) for v in torch.cummax(scores, 0).values]  # non-decreasing (exactly, despite rounding)
+
+    return _land(graph, _ranked_steps(graph, constraints, lamp), keep_ratio, metric, constraints, "lamp")
+
+
+def channel_erk(
+    graph: ChannelGraph,
+    keep_ratio: float,
+    *,
+    metric: str = "flops",
+    norm: str = "l1",
+    constraints: ChannelConstraints | None = None,
+) -> dict[str, int]:
+    """Channel ERK: a group keeps a fraction of its channels proportional to its producers' ERK factor."""
+    from purl.baselines.erk import erk_raw_density
+
+    del norm  # which channels go is decided by prune_channels
+    constraints = constraints or ChannelConstraints()
+
+    def factor(group: ChannelGroup) -> float:
+        shapes = [tuple(group.modules[name].weight.shape) for name in group.producers]
+        return sum(erk_raw_density(shape) for shape in shapes) / len(shapes) if shapes else 1.0
+
+    return _land(graph, _proportional_steps(graph, constraints, factor), keep_ratio, metric, constraints, "erk")
 
 
 def channel_uniform(
@@ -214,20 +301,15 @@ def channel_uniform(
 ) -> dict[str, int]:
     """Uniform channel pruning: every group loses the same fraction of its channels (within one step).
 
-    Removals are interleaved by the fraction each group would reach (``j / size`` after its step to ``j``
-    removed channels), so at every point all groups' removed fractions differ by less than one step (one
-    channel, or ``constraints.multiple`` channels). ``norm`` is unused
-    here (which channels go is decided by :func:`~purl.pruning.channels.prune_channels`).
+    Removals are interleaved by the fraction each group would keep after its step, so at every point all
+    groups' removed fractions differ by less than one step (one channel, or ``constraints.multiple``
+    channels). ``norm`` is unused here (which channels go is decided by
+    :func:`~purl.pruning.channels.prune_channels`).
     """
     del norm
     constraints = constraints or ChannelConstraints()
-    entries: list[tuple[float, int, str, int]] = []
-    for gi, group in enumerate(graph.groups):
-        removals = constraints.removals(group)
-        for before, after in zip([0, *removals], removals, strict=False):
-            entries.append((after / group.size, gi, group.name, after - before))
-    entries.sort(key=lambda e: (e[0], e[1]))
-    return _land(graph, [(e[2], e[3]) for e in entries], keep_ratio, metric, constraints, "channel-uniform")
+    return _land(graph, _proportional_steps(graph, constraints, lambda group: 1.0), keep_ratio, metric, constraints,
+                 "uniform")
 
 
 def keep_for_ratio(
@@ -235,7 +317,7 @@ def keep_for_ratio(
     keep_ratio: float,
     *,
     metric: str = "flops",
-    method: str = "channel-uniform",
+    method: str = "uniform",
     norm: str = "l1",
     constraints: ChannelConstraints | None = None,
 ) -> dict[str, int]:
@@ -245,11 +327,31 @@ def keep_for_ratio(
 
 ChannelAllocator = Callable[..., dict[str, int]]
 
-#: channel allocator name -> function(graph, keep_ratio, *, metric, norm, constraints) -> keep plan
+#: allocator name -> its channel form, function(graph, keep_ratio, *, metric, norm, constraints) -> keep plan;
+#: the same names as the weight allocators (baselines.base.ALLOCATORS)
 CHANNEL_ALLOCATORS: dict[str, ChannelAllocator] = {
-    "channel-global-mp": channel_global_mp,
-    "channel-uniform": channel_uniform,
+    "global-mp": channel_global_mp,
+    "uniform": channel_uniform,
+    "erk": channel_erk,
+    "lamp": channel_lamp,
 }
+
+#: the old channel-only names, still accepted at channel granularity (a one-line notice names the new one)
+DEPRECATED_ALIASES: dict[str, str] = {"channel-global-mp": "global-mp", "channel-uniform": "uniform"}
+_NOTIFIED: set[str] = set()
+
+
+def channel_allocator_name(name: str) -> str:
+    """The registered channel allocator ``name`` stands for: itself, or the name a deprecated alias stands for
+    (said once per process on stderr)."""
+    canonical = DEPRECATED_ALIASES.get(name)
+    if canonical is None:
+        return name
+    if name not in _NOTIFIED:
+        _NOTIFIED.add(name)
+        write(f"note: method '{name}' is deprecated; use '{canonical}' with prune.granularity=channel "
+              "(the same allocator)", file=sys.stderr)
+    return canonical
 
 
 def list_channel_allocators() -> dict[str, str]:
@@ -259,17 +361,15 @@ def list_channel_allocators() -> dict[str, str]:
 
 
 def get_channel_allocator(name: str) -> ChannelAllocator:
-    """The channel allocator called ``name``; a weight-only allocator raises PruningError saying so."""
-    if name in CHANNEL_ALLOCATORS:
-        return CHANNEL_ALLOCATORS[name]
+    """The channel form of allocator ``name`` (a deprecated alias works, with a notice); an allocator without
+    one raises PruningError naming those that have one."""
+    canonical = channel_allocator_name(name) if isinstance(name, str) else name
+    if canonical in CHANNEL_ALLOCATORS:
+        return CHANNEL_ALLOCATORS[canonical]
     allowed = ", ".join(CHANNEL_ALLOCATORS)
-    base = name.removeprefix("channel-") if isinstance(name, str) else name
-    twin = f"channel-{base}"
-    if twin in CHANNEL_ALLOCATORS:  # e.g. 'global-mp' at channel granularity
-        raise PruningError(f"allocator '{name}' prunes individual weights; at channel granularity use '{twin}'")
-    if base in NO_CHANNEL_VERSION:
+    if canonical in NO_CHANNEL_VERSION:
         raise PruningError(
-            f"allocator '{base}' has no channel version (it allocates individual weights); "
+            f"allocator '{canonical}' has no channel version (it allocates individual weights); "
             f"channel allocators: {allowed}"
         )
     raise PruningError(f"unknown channel allocator '{name}'; allowed: {allowed}")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from purl.baselines.base import Allocator, LayerCollapseWarning, get_allocator
-from purl.baselines.channel import CHANNEL_ALLOCATORS, ChannelConstraints
+from purl.baselines.channel import CHANNEL_ALLOCATORS, DEPRECATED_ALIASES, ChannelConstraints
 from purl.baselines.flops_budget import flops_equivalent_sparsity
 from purl.baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
@@ -126,7 +126,7 @@ def check_channel_request(config: ExperimentConfig, spec: MethodSpec) -> None:
         raise ConfigError(f"method '{spec.label}': user allocators ({spec.method}) allocate weights; at "
                           f"prune.granularity=channel use one of {', '.join(CHANNEL_ALLOCATORS)}")
     try:
-        get_channel_allocator(spec.method)  # global-mp -> "use channel-global-mp"; erk, lamp -> "no channel version"
+        get_channel_allocator(spec.method)  # uniform-plus, random, layerwise: "no channel version"
     except PruningError as exc:
         raise ConfigError(f"method '{spec.label}': {exc}") from None
     if spec.schedule != "oneshot":
@@ -186,7 +186,7 @@ class BaselineMethod:
             raise ConfigError(f"method '{spec.label}': schedule '{spec.schedule}' with prune.budget_metric=flops is "
                               "not supported at weight granularity (a gradual mask's FLOPs depend on weights that "
                               "change during fine-tuning); use oneshot, or budget_metric params")
-        if spec.method in CHANNEL_ALLOCATORS:
+        if spec.method in DEPRECATED_ALIASES:
             raise ConfigError(f"method '{spec.method}' removes whole channels: set prune.granularity=channel "
                               "(the current granularity is 'weight')")
         if spec.method not in ALLOCATORS and ":" not in spec.method:

@@ -1,14 +1,14 @@
 """Benchmark: measured latency of dense vs channel-pruned vs 90 % unstructured models, on CPU (and CUDA).
 
 Run ``python benchmarks/bench_latency.py [--quick] [--models resnet20,lenet5,resnet18] [--ratios 0.5,0.25]
-[--batches 1,64] [--repeats N] [--method channel-uniform|channel-global-mp] [--threads 1] [--output DIR]``.
+[--batches 1,64] [--repeats N] [--method uniform|global-mp|erk|lamp] [--threads 1] [--output DIR]``.
 
 For every model it builds, in one process and with random weights (latency does not depend on accuracy):
 
 * ``dense``: the model as built;
 * ``channel-<r>``: the model physically slimmed by Torch-Pruning (:func:`purl.pruning.channels.prune_channels`)
-  to a FLOPs keep ratio ``r`` (Conv/Linear MACs), channel counts from ``--method`` (default
-  ``channel-uniform``: the same fraction of every group, tuned so the MACs land at ``r`` within one channel);
+  to a FLOPs keep ratio ``r`` (Conv/Linear MACs), channel counts from ``--method``'s channel form (default
+  ``uniform``: the same fraction of every group, tuned so the MACs land at ``r`` within one channel);
 * ``unstructured-90``: Global MP at 90 % weight sparsity, i.e. the *masked dense* model (zeros at full shape).
 
 Each is timed with PyTorch eager on CPU and with ONNX Runtime on CPU (the ONNX file comes from
@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", default="1,64", help="batch sizes")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per cell (default 10, quick 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
-    p.add_argument("--method", default="channel-uniform", choices=["channel-uniform", "channel-global-mp"])
+    p.add_argument("--method", default="uniform", choices=["uniform", "global-mp", "erk", "lamp"],
+                   help="channel allocator (its channel form)")
     p.add_argument("--unstructured", type=float, default=0.9, help="weight sparsity of the masked dense model")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and ONNX Runtime")
     p.add_argument("--output", type=Path, default=RESULTS)

@@ -54,13 +54,14 @@ def _print(title: str, entries: dict[str, str], footer: str | None = None) -> No
 
 
 def _methods() -> dict[str, str]:
-    """``purl compare`` method names: the agent, every allocator, the channel allocators."""
+    """``purl compare`` method names: the agent and every allocator, saying which also run at channel granularity."""
     from purl.methods import METHODS, load_methods
 
     load_methods()
     entries = {"agent": METHODS.describe()["agent"]} if "agent" in METHODS else {}
     entries.update(_optional("purl.baselines", "list_allocators"))
-    entries.update(_optional("purl.baselines.channel", "list_channel_allocators"))
+    for name, text in _optional("purl.baselines.channel", "list_channel_allocators").items():
+        entries[name] = f"{entries[name].rstrip('.')} (also at prune.granularity=channel)" if name in entries else text
     return entries
 
 

@@ -47,7 +47,7 @@ from purl.envs.channel_budget import ChannelBudget
 from purl.envs.config import resolve_config
 from purl.envs.episode import EpisodeState
 from purl.envs.observation import ObservationBuilder, observation_space
-from purl.envs.prior import AUTO, CHANNEL_PRIORS, channel_prior_removed, prior_candidates, resolve_prior
+from purl.envs.prior import AUTO, channel_prior_removed, channel_priors, prior_candidates, resolve_prior
 from purl.envs.resume import ResumableEnv
 from purl.envs.rewards import RewardContext, call_reward, make_reward, reset_reward
 from purl.envs.setup import RENDER_MODES, allocation_image, check_render_mode, device_and_task, reward_scoring
@@ -70,9 +70,9 @@ def check_channel_env_config(config: ExperimentConfig) -> None:
                           "scores each plan one-shot with BatchNorm re-estimated); set env.finetune_steps=0")
     if ecfg.passes != 1:
         raise ConfigError("env.passes > 1 is not supported at prune.granularity channel; set env.passes=1")
-    if ecfg.action == "prior-relative" and ecfg.prior not in (*CHANNEL_PRIORS, AUTO):
+    if ecfg.action == "prior-relative" and ecfg.prior not in (*channel_priors(), AUTO):
         raise ConfigError(f"env.prior '{ecfg.prior}' has no channel version; at prune.granularity channel allowed: "
-                          f"{', '.join(CHANNEL_PRIORS)}, {AUTO}")
+                          f"{', '.join(channel_priors())}, {AUTO}")
     if ecfg.action == "prior-relative" and ecfg.prior == AUTO:
         prior_candidates(config)  # at least one candidate with a channel version
 

@@ -82,13 +82,11 @@ def flops_prior_counts(
     return prior_counts(name, layers, sparsity, constraints, caps, int(round(sparsity * total)))
 
 
-#: env.prior names -> the channel allocator that computes the prior at prune.granularity channel
-CHANNEL_PRIORS: dict[str, str] = {
-    "global-mp": "channel-global-mp",
-    "channel-global-mp": "channel-global-mp",
-    "uniform": "channel-uniform",
-    "channel-uniform": "channel-uniform",
-}
+def channel_priors() -> tuple[str, ...]:
+    """The env.prior names with a channel form (the channel allocators, and their deprecated aliases)."""
+    from purl.baselines.channel import CHANNEL_ALLOCATORS, DEPRECATED_ALIASES
+
+    return (*CHANNEL_ALLOCATORS, *DEPRECATED_ALIASES)
 
 
 def channel_prior_removed(
@@ -106,11 +104,11 @@ def channel_prior_removed(
     ``target_sparsity`` of ``metric``, with the same channel constraints as the baselines, clipped to ``caps``."""
     from purl.baselines.channel import ChannelConstraints, get_channel_allocator
 
-    if name not in CHANNEL_PRIORS:
+    if name not in channel_priors():
         raise ConfigError(f"env.prior '{name}' has no channel version; at prune.granularity channel allowed: "
-                          f"{', '.join(CHANNEL_PRIORS)}")
+                          f"{', '.join(channel_priors())}")
     try:
-        keep = get_channel_allocator(CHANNEL_PRIORS[name])(
+        keep = get_channel_allocator(name)(
             graph, 1.0 - float(target_sparsity), metric=metric, norm=norm,
             constraints=ChannelConstraints(min_channels=min_channels, keep_dense=tuple(keep_dense),
                                            multiple=multiple))
@@ -144,14 +142,18 @@ def prior_candidates(config: ExperimentConfig) -> list[MethodSpec]:
     specs = config.env.prior_specs()
     if config.prune.granularity != "channel":
         return specs
+    from purl.baselines.channel import channel_allocator_name
+
     out: dict[str, MethodSpec] = {}
     for spec in specs:
-        channel = CHANNEL_PRIORS.get(spec.method)
-        if channel is not None and channel not in out:
+        if spec.method not in channel_priors():
+            continue
+        channel = channel_allocator_name(spec.method)
+        if channel not in out:  # a weight Minimum Threshold has no channel meaning: Global MP + MT is Global MP
             out[channel] = MethodSpec(label=channel, method=channel)
     if not out:
         raise ConfigError(f"env.prior 'auto': no env.prior_candidates entry has a channel version; at "
-                          f"prune.granularity channel allowed: {', '.join(CHANNEL_PRIORS)}")
+                          f"prune.granularity channel allowed: {', '.join(channel_priors())}")
     return list(out.values())
 
 

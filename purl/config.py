@@ -119,7 +119,7 @@ class PruneConfig(Section):
     """One pruning run: method, target, granularity (weights or channels), one-shot or gradual."""
 
     method: str = Field(
-        "global-mp", description="allocator; at granularity 'channel' one of channel-global-mp, channel-uniform"
+        "global-mp", description="allocator; at granularity 'channel' its channel form (global-mp, uniform, erk, lamp)"
     )
     sparsity: TargetSparsity = Field(
         0.9, description="target: the fraction of the budget metric REMOVED (params at granularity 'weight': "
@@ -572,8 +572,9 @@ def merge_config(
     return config
 
 
-#: allocators that run at prune.granularity=channel (baselines.channel.CHANNEL_ALLOCATORS; kept in sync by a test)
-CHANNEL_METHODS: tuple[str, ...] = ("channel-global-mp", "channel-uniform")
+#: the deprecated channel-only allocator names (baselines.channel.DEPRECATED_ALIASES; kept in sync by a test): at
+#: prune.granularity=channel the weight allocators' own names run their channel forms
+CHANNEL_ALIASES: tuple[str, ...] = ("channel-global-mp", "channel-uniform")
 
 
 def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:

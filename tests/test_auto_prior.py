@@ -70,9 +70,9 @@ def test_a_named_prior_is_left_alone(quick_task, config) -> None:
 
 def test_at_channel_granularity_auto_picks_among_the_channel_allocators(quick_task, config) -> None:
     cfg = config("prune.granularity=channel", "prune.budget_metric=flops", "env.prior=auto", "env.target_sparsity=0.5")
-    assert [s.label for s in prior_candidates(cfg)] == ["channel-global-mp", "channel-uniform"]
+    assert [s.label for s in prior_candidates(cfg)] == ["global-mp", "erk", "lamp", "uniform"]
     env = ChannelPruningEnv(cfg, task=quick_task)
-    assert set(env.prior_choice.scores) == {"channel-global-mp", "channel-uniform"}
+    assert set(env.prior_choice.scores) == {"global-mp", "erk", "lamp", "uniform"}
     assert env.config.env.prior == env.prior_choice.label
 
 
@@ -104,7 +104,7 @@ def test_an_unknown_candidate_is_named(quick_task, config) -> None:
 
 def test_channel_auto_without_a_channel_candidate_is_refused(config) -> None:
     cfg = config("prune.granularity=channel", "prune.budget_metric=flops", "env.prior=auto",
-                 "env.prior_candidates=[erk, lamp]")
+                 "env.prior_candidates=[random, uniform-plus]")
     with pytest.raises(ConfigError, match="no env.prior_candidates entry has a channel version"):
         prior_candidates(cfg)
 

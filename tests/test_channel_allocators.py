@@ -8,10 +8,13 @@ import pytest
 import torch
 from torch import nn
 
+import purl.baselines.channel as channel_allocators
 from purl.baselines.channel import (
     ChannelConstraints,
     channel_cost,
+    channel_erk,
     channel_global_mp,
+    channel_lamp,
     channel_tolerance,
     channel_uniform,
     get_channel_allocator,
@@ -36,7 +39,7 @@ def graph(resnet20: nn.Module):
     return channel_graph(resnet20, X)
 
 
-@pytest.mark.parametrize("method", ["channel-global-mp", "channel-uniform"])
+@pytest.mark.parametrize("method", ["global-mp", "uniform", "erk", "lamp"])
 @pytest.mark.parametrize("metric", ["flops", "params"])
 @pytest.mark.parametrize("ratio", [0.7, 0.5, 0.25])
 def test_budget_lands_within_one_channel(graph, method: str, metric: str, ratio: float) -> None:
@@ -49,7 +52,7 @@ def test_budget_lands_within_one_channel(graph, method: str, metric: str, ratio:
     assert all(1 <= keep[g.name] <= g.size for g in graph.groups)
 
 
-@pytest.mark.parametrize("method", ["channel-global-mp", "channel-uniform"])
+@pytest.mark.parametrize("method", ["global-mp", "uniform", "erk", "lamp"])
 def test_slimmed_model_has_the_budgeted_flops_and_runs(resnet20: nn.Module, graph, method: str) -> None:
     keep = keep_for_ratio(graph, 0.5, method=method)
     slim = prune_channels(resnet20, X, keep).eval()
@@ -72,7 +75,7 @@ def test_uniform_fractions_differ_by_less_than_one_channel(graph) -> None:
 
 def test_minimum_threshold_and_keep_dense(graph) -> None:
     constraints = ChannelConstraints(min_channels=6, keep_dense=("layer3.*",))
-    for allocate in (channel_global_mp, channel_uniform):
+    for allocate in (channel_global_mp, channel_uniform, channel_erk, channel_lamp):
         keep = allocate(graph, 0.4, constraints=constraints)
         for g in graph.groups:
             assert keep[g.name] >= min(6, g.size)
@@ -94,12 +97,33 @@ def test_global_mp_normalisation_is_per_layer_scale_free(resnet20: nn.Module, gr
     assert keep != channel_uniform(graph, 0.5)
 
 
+def test_erk_keeps_more_of_thin_layers(graph) -> None:
+    """Channel ERK: a group's kept fraction follows its producers' ERK factor, so the stem (3x3 conv from one image
+    channel: a large factor) keeps more of its channels than a 64-channel stage-3 group."""
+    keep = channel_erk(graph, 0.4)
+    kept = {g.name: keep[g.name] / g.size for g in graph.groups}
+    stem = next(g.name for g in graph.groups if "conv1" in g.producers)
+    deep = [g.name for g in graph.groups if all(p.startswith("layer3.") for p in g.producers)]
+    assert deep and kept[stem] > max(kept[name] for name in deep)
+    assert keep != channel_uniform(graph, 0.4)
+
+
+def test_lamp_is_per_group_scale_free_and_differs_from_global_mp(resnet20: nn.Module, graph) -> None:
+    keep = channel_lamp(graph, 0.5)
+    scaled = copy.deepcopy(resnet20)
+    with torch.no_grad():
+        scaled.layer2[1].conv1.weight.mul_(100.0)
+    assert channel_lamp(channel_graph(scaled, X), 0.5) == keep
+    assert keep != channel_global_mp(graph, 0.5) and keep != channel_uniform(graph, 0.5)
+    assert all(keep[g.name] >= 1 for g in graph.groups)
+
+
 def test_unreachable_target_is_one_clear_line(graph) -> None:
     with pytest.raises(PruningError) as info:
         channel_global_mp(graph, 0.001, constraints=ChannelConstraints(min_channels=4))
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("channel-global-mp: a flops keep ratio of 0.001 is below what the constraints allow")
+    assert message.startswith("global-mp: a flops keep ratio of 0.001 is below what the constraints allow")
     assert "min_channels=4" in message
 
 
@@ -109,21 +133,31 @@ def test_bad_ratios(graph, ratio: float) -> None:
         channel_uniform(graph, ratio)
 
 
-def test_allocator_names(graph) -> None:
+def test_allocator_names(graph, capsys, monkeypatch) -> None:
+    """The weight allocators' own names run their channel forms; the old channel-only names are aliases that say
+    (once) which name to use; the allocators without a channel form are one line naming those with one."""
+    monkeypatch.setattr(channel_allocators, "_NOTIFIED", set())
+    assert [get_channel_allocator(n) for n in ("global-mp", "uniform", "erk", "lamp")] == [
+        channel_global_mp, channel_uniform, channel_erk, channel_lamp]
     assert get_channel_allocator("channel-global-mp") is channel_global_mp
-    for name in ("erk", "lamp", "channel-erk", "channel-lamp"):
-        base = name.removeprefix("channel-")
-        with pytest.raises(PruningError, match=f"allocator '{base}' has no channel version"):
+    assert get_channel_allocator("channel-uniform") is channel_uniform
+    get_channel_allocator("channel-uniform")
+    assert capsys.readouterr().err.splitlines() == [  # once per name
+        "note: method 'channel-global-mp' is deprecated; use 'global-mp' with prune.granularity=channel (the same "
+        "allocator)",
+        "note: method 'channel-uniform' is deprecated; use 'uniform' with prune.granularity=channel (the same "
+        "allocator)"]
+    for name in ("random", "uniform-plus", "layerwise"):
+        with pytest.raises(PruningError, match=f"allocator '{name}' has no channel version.*global-mp, uniform, erk, "
+                                               "lamp"):
             get_channel_allocator(name)
-    with pytest.raises(PruningError, match="at channel granularity use 'channel-global-mp'"):
-        get_channel_allocator("global-mp")
-    with pytest.raises(PruningError, match="unknown channel allocator 'nope'; allowed: channel-global-mp, channel-u"):
+    with pytest.raises(PruningError, match="unknown channel allocator 'nope'; allowed: global-mp, uniform, erk, lamp"):
         get_channel_allocator("nope")
     with pytest.raises(PruningError, match="unknown budget metric 'latency'; allowed: flops, params"):
         channel_uniform(graph, 0.5, metric="latency")
 
 
-@pytest.mark.parametrize("method", ["channel-global-mp", "channel-uniform"])
+@pytest.mark.parametrize("method", ["global-mp", "uniform", "erk", "lamp"])
 @pytest.mark.parametrize("multiple", [4, 8])
 def test_channel_multiple_keeps_round_counts_and_still_lands(graph, method: str, multiple: int) -> None:
     constraints = ChannelConstraints(multiple=multiple)

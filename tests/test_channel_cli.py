@@ -18,9 +18,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from purl.baselines.channel import CHANNEL_ALLOCATORS, channel_tolerance
+import purl.baselines.channel as channel_allocators
+from purl.baselines.channel import DEPRECATED_ALIASES, channel_tolerance
 from purl.compare import ResultsTable
-from purl.config import CHANNEL_METHODS, ExperimentConfig, config_differences, load_config
+from purl.config import CHANNEL_ALIASES, ExperimentConfig, config_differences, load_config
 from purl.pruning.channels import channel_graph, prune_channels
 from purl.task import build_task
 
@@ -56,8 +57,9 @@ def _check_budget(results: dict, config: ExperimentConfig, keep_ratio: float) ->
 
 
 def test_prune_channel_mlp_writes_a_slim_model_that_reloads_with_the_reported_accuracy(run_cli, tmp_path: Path):
-    result, out = _prune(run_cli, tmp_path, *CHANNEL, "--method", "channel-global-mp", "--sparsity", "0.5")
+    result, out = _prune(run_cli, tmp_path, *CHANNEL, "--method", "global-mp", "--sparsity", "0.5")
     assert result.rc == 0, result.err
+    assert "deprecated" not in result.err
     results = json.loads((out / "results.json").read_text())
     for key in ("granularity", "budget_metric", "params_ratio", "flops_ratio", "before_test_top1", "after_test_top1",
                 "latency_ratio_b1", "latency_ratio_b64", "channel_keep", "exports"):
@@ -89,11 +91,14 @@ def test_prune_channel_mlp_writes_a_slim_model_that_reloads_with_the_reported_ac
     assert "Traceback" not in result.err
 
 
-def test_prune_channel_resnet20_flops_budget_lands_and_exports(run_cli, tmp_path: Path):
+def test_prune_channel_resnet20_flops_budget_lands_and_exports(run_cli, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(channel_allocators, "_NOTIFIED", set())  # the notice is once per process; run_cli is in it
     extra = [*RESNET_TINY, "prune.measure_latency=false"]
     result, out = _prune(run_cli, tmp_path, *CHANNEL, "--method", "channel-uniform", "--sparsity", "0.5",
                          config="configs/mnist5k-resnet20.yaml", extra=extra)
     assert result.rc == 0, result.err
+    # the old channel-only name still runs, with one line naming the new one
+    assert "note: method 'channel-uniform' is deprecated; use 'uniform' with prune.granularity=channel" in result.err
     results = json.loads((out / "results.json").read_text())
     config = load_config("configs/mnist5k-resnet20.yaml", [f"cache_dir={tmp_path.parent / 'channel-cache'}",
                                                            "device=cpu", *extra, *CHANNEL])
@@ -115,11 +120,11 @@ def test_prune_channel_resnet20_flops_budget_lands_and_exports(run_cli, tmp_path
     (["prune.granularity=channel", "prune.channel_norm=l3"], "'prune.channel_norm'"),
     (["prune.granularity=channel", "prune.budget_metric=macs"], "'prune.budget_metric'"),
     (["prune.budget_metric=flops", "--schedule", "gradual"], "schedule 'gradual' with budget_metric 'flops'"),
-    (["prune.granularity=channel", "--method", "global-mp"], "at channel granularity use 'channel-global-mp'"),
-    (["prune.granularity=channel", "--method", "erk"], "'erk' has no channel version"),
-    (["prune.granularity=channel", "--method", "channel-uniform", "--schedule", "gradual"],
+    (["prune.granularity=channel", "--method", "random"], "'random' has no channel version"),
+    (["prune.granularity=channel", "--method", "uniform-plus"], "'uniform-plus' has no channel version"),
+    (["prune.granularity=channel", "--method", "uniform", "--schedule", "gradual"],
      "not supported at granularity 'channel'"),
-    (["prune.granularity=channel", "--method", "channel-uniform", "--min-threshold", "1"], "prune.min_channels"),
+    (["prune.granularity=channel", "--method", "uniform", "--min-threshold", "1"], "prune.min_channels"),
     (["--method", "channel-global-mp"], "set prune.granularity=channel"),
 ])
 def test_bad_channel_requests_are_one_line_before_any_work(run_cli, tmp_path: Path, args: list[str], message: str):
@@ -130,7 +135,7 @@ def test_bad_channel_requests_are_one_line_before_any_work(run_cli, tmp_path: Pa
 
 
 def test_channel_target_below_the_constraints_is_one_line(run_cli, tmp_path: Path):
-    result, out = _prune(run_cli, tmp_path, "prune.granularity=channel", "--method", "channel-uniform",
+    result, out = _prune(run_cli, tmp_path, "prune.granularity=channel", "--method", "uniform",
                          "prune.min_channels=100", "--sparsity", "0.9")
     assert result.rc == 2 and "below what the constraints allow" in result.err and "min_channels" in result.err
     assert "Traceback" not in result.err and not (out / "results.json").exists()
@@ -144,11 +149,11 @@ def _compare(run_cli, tmp_path: Path, out: Path, methods: str, *extra: str):
 
 def test_compare_channel_grid_writes_measured_columns(run_cli, tmp_path: Path):
     out = tmp_path / "cmp"
-    result = _compare(run_cli, tmp_path, out, "[channel-global-mp,channel-uniform]", "compare.measure_latency=true")
+    result = _compare(run_cli, tmp_path, out, "[global-mp,uniform]", "compare.measure_latency=true")
     assert result.rc == 0, result.err
     rows = ResultsTable.read(out / "results.csv")
     assert sorted((r["label"], r["target_sparsity"]) for r in rows) == [
-        ("channel-global-mp", 0.5), ("channel-global-mp", 0.75), ("channel-uniform", 0.5), ("channel-uniform", 0.75)]
+        ("global-mp", 0.5), ("global-mp", 0.75), ("uniform", 0.5), ("uniform", 0.75)]
     for row in rows:
         assert row["status"] == "ok" and row["granularity"] == "channel" and row["budget_metric"] == "flops"
         assert row["flops_ratio"] <= 1 - row["target_sparsity"] + 1e-9
@@ -174,18 +179,17 @@ def test_compare_channel_grid_writes_measured_columns(run_cli, tmp_path: Path):
     assert {t["runtime"] for t in timed} == {"eager", "onnxruntime"} and "latency ratio" in bench.stdout
     # without the opt-in there is no latency column value
     out2 = tmp_path / "cmp2"
-    assert _compare(run_cli, tmp_path, out2, "[channel-uniform]").rc == 0
+    assert _compare(run_cli, tmp_path, out2, "[uniform]").rc == 0
     assert all(r["latency_ratio"] is None for r in ResultsTable.read(out2 / "results.csv"))
 
 
 @pytest.mark.parametrize(("methods", "extra", "message"), [
-    ("[agent,channel-uniform]", ["env.action=sigma"], "env.action 'sigma' thresholds individual weights"),
-    ("[agent,channel-uniform]", ["env.finetune_steps=2"], "env.finetune_steps > 0 is not supported"),
-    ("[agent,channel-uniform]", ["env.prior=erk"], "env.prior 'erk' has no channel version"),
-    ("[agent,channel-uniform]", ["env.budget_metric=params"], "differs from prune.budget_metric 'flops'"),
+    ("[agent,uniform]", ["env.action=sigma"], "env.action 'sigma' thresholds individual weights"),
+    ("[agent,uniform]", ["env.finetune_steps=2"], "env.finetune_steps > 0 is not supported"),
+    ("[agent,uniform]", ["env.prior=random"], "env.prior 'random' has no channel version"),
+    ("[agent,uniform]", ["env.budget_metric=params"], "differs from prune.budget_metric 'flops'"),
     ("[agent]", ["constraints.min_threshold=0.1"], "method 'agent': the Minimum Threshold (min_threshold) is a"),
-    ("[channel-uniform,lamp]", [], "'lamp' has no channel version"),
-    ("[channel-uniform,global-mp]", [], "use 'channel-global-mp'"),
+    ("[uniform,uniform-plus]", [], "'uniform-plus' has no channel version"),
 ])
 def test_compare_channel_refuses_unsupported_methods_before_any_work(run_cli, tmp_path: Path, methods: str,
                                                                      extra: list[str], message: str):
@@ -197,7 +201,7 @@ def test_compare_channel_refuses_unsupported_methods_before_any_work(run_cli, tm
 
 
 def test_config_channel_names_match_the_allocators_and_new_keys_keep_old_folders_resumable():
-    assert set(CHANNEL_METHODS) == set(CHANNEL_ALLOCATORS)
+    assert set(CHANNEL_ALIASES) == set(DEPRECATED_ALIASES)
     config = load_config("configs/quick.yaml")
     saved = config.to_dict()
     for key in ("granularity", "channel_norm", "budget_metric", "min_channels", "measure_latency"):
@@ -238,7 +242,7 @@ def test_train_agent_at_channel_granularity_writes_the_slim_model_on_the_flops_b
 def test_compare_agent_next_to_channel_baselines_on_one_flops_budget(run_cli, tmp_path: Path,
                                                                      fast_agent_overrides: list[str]):
     out = tmp_path / "cmp"
-    result = _compare(run_cli, tmp_path, out, "[agent,channel-global-mp]", *fast_agent_overrides,
+    result = _compare(run_cli, tmp_path, out, "[agent,global-mp]", *fast_agent_overrides,
                       "compare.measure_latency=true")
     assert result.rc == 0, result.err
     rows = ResultsTable.read(out / "results.csv")
@@ -251,7 +255,7 @@ def test_compare_agent_next_to_channel_baselines_on_one_flops_budget(run_cli, tm
 
 
 def test_prune_with_channel_multiple_writes_round_widths(run_cli, tmp_path: Path):
-    result, out = _prune(run_cli, tmp_path, *CHANNEL, "prune.channel_multiple=16", "--method", "channel-global-mp",
+    result, out = _prune(run_cli, tmp_path, *CHANNEL, "prune.channel_multiple=16", "--method", "global-mp",
                          "--sparsity", "0.6", "prune.measure_latency=false")
     assert result.rc == 0, result.err
     results = json.loads((out / "results.json").read_text())

@@ -130,7 +130,7 @@ def test_passes_gymnasium_env_checker_and_is_registered(quick_task, resnet_task)
     (["env.action=sigma"], "env.action 'sigma' thresholds individual weights"),
     (["env.finetune_steps=3"], "env.finetune_steps > 0 is not supported at prune.granularity channel"),
     (["env.passes=2", "env.action=sparsity-continuous"], "env.passes > 1 is not supported"),
-    (["env.prior=lamp"], "env.prior 'lamp' has no channel version"),
+    (["env.prior=random"], "env.prior 'random' has no channel version"),
     (["prune.min_channels=60", "env.target_sparsity=0.9"], "the largest feasible target is"),
 ])
 def test_what_the_channel_env_cannot_do_is_one_line(resnet_task, overrides: list[str], message: str):
@@ -165,7 +165,7 @@ def test_model_exclude_keeps_every_group_touching_an_excluded_layer_whole(resnet
     env = ChannelPruningEnv(config, task=task)
     assert not any(name.startswith("layer3.") for g in env.groups for name in g.layers)
     assert len(env.groups) < len(_env(resnet_task).groups)
-    row, slim = run_channel_baseline(task, config, MethodSpec(label="c", method="channel-global-mp"), 0.3, seed=0,
+    row, slim = run_channel_baseline(task, config, MethodSpec(label="c", method="global-mp"), 0.3, seed=0,
                                      progress=False)
     assert set(row["channel_keep"]) == {g.name for g in env.groups}
     dense = dict(resnet_task.model.named_modules())

@@ -22,5 +22,5 @@ def test_list_methods_names_the_agent_and_the_channel_allocators(run_cli):
     result = run_cli("list", "methods")
     assert result.rc == 0
     names = [line.split()[0] for line in result.out.splitlines()[1:] if line.strip()]
-    assert {"agent", "global-mp", "erk", "channel-global-mp", "channel-uniform"} <= set(names)
+    assert {"agent", "global-mp", "erk", "lamp", "uniform"} <= set(names)
     assert "prune.granularity=channel" in result.out

@@ -71,7 +71,7 @@ def test_keep_counts_must_fill_every_segment_alike(resnext: nn.Module) -> None:
     assert ChannelConstraints(multiple=8).removals(group) == [8]
 
 
-@pytest.mark.parametrize("method", ["channel-global-mp", "channel-uniform"])
+@pytest.mark.parametrize("method", ["global-mp", "uniform", "erk", "lamp"])
 def test_grouped_model_slims_lands_and_equals_its_masked_twin(resnext: nn.Module, method: str) -> None:
     graph = channel_graph(resnext, X)
     keep = keep_for_ratio(graph, 0.5, method=method)
@@ -91,7 +91,7 @@ def test_torchvision_regnet_with_squeeze_excitation() -> None:
     regnet = randomise_batchnorm(torchvision.models.regnet_y_400mf(num_classes=4))
     graph = channel_graph(regnet, X[:1])
     assert any(g.grouping > 1 for g in graph.groups)
-    keep = keep_for_ratio(graph, 0.5, method="channel-global-mp")
+    keep = keep_for_ratio(graph, 0.5, method="global-mp")
     slim = prune_channels(regnet, X[:1], keep, graph=graph).eval()
     assert measure_model(slim, X[:1]).macs == graph.macs(keep)
     with torch.no_grad():
@@ -118,7 +118,7 @@ def test_layer_norm_models_slim_but_have_no_exact_masked_twin() -> None:
     torch.manual_seed(0)
     convnext = ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)], num_classes=3).eval()
     graph = channel_graph(convnext, X[:1])
-    keep = keep_for_ratio(graph, 0.5, method="channel-uniform")
+    keep = keep_for_ratio(graph, 0.5, method="uniform")
     slim = prune_channels(convnext, X[:1], keep, graph=graph)
     cost = measure_model(slim, X[:1])  # the layer scales (raw parameters) are counted in the plan too
     assert cost.macs == graph.macs(keep) and cost.params == graph.params(keep)

@@ -74,7 +74,7 @@ def test_channel_pruning_at_half_the_flops(name: str) -> None:
     refusal = REFUSED.get(family(name))
     try:
         graph = channel_graph(model, x)
-        keep = keep_for_ratio(graph, 0.5, method="channel-global-mp")
+        keep = keep_for_ratio(graph, 0.5, method="global-mp")
         slim = prune_channels(model, x, keep, graph=graph).eval()
     except PruningError as exc:
         assert refusal is not None, f"{name} refused unexpectedly: {exc}"
