@@ -50,7 +50,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from purl.agents.algorithms import AlgorithmSpec, make_agent, validate_agent_config
+from purl.agents.algorithms import AlgorithmSpec, get_algorithm, make_agent
 from purl.agents.callbacks import (
     BEST_EPISODE,
     BEST_MODEL,
@@ -319,6 +319,9 @@ def train_agent(
 ) -> AgentRun:
     """Train ``config.agent`` on the pruning environment; write logs, checkpoints and the best policy.
 
+    ``config`` must have passed the agent method's validation (:meth:`purl.agents.run.AgentMethod.validate`,
+    which ``purl train`` and every compare grid run once, before any work); this runtime path does not re-check.
+
     :param config: the experiment (env section = the MDP, agent section = the learner).
     :param output_dir: run folder: ``tb/``, ``checkpoints/``, ``best_model.zip``, ``best_episode.json``,
         ``episodes.csv``.
@@ -335,7 +338,7 @@ def train_agent(
     """
     from purl.agents.resume import set_rng_state
 
-    spec = validate_agent_config(config)  # the run's one validation (make_agent and resume reuse it)
+    spec = get_algorithm(config.agent.algo)  # a lookup: the config was validated at the edge (AgentMethod.validate)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed = config.seed if seed is None else seed

@@ -149,9 +149,9 @@ def run_channel_baseline(
     fresh dense copy; then the shared fine-tuning and evaluation (:func:`purl.pipeline.slim_and_measure`, the
     agent's channel cells too).
     ``config`` is the cell's (its ``prune`` section: norm, metric, min_channels); fine-tuning is the task's.
-    Returns the row (with ``channel_keep``: channels kept per group) and the slimmed, fine-tuned model.
+    Returns the row (with ``channel_keep``: channels kept per group) and the slimmed, fine-tuned model. The
+    request was validated once, by :meth:`BaselineMethod.validate` (:func:`check_channel_request`).
     """
-    check_channel_request(config, spec)
     return slim_and_measure(task, config, channel_plan(config, spec.method, sparsity), seed=seed, progress=progress)
 
 
@@ -182,10 +182,6 @@ class BaselineMethod:
         if config.prune.granularity == "channel":
             check_channel_request(config, spec)
             return
-        if config.prune.budget_metric == "flops" and spec.schedule != "oneshot":
-            raise ConfigError(f"method '{spec.label}': schedule '{spec.schedule}' with prune.budget_metric=flops is "
-                              "not supported at weight granularity (a gradual mask's FLOPs depend on weights that "
-                              "change during fine-tuning); use oneshot, or budget_metric params")
         if spec.method in DEPRECATED_ALIASES:
             raise ConfigError(f"method '{spec.method}' removes whole channels: set prune.granularity=channel "
                               "(the current granularity is 'weight')")
