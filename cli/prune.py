@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from purl.checkpoint import save_checkpoint
     from purl.cli.common import config_from_args, export_line, finish, planned_output_dir
-    from purl.config import MethodSpec
+    from purl.config import CHANNEL_ALIASES, MethodSpec
     from purl.errors import ConfigError
     from purl.export import export_fields
     from purl.methods import ALLOCATOR_METHOD, MethodCell, get_method, method_name
@@ -42,11 +42,15 @@ def run(args: argparse.Namespace) -> int:
     spec = MethodSpec(label=config.prune.method, method=config.prune.method, schedule=config.prune.schedule,
                       min_threshold=config.constraints.min_threshold, kwargs=config.prune.method_kwargs)
     channel = config.prune.granularity == "channel"
+    if not channel and spec.method not in CHANNEL_ALIASES:  # a channel-only name: validate() says what to set
+        from purl.baselines import get_allocator
+
+        get_allocator(spec.method, **spec.kwargs)  # unknown allocator or option: one line naming the allocators
     if method_name(spec.method) != ALLOCATOR_METHOD:
         raise ConfigError(f"purl prune runs an allocator; '{spec.method}' is a method of its own: use "
                           f"purl train (agent) or purl compare")
     method = get_method(spec.method)
-    method.validate(config, spec)  # the one validation: allocator and options; at channel granularity oneshot, no MT
+    method.validate(config, spec)  # at channel granularity: a channel allocator, oneshot, no weight MT
     device = resolve_device(config.device)
     out = planned_output_dir(args, config, "prune")  # checked, created by the first write
     start = time.perf_counter()
