@@ -16,6 +16,14 @@ They work on a :class:`~purl.pruning.channels.ChannelGraph` and return a *keep p
   their channels are unevenly important. The mean is used rather than the max so one outlier channel does
   not compress the rest of its layer towards 0.
 * ``uniform``: every group loses the same fraction of its channels (up to one channel).
+* ``erk``: Erdős–Rényi-Kernel over channel groups. A group keeps the fraction ``min(1, eps * e_g)`` of its
+  channels, where ``e_g`` is RigL's ERK factor ``sum(shape) / prod(shape)`` of the group's producer layers
+  (their mean for a residual group): thin layers and small kernels keep more, wide ones lose more, as ERK does
+  for weights; ``eps`` is found by the same exact landing. Which channels go is decided by the norm.
+* ``lamp``: LAMP (Lee et al. 2021) over channels. A channel's score is its squared norm score divided by the
+  sum of the squared scores of the channels of its group that are at least as important (LAMP's
+  normalisation of weights, applied to a group's channels), and channels are removed network-wide from the
+  lowest score up. Like channel Global MP it is scale-free per group; unlike it, it never empties a group.
 
 All honour :class:`ChannelConstraints`: the Minimum Threshold expressed in channels (``min_channels``,
 every group keeps at least that many, a smaller group is left whole), ``keep_dense`` patterns of group
@@ -30,15 +38,6 @@ search on the exact analytic cost, :meth:`ChannelGraph.macs`/:meth:`ChannelGraph
 therefore never above the target and below it by less than the cost of the last step, which is at most
 :func:`channel_tolerance` (the largest cost any single step carries in the dense model). A target below
 what the constraints allow raises :class:`~purl.errors.PruningError` naming the reachable minimum.
-
-* ``erk``: Erdős–Rényi-Kernel over channel groups. A group keeps the fraction ``min(1, eps * e_g)`` of its
-  channels, where ``e_g`` is RigL's ERK factor ``sum(shape) / prod(shape)`` of the group's producer layers
-  (their mean for a residual group): thin layers and small kernels keep more, wide ones lose more, as ERK does
-  for weights; ``eps`` is found by the same exact landing. Which channels go is decided by the norm.
-* ``lamp``: LAMP (Lee et al. 2021) over channels. A channel's score is its squared norm score divided by the
-  sum of the squared scores of the channels of its group that are at least as important (LAMP's
-  normalisation of weights, applied to a group's channels), and channels are removed network-wide from the
-  lowest score up. Like channel Global MP it is scale-free per group; unlike it, it never empties a group.
 
 Each is the channel form of the weight allocator of the same name: ``purl prune --method global-mp
 prune.granularity=channel`` runs channel Global MP. The names ``channel-global-mp`` and ``channel-uniform``

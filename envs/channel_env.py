@@ -168,10 +168,8 @@ class ChannelPruningEnv(ResumableEnv, gym.Env):
         self.config, self.prior_choice = resolve_prior(self.task, self.config, self.config.seed)
         ecfg = self.config.env
         if isinstance(self.action_map, PriorRelative):
-            self.prior = channel_prior_removed(ecfg.prior, self.graph, ecfg.target_sparsity, self.budget_metric,
-                                               self.config.prune.channel_norm, self.config.prune.min_channels,
-                                               self.config.constraints.keep_dense, self.budget.max_removed,
-                                               self.config.prune.channel_multiple)
+            # check_channel_env_config: env.budget_metric, when set, is prune.budget_metric, which the plan uses
+            self.prior = channel_prior_removed(ecfg.prior, self.graph, self.config, self.budget.max_removed)
         self.action_space = self.action_map.space
         self.observation_space = observation_space()
         self.reward_fn = make_reward(ecfg.reward, ecfg.reward_kwargs)

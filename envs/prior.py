@@ -89,29 +89,17 @@ def channel_priors() -> tuple[str, ...]:
     return (*CHANNEL_ALLOCATORS, *DEPRECATED_ALIASES)
 
 
-def channel_prior_removed(
-    name: str,
-    graph: ChannelGraph,
-    target_sparsity: float,
-    metric: str,
-    norm: str,
-    min_channels: int,
-    keep_dense: Sequence[str],
-    caps: Sequence[int],
-    multiple: int = 1,
-) -> list[int]:
+def channel_prior_removed(name: str, graph: ChannelGraph, config: ExperimentConfig, caps: Sequence[int]) -> list[int]:
     """Channels each group of ``graph`` loses under channel allocator ``name`` (``env.prior``) removing
-    ``target_sparsity`` of ``metric``, with the same channel constraints as the baselines, clipped to ``caps``."""
-    from purl.baselines.channel import ChannelConstraints, get_channel_allocator
+    ``env.target_sparsity`` of the budget metric: the channel baseline's own plan (:func:`baselines.run.channel_plan`,
+    the same channel constraints), clipped to ``caps``."""
+    from purl.baselines.run import channel_plan
 
     if name not in channel_priors():
         raise ConfigError(f"env.prior '{name}' has no channel version; at prune.granularity channel allowed: "
                           f"{', '.join(channel_priors())}")
     try:
-        keep = get_channel_allocator(name)(
-            graph, 1.0 - float(target_sparsity), metric=metric, norm=norm,
-            constraints=ChannelConstraints(min_channels=min_channels, keep_dense=tuple(keep_dense),
-                                           multiple=multiple))
+        keep = channel_plan(config, name, config.env.target_sparsity)(graph)
     except PruningError as exc:
         raise ConfigError(f"env.prior '{name}': {exc}") from None
     return [min(g.size - int(keep[g.name]), int(cap)) for g, cap in zip(graph.groups, caps, strict=True)]
