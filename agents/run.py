@@ -198,14 +198,14 @@ def search_and_prune(
     resume: bool = False,
 ) -> AgentOutcome:
     """Train the agent on ``task``, apply its chosen allocation, fine-tune and measure (see module docs)."""
-    from purl.envs import env_class
+    from purl.envs import PruningEnv
     from purl.envs.prior import resolve_prior
 
     start = time.perf_counter()
     config, prior_choice = resolve_prior(task, config, seed)  # env.prior 'auto' -> the best baseline, once per cell
     run = train_agent(config, output_dir=output_dir, device=task.device, resume=resume, task=task,
                       progress=progress, seed=seed)
-    eval_env = env_class(config)(config, task=task, device=task.device)
+    eval_env = PruningEnv(config, task=task, device=task.device)
     try:
         greedy = policy_episode(run.model, eval_env, deterministic=True, seed=seed)
         prior = prior_episode(eval_env, seed)
@@ -307,21 +307,16 @@ class AgentMethod:
     def validate(self, config: ExperimentConfig, spec: MethodSpec) -> None:
         """The agent section (algorithm, hyper-parameters) and the reward, before any pre-training."""
         from purl.agents.algorithms import validate_agent_config
+        from purl.envs.granularity import granularity_class
         from purl.envs.rewards import make_reward
+        from purl.errors import ConfigError
 
         if config.prune.granularity == "channel":
-            from purl.envs.channel_env import check_channel_env_config
-
             refuse_weight_threshold_at_channel(config, spec)
-            check_channel_env_config(config)
-        else:
-            from purl.envs.flops_budget import check_flops_env_config
-            from purl.errors import ConfigError
-
-            try:
-                check_flops_env_config(config)
-            except ConfigError as exc:
-                raise ConfigError(f"method '{spec.label}': {exc}") from None
+        try:
+            granularity_class(config).check(config)
+        except ConfigError as exc:
+            raise ConfigError(f"method '{spec.label}': {exc}") from None
         validate_agent_config(config)
         make_reward(config.env.reward, config.env.reward_kwargs)
 

@@ -3,6 +3,7 @@
 >>> import gymnasium, envs
 >>> env = gymnasium.make("purl/Pruning-v0")                     # the quick default task, on CPU
 >>> env = envs.PruningEnv("configs/mnist5k-lenet5.yaml", reward="amc", action="sigma")
+>>> env = gymnasium.make("purl/ChannelPruning-v0")             # the same class at prune.granularity channel
 >>> venv = gymnasium.make_vec("purl/Pruning-v0", num_envs=2, vectorization_mode="async")  # forked workers
 
 Worker processes that build an env by id (SB3's ``SubprocVecEnv``, ``AsyncVectorEnv`` under spawn/forkserver) find
@@ -13,7 +14,8 @@ Importing ``envs`` installs :func:`purl.runtime.install_fork_guard`, so workers 
 that already ran torch ops (gymnasium's ``AsyncVectorEnv``) run single-threaded instead of deadlocking.
 
 ``envs`` builds on the ``purl`` core only (``purl`` never imports ``envs``). See
-:mod:`envs.pruning_env` (the MDP and its ``info`` keys), :mod:`envs.observation` (feature table),
+:mod:`envs.pruning_env` (the MDP and its ``info`` keys), :mod:`envs.granularity` (what a step removes: weights
+or channel groups), :mod:`envs.observation` (feature table),
 :mod:`envs.actions`, :mod:`envs.budget`, :mod:`envs.rewards`, :mod:`envs.target` (the one "at the
 target sparsity" rule), :mod:`envs.factory` (the one picklable env factory), :mod:`envs.config` (config
 resolution) and :mod:`envs.task_cache` (the process-wide task cache).
@@ -22,9 +24,9 @@ resolution) and :mod:`envs.task_cache` (the process-wide task cache).
 from __future__ import annotations
 
 from purl.envs.actions import InvalidActionError
-from purl.envs.channel_env import ChannelPruningEnv
 from purl.envs.config import resolve_config
-from purl.envs.factory import EnvFactory, env_class, make_env
+from purl.envs.factory import EnvFactory, make_env
+from purl.envs.granularity import GRANULARITIES, Granularity, granularity_class
 from purl.envs.observation import FEATURES, N_FEATURES
 from purl.envs.pruning_env import PruningEnv
 from purl.envs.rewards import REWARDS, Reward, RewardContext, make_reward
@@ -47,12 +49,13 @@ def list_rewards() -> dict[str, str]:
 __all__ = [
     "CHANNEL_ENV_ID",
     "ENV_ID",
-    "ChannelPruningEnv",
+    "GRANULARITIES",
+    "Granularity",
     "FEATURES",
     "N_FEATURES",
     "REWARDS",
     "EnvFactory",
-    "env_class",
+    "granularity_class",
     "InvalidActionError",
     "PruningEnv",
     "Reward",

@@ -2,7 +2,7 @@
 
 Every step the agent's requested count for layer ``i`` is clipped to ``[lo, hi]``:
 
-* always: ``counts[i] <= hi <= max_pruned[i]`` from :class:`purl.pruning.constraints.Constraints`
+* always: ``counts[i] <= hi <= max_removed[i]`` from :class:`purl.pruning.constraints.Constraints`
   (Minimum Threshold floor, ``keep_dense``, ``max_sparsity``), from the action range
   (``floor(env.max_sparsity x n)``: the wall never forces a layer further than the agent could
   ask) and from the no-collapse floor (``env.min_layer_weights``, default one weight per output
@@ -12,7 +12,7 @@ Every step the agent's requested count for layer ``i`` is clipped to ``[lo, hi]`
 * with the budget on (``env.budget``, default), let ``T = round(target_sparsity x total)``:
 
   - **never overshoot**: ``hi <= T - (pruned weights of all other layers)``;
-  - **action wall, final pass only**: ``lo >= T - (pruned in this pass so far) - sum(max_pruned of
+  - **action wall, final pass only**: ``lo >= T - (pruned in this pass so far) - sum(max_removed of
     the later layers)``, so the remaining layers can still reach ``T`` at their own maxima.
     On earlier passes only the no-overshoot bound applies (the final pass can always catch up,
     since the counts then are at most ``T`` and the maxima sum to at least ``T``).
@@ -20,7 +20,7 @@ Every step the agent's requested count for layer ``i`` is clipped to ``[lo, hi]`
   On the last layer of the final pass ``lo == hi``: it takes exactly what is left, and the
   episode ends at exactly ``T`` pruned weights.
 
-Feasibility (``T <= sum(max_pruned)``) is checked once at construction; the error names the
+Feasibility (``T <= sum(max_removed)``) is checked once at construction; the error names the
 largest feasible global sparsity.
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from purl.config import ConstraintsConfig
+from purl.envs.episode import EpisodeState
 from purl.envs.target import meets_target, target_count
 from purl.errors import ConfigError, PruningError
 from purl.pruning import PrunableLayer
@@ -36,32 +37,40 @@ from purl.pruning.constraints import Constraints, floor_count
 
 
 class Budget:
-    """Bounds on the pruned count of each layer, given the counts so far."""
+    """Bounds on the pruned count of each layer, given the episode so far.
+
+    The three walls (this one, :class:`envs.flops_budget.FlopsBudget` and
+    :class:`envs.channel_budget.ChannelBudget`) share one interface: ``bounds(i, ep)``, ``spread(i, ep, prior)``,
+    ``reaches(ep)`` and ``max_removed`` (each group's largest removal), on an
+    :class:`envs.episode.EpisodeState`.
+    """
 
     def __init__(
         self,
         numels: Sequence[int],
-        max_pruned: Sequence[int],
+        max_removed: Sequence[int],
         target_sparsity: float,
         *,
         enabled: bool = True,
         names: Sequence[str] | None = None,
+        passes: int = 1,
     ) -> None:
         self.numels = [int(n) for n in numels]
-        self.max_pruned = [int(min(max(m, 0), n)) for m, n in zip(max_pruned, self.numels, strict=True)]
+        self.max_removed = [int(min(max(m, 0), n)) for m, n in zip(max_removed, self.numels, strict=True)]
         self.total = sum(self.numels)
         self.enabled = bool(enabled)
+        self.passes = int(passes)
         self.target_sparsity = float(target_sparsity)
         self.target_count = target_count(self.target_sparsity, self.total)  # the one rule: envs.target
-        # suffix_max[i] = sum of max_pruned[i:]
+        # suffix_max[i] = sum of max_removed[i:]
         self.suffix_max = [0] * (len(self.numels) + 1)
         for i in range(len(self.numels) - 1, -1, -1):
-            self.suffix_max[i] = self.suffix_max[i + 1] + self.max_pruned[i]
+            self.suffix_max[i] = self.suffix_max[i + 1] + self.max_removed[i]
         self.max_feasible = self.suffix_max[0] / self.total if self.total else 0.0
         if self.enabled and self.target_count > self.suffix_max[0]:
             capped = [
                 f"{name} <= {m / n:.4f}"
-                for name, m, n in zip(names or [str(i) for i in range(len(self.numels))], self.max_pruned,
+                for name, m, n in zip(names or [str(i) for i in range(len(self.numels))], self.max_removed,
                                       self.numels, strict=True)
                 if m < n
             ]
@@ -72,30 +81,25 @@ class Budget:
                 f"({self.suffix_max[0]} of {self.total} prunable weights)"
             )
 
-    def reaches(self, pruned: int, removed: float = 0.0) -> bool:
-        """Whether ``pruned`` weights are at the target (:func:`envs.target.meets_target`); ``removed`` (MACs,
-        for :class:`envs.flops_budget.FlopsBudget`'s interface) is unused."""
-        return meets_target(pruned, self.total, self.target_sparsity)
+    def reaches(self, ep: EpisodeState) -> bool:
+        """Whether the episode's pruned weights are at the target (:func:`envs.target.meets_target`)."""
+        return meets_target(ep.weights_removed, self.total, self.target_sparsity)
 
-    def bounds(self, i: int, current: int, total_pruned: int, done_in_pass: int, final_pass: bool, *,
-               removed: float = 0.0) -> tuple[int, int]:
-        """``(lo, hi)`` for layer ``i`` whose count is ``current``.
-
-        ``total_pruned`` is the pruned count of all layers now; ``done_in_pass`` the summed counts of
-        the layers already visited in this pass (``0..i-1``). ``removed`` (MACs, for
-        :class:`envs.flops_budget.FlopsBudget`'s interface) is unused.
-        """
-        lo, hi = current, self.max_pruned[i]
+    def bounds(self, i: int, ep: EpisodeState) -> tuple[int, int]:
+        """``(lo, hi)`` for layer ``i`` given the episode so far: its current count, the pruned count of all
+        layers (``ep.weights_removed``), the summed counts of the layers visited in this pass
+        (``ep.done_in_pass``) and whether this is the final pass."""
+        current = ep.counts[i]
+        lo, hi = current, self.max_removed[i]
         if self.enabled:
-            hi = min(hi, self.target_count - (total_pruned - current))
-            if final_pass:
-                lo = max(lo, self.target_count - done_in_pass - self.suffix_max[i + 1])
+            hi = min(hi, self.target_count - (ep.weights_removed - current))
+            if ep.pass_index >= self.passes - 1:
+                lo = max(lo, self.target_count - ep.done_in_pass - self.suffix_max[i + 1])
         if hi < lo:  # pragma: no cover - impossible by construction (see module docstring)
             raise AssertionError(f"budget bounds crossed on layer {i}: lo={lo} > hi={hi}")
         return lo, hi
 
-    def spread(self, i: int, prior: Sequence[int], prior_suffix: Sequence[int], done_in_pass: int, *,
-               removed: float = 0.0) -> int:
+    def spread(self, i: int, ep: EpisodeState, prior: Sequence[int]) -> int:
         """Base count of layer ``i`` for the prior-relative action: the prior's count, rescaled so that
         the layers from ``i`` on, at their prior proportions, prune exactly what the target still needs.
 
@@ -105,13 +109,13 @@ class Budget:
         """
         if not self.enabled:
             return int(prior[i])
-        need = self.target_count - done_in_pass
-        rest = prior_suffix[i]
+        need = self.target_count - ep.done_in_pass
+        rest = sum(int(p) for p in prior[i:])
         if need == rest:
             return int(prior[i])
         if rest <= 0:  # the prior prunes nothing from here on: share by the layers' caps instead
             room = self.suffix_max[i]
-            return int(round(self.max_pruned[i] * need / room)) if room else 0
+            return int(round(self.max_removed[i] * need / room)) if room else 0
         return int(round(prior[i] * need / rest))
 
 

@@ -1,6 +1,6 @@
 """AMC's action wall for channel pruning: per-group bounds so an episode lands on a FLOPs or params budget.
 
-The channel environment (:mod:`envs.channel_env`) removes ``r_i`` channels from channel group ``i``, in
+The channel granularity (:mod:`envs.granularity.channel`) removes ``r_i`` channels from channel group ``i``, in
 model order. The cost of a plan (Conv/Linear MACs per sample or parameters, :meth:`ChannelGraph.macs` /
 :meth:`ChannelGraph.params`) is exact and non-increasing in every ``r_i`` but *coupled*: a layer between
 two groups scales with both groups' kept fractions. So the wall is computed on the exact cost, by binary
@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+from purl.envs.episode import EpisodeState
 from purl.errors import ConfigError
 from purl.pruning.channels import ChannelGraph
 
@@ -33,6 +34,8 @@ __all__ = ["ChannelBudget"]
 
 class ChannelBudget:
     """Bounds on the channels each group loses, on the exact cost of the plan so far.
+
+    Same interface as :class:`envs.budget.Budget` (``bounds``, ``spread``, ``reaches``, ``max_removed``).
 
     :param graph: the model's channel graph (its groups in model order are the episode's steps).
     :param options: the channel counts each group may lose (constraints, ``prune.channel_multiple`` and the
@@ -69,9 +72,9 @@ class ChannelBudget:
         keep = {name: size - int(r) for name, size, r in zip(self.names, self.sizes, removed, strict=True)}
         return self.graph.macs(keep) if self.metric == "flops" else self.graph.params(keep)
 
-    def reaches(self, cost: float) -> bool:
-        """Whether a plan costing ``cost`` is at or below the budget (what the wall lands on)."""
-        return cost <= self.target + 1e-9
+    def reaches(self, ep: EpisodeState) -> bool:
+        """Whether the episode's plan is at or below the budget (what the wall lands on)."""
+        return self.dense - ep.budget_removed <= self.target + 1e-9
 
     def _first_reaching(self, i: int, plan: list[int]) -> int | None:
         """Smallest allowed ``r`` of group ``i`` with ``cost(plan with r at i) <= target`` (None: none does)."""
@@ -104,12 +107,12 @@ class ChannelBudget:
         k = bisect.bisect_left(opts, r, first, end)
         return min(opts[max(k - 1, first):min(k + 1, end)], key=lambda o: (abs(o - r), o))
 
-    def bounds(self, i: int, removed: Sequence[int]) -> tuple[int, int]:
-        """``(lo, hi)`` channels group ``i`` may lose, given ``removed[:i]`` (the later entries are ignored)."""
+    def bounds(self, i: int, ep: EpisodeState) -> tuple[int, int]:
+        """``(lo, hi)`` channels group ``i`` may lose, given the earlier groups' removals (``ep.counts[:i]``)."""
         top = self.max_removed[i]
         if not self.enabled:
             return 0, top
-        prefix = [int(r) for r in removed[:i]]
+        prefix = [int(r) for r in ep.counts[:i]]
         at_max = prefix + [0] + self.max_removed[i + 1:]
         lo = self._first_reaching(i, at_max)
         if lo is None:  # pragma: no cover - impossible: the previous step's lo kept the target reachable
@@ -118,7 +121,7 @@ class ChannelBudget:
         hi = self._first_reaching(i, whole)
         return lo, top if hi is None else max(hi, lo)
 
-    def spread(self, i: int, removed: Sequence[int], prior: Sequence[int]) -> int:
+    def spread(self, i: int, ep: EpisodeState, prior: Sequence[int]) -> int:
         """Base removal of group ``i`` for the prior-relative action.
 
         While the episode has followed the prior exactly, the prior's own count. Otherwise the prior's counts of
@@ -126,7 +129,7 @@ class ChannelBudget:
         the plan on the target: what earlier groups removed beyond (or short of) the prior is spread over all the
         remaining groups in proportion to the prior, never dumped onto the last ones.
         """
-        prefix = [int(r) for r in removed[:i]]
+        prefix = [int(r) for r in ep.counts[:i]]
         if not self.enabled or prefix == [int(p) for p in prior[:i]]:
             return int(prior[i])
         rest = [int(p) for p in prior[i:]]

@@ -18,9 +18,13 @@ __all__ = ["EpisodeState"]
 
 @dataclass
 class EpisodeState:
-    """The walk's position, the per-layer pruned counts and the running return of one episode.
+    """The walk's position, the per-group removed counts, the plan's cost and the running return of one episode.
 
-    ``counts[i]`` / ``removed[i]``: pruned weights / removed MACs of layer ``i``; ``step``: steps taken;
+    ``counts[i]``: units removed from group ``i`` (a layer's weights, or a channel group's channels: the
+    granularity's unit); ``removed[i]``: the MACs layer ``i``'s pruned weights remove (weight granularity's
+    bookkeeping); the plan's cost in three named units, whatever the granularity: ``weights_removed``
+    (prunable Conv/Linear weights), ``macs_removed`` (Conv/Linear MACs per sample) and ``budget_removed``
+    (the budget metric's amount: weights or parameters under ``params``, MACs under ``flops``); ``step``: steps taken;
     ``pass_index`` / ``layer``: the layer the next step prunes; ``done_in_pass``: summed counts of the
     layers visited in this pass; ``bounds``: the next step's ``(lo, hi)``; ``visited``: per-layer sparsity
     of the layers visited so far; ``data_seed``: seeds this episode's fine-tuning batches; ``trainer``: the
@@ -31,8 +35,9 @@ class EpisodeState:
     accuracy: float
     counts: list[int] = field(default_factory=list)
     removed: list[float] = field(default_factory=list)
-    total_pruned: int = 0
-    total_removed: float = 0.0
+    weights_removed: int = 0
+    macs_removed: float = 0.0
+    budget_removed: float = 0.0
     step: int = 0
     pass_index: int = 0
     layer: int = 0
@@ -52,11 +57,10 @@ class EpisodeState:
         if not self.removed:
             self.removed = [0.0] * self.n_layers
 
-    def set_count(self, i: int, k: int, removed_macs: float) -> None:
-        """Layer ``i`` now has ``k`` pruned weights removing ``removed_macs`` MACs; update the totals."""
-        self.total_pruned += k - self.counts[i]
+    def set_count(self, i: int, k: int, removed_macs: float = 0.0) -> None:
+        """Group ``i`` now has ``k`` units removed (a layer's: removing ``removed_macs`` MACs); the granularity
+        updates the three costs."""
         self.counts[i] = k
-        self.total_removed += removed_macs - self.removed[i]
         self.removed[i] = removed_macs
 
     def advance(self, n_layers: int) -> None:

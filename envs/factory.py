@@ -17,12 +17,11 @@ import gymnasium as gym
 import torch
 
 from purl.config import ExperimentConfig
-from purl.envs.channel_env import ChannelPruningEnv
 from purl.envs.config import resolve_config
 from purl.envs.pruning_env import PruningEnv
 from purl.task import Task
 
-__all__ = ["EnvFactory", "env_class", "make_env"]
+__all__ = ["EnvFactory", "make_env"]
 
 
 @dataclass
@@ -65,9 +64,8 @@ class EnvFactory:
 
             task = build_task(ExperimentConfig.model_validate(self.task_config), torch.device(self.device),
                               progress=False)
-        resolved = resolve_config(config, task, self.overrides, self.env_overrides)
-        env: gym.Env = env_class(resolved)(config, task=task, device=self.device, overrides=self.overrides,
-                                           **self.env_overrides)
+        env: gym.Env = PruningEnv(config, task=task, device=self.device, overrides=self.overrides,
+                                  **self.env_overrides)
         if self.seed is not None:
             env.reset(seed=self.seed + self.rank)
             env.action_space.seed(self.seed + self.rank)
@@ -77,11 +75,6 @@ class EnvFactory:
         state = dict(self.__dict__)
         state["task"] = None  # a worker builds (loads) its own task from the on-disk cache
         return state
-
-
-def env_class(config: ExperimentConfig) -> type[PruningEnv] | type[ChannelPruningEnv]:
-    """The env of ``config``'s granularity: :class:`PruningEnv` (weights) or :class:`ChannelPruningEnv` (channels)."""
-    return ChannelPruningEnv if config.prune.granularity == "channel" else PruningEnv
 
 
 def make_env(

@@ -18,9 +18,9 @@ idx  name                  meaning (normalisation)
 7    ``flops_reduced``     MACs removed so far / dense MACs of the whole model (AMC's "reduced")
 8    ``flops_rest``        current MACs of the prunable layers after this one / dense MACs (AMC's "rest")
 9    ``prev_action``       sparsity applied to the previous step's layer (0 at reset; AMC's a_{t-1})
-10   ``global_sparsity``   pruned fraction of all prunable weights so far
+10   ``global_sparsity``   removed fraction of the budget metric so far (prunable weights/params or MACs)
 11   ``accuracy``          top-1 accuracy of the network as pruned so far, on the reward split
-12   ``target_sparsity``   the global sparsity target
+12   ``target_sparsity``   the episode's target, a fraction of the same budget metric as feature 10
 13   ``target_accuracy``   the accuracy target
 14   ``param_share``       this layer's weights / all prunable weights
 15   ``flops_share``       this layer's dense MACs / dense MACs of the whole model
@@ -29,6 +29,10 @@ idx  name                  meaning (normalisation)
 18   ``allowed_min``       smallest sparsity the budget/constraints let this layer take now
 19   ``allowed_max``       largest sparsity the budget/constraints let this layer take now
 ===  ====================  ========================================================================
+
+Every feature means the same at every granularity and budget metric (``env.budget_metric``): 10 and 12 are
+fractions of the budget metric, 7-8 and 15 of the MACs, 6 and 14 count Conv/Linear weights (a channel group's:
+its layers' weights), 9 and 17-19 fractions of the step's units (a layer's weights, a group's channels).
 
 Features 18-19 expose AMC's action wall to the agent: with the budget on, the action is clipped
 to ``[allowed_min, allowed_max]``. The terminal observation (after the last layer) repeats the

@@ -17,7 +17,7 @@ RNG_OPTION = "rng_state"  # reset(options={RNG_OPTION: state}): start the episod
 
 
 class ResumableEnv:
-    """Mixin of :class:`envs.PruningEnv` and :class:`envs.ChannelPruningEnv` (needs ``np_random``, ``evaluator``)."""
+    """Mixin of :class:`envs.PruningEnv` (needs ``np_random``, ``evaluator``)."""
 
     _episode_rng_state: dict[str, Any] | None = None
 

@@ -1,4 +1,4 @@
-"""Construction steps both environments share (:class:`envs.PruningEnv`, :class:`envs.ChannelPruningEnv`).
+"""Construction steps of :class:`envs.PruningEnv` that do not depend on the granularity.
 
 One place for: the render modes (the ``render_mode`` check and the ``rgb_array`` picture of the allocation),
 where the env runs and which task it prunes, and the reward-split scorer with its BatchNorm recalibration

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 ENV_ID = "purl/Pruning-v0"
 CHANNEL_ENV_ID = "purl/ChannelPruning-v0"
-ENTRY_POINTS = {ENV_ID: "purl.envs.pruning_env:PruningEnv", CHANNEL_ENV_ID: "purl.envs.channel_env:ChannelPruningEnv"}
+ENTRY_POINTS = {ENV_ID: "purl.envs.pruning_env:PruningEnv", CHANNEL_ENV_ID: "purl.envs.pruning_env:PruningEnv"}
+#: keyword arguments each id adds: the channel id is the same env at ``prune.granularity`` channel
+ENV_KWARGS: dict[str, dict[str, str]] = {ENV_ID: {}, CHANNEL_ENV_ID: {"granularity": "channel"}}
 
 
 def register_gym_envs() -> None:
@@ -21,4 +23,5 @@ def register_gym_envs() -> None:
 
     for env_id, entry_point in ENTRY_POINTS.items():
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point=entry_point, nondeterministic=False)
+            gymnasium.register(id=env_id, entry_point=entry_point, nondeterministic=False,
+                               kwargs=dict(ENV_KWARGS[env_id]))

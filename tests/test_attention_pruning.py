@@ -200,4 +200,4 @@ def test_pruning_env_prunes_attention_projections(tmp_path) -> None:
     episode = info["purl_episode"]
     assert episode["global_sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert episode["layer_sparsities"]["attn.in_proj_weight"] > 0
-    assert env.masks.masks["attn.in_proj_weight"].logical_not().any()
+    assert env.granularity.masks.masks["attn.in_proj_weight"].logical_not().any()

@@ -11,7 +11,7 @@ import torch
 
 from purl.agents.selection import choose, gather
 from purl.config import load_config
-from purl.envs import ChannelPruningEnv, PruningEnv
+from purl.envs import PruningEnv
 from purl.envs.prior import choose_prior, prior_candidates
 from purl.errors import ConfigError
 from purl.proxy import ProxyScore
@@ -71,7 +71,7 @@ def test_a_named_prior_is_left_alone(quick_task, config) -> None:
 def test_at_channel_granularity_auto_picks_among_the_channel_allocators(quick_task, config) -> None:
     cfg = config("prune.granularity=channel", "prune.budget_metric=flops", "env.prior=auto", "env.target_sparsity=0.5")
     assert [s.label for s in prior_candidates(cfg)] == ["global-mp", "erk", "lamp", "uniform"]
-    env = ChannelPruningEnv(cfg, task=quick_task)
+    env = PruningEnv(cfg, task=quick_task, granularity="channel")
     assert set(env.prior_choice.scores) == {"global-mp", "erk", "lamp", "uniform"}
     assert env.config.env.prior == env.prior_choice.label
 

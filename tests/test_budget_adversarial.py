@@ -46,7 +46,7 @@ def _final_counts(env: PruningEnv, policy: str) -> dict[str, int]:
         step += 1
         if terminated:
             episode = info["purl_episode"]
-            return {name: round(s * n) for (name, s), n in zip(episode["layer_sparsities"].items(), env._numels,
+            return {name: round(s * n) for (name, s), n in zip(episode["layer_sparsities"].items(), env.sizes,
                                                                strict=True)}
 
 
@@ -75,7 +75,7 @@ def test_without_a_floor_the_max_policy_still_keeps_the_action_range(resnet_task
     env = PruningEnv(resnet_task.config, task=resnet_task, action="sparsity-continuous", target_sparsity=0.95,
                      val_samples=32, min_layer_weights=0, max_sparsity=0.99)
     counts = _final_counts(env, "max")
-    for name, n in zip(env.layer_names, env._numels, strict=True):
+    for name, n in zip(env.layer_names, env.sizes, strict=True):
         assert counts[name] <= int(0.99 * n)
 
 

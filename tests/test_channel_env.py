@@ -14,7 +14,7 @@ from gymnasium.utils.env_checker import check_env
 
 from purl.baselines.channel import channel_tolerance
 from purl.config import load_config
-from purl.envs import CHANNEL_ENV_ID, ChannelPruningEnv, EnvFactory, PruningEnv, env_class
+from purl.envs import CHANNEL_ENV_ID, EnvFactory, PruningEnv
 from purl.envs.observation import INDEX
 from purl.errors import ConfigError
 from purl.pruning.channels import prune_channels
@@ -31,13 +31,13 @@ def resnet_task(tmp_path_factory: pytest.TempPathFactory):
     return build_task(config, torch.device("cpu"), progress=False)
 
 
-def _env(task, *overrides: str, **env_overrides) -> ChannelPruningEnv:
+def _env(task, *overrides: str, **env_overrides) -> PruningEnv:
     config = load_config("configs/mnist5k-resnet20.yaml", [f"cache_dir={task.config.cache_dir}", *RESNET_TINY,
                                                            *overrides])
-    return ChannelPruningEnv(config, task=task, **env_overrides)
+    return PruningEnv(config, task=task, granularity="channel", **env_overrides)
 
 
-def _episode(env: ChannelPruningEnv, policy, seed: int = 0) -> tuple[list[float], dict, list[tuple[int, int]]]:
+def _episode(env: PruningEnv, policy, seed: int = 0) -> tuple[list[float], dict, list[tuple[int, int]]]:
     obs, _ = env.reset(seed=seed)
     rewards, walls = [], []
     done = False
@@ -63,7 +63,7 @@ def test_budget_lands_within_one_channel_under_any_policy(resnet_task, metric: s
     _, info, _ = _episode(env, actions[policy])
     episode = info["purl_episode"]
     kept = episode["flops_ratio"] if metric == "flops" else episode["params_ratio"]
-    tolerance = channel_tolerance(env.graph, metric) / env.budget.dense
+    tolerance = channel_tolerance(env.granularity.graph, metric) / env.budget.dense
     assert 1 - target - tolerance - 1e-9 <= kept <= 1 - target + 1e-9, (kept, tolerance)
     assert episode["reaches_target"] and episode["budget_metric"] == metric
     assert abs(episode["global_sparsity"] - (1 - kept)) < 1e-9
@@ -101,7 +101,7 @@ def test_reward_every_step_reset_restores_and_seeded_episodes_repeat(resnet_task
         return actions[e._ep.layer]
 
     first, info1, _ = _episode(env, replay, seed=7)
-    assert len(first) == env.n_steps == len(env.groups)
+    assert len(first) == env.n_steps == len(env.granularity.groups)
     # a reward at every step: the per-step rewards add up to the episode's return, and they are not all
     # deferred to the end (the purl reward scores each step's accuracy)
     assert sum(first) == pytest.approx(info1["purl_episode"]["return"])
@@ -113,17 +113,17 @@ def test_reward_every_step_reset_restores_and_seeded_episodes_repeat(resnet_task
 
 
 def test_passes_gymnasium_env_checker_and_is_registered(quick_task, resnet_task):
-    env = ChannelPruningEnv(quick_task.config, task=quick_task, action="prior-relative")
+    env = PruningEnv(quick_task.config, task=quick_task, granularity="channel", action="prior-relative")
     check_env(env, skip_render_check=True)
-    assert env.n_steps == len(env.groups) >= 1
+    assert env.n_steps == len(env.granularity.groups) >= 1
     import gymnasium
 
     made = gymnasium.make(CHANNEL_ENV_ID, config=quick_task.config, task=quick_task, action="prior-relative")
-    assert isinstance(made.unwrapped, ChannelPruningEnv)
+    assert type(made.unwrapped) is PruningEnv and made.unwrapped.granularity.name == "channel"
     config = load_config("configs/quick.yaml", ["prune.granularity=channel"])
-    assert env_class(config) is ChannelPruningEnv and env_class(quick_task.config) is PruningEnv
     factory = EnvFactory(config, task=quick_task, seed=0)
-    assert isinstance(factory(), ChannelPruningEnv)
+    assert factory().granularity.name == "channel"
+    assert EnvFactory(quick_task.config, task=quick_task)().granularity.name == "weight"
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -162,12 +162,12 @@ def test_model_exclude_keeps_every_group_touching_an_excluded_layer_whole(resnet
     task = dataclasses.replace(resnet_task, config=config)
     ignored = task.channel_ignored_layers()
     assert ignored and all(name.startswith("layer3.") or name == "fc" for name in ignored)
-    env = ChannelPruningEnv(config, task=task)
-    assert not any(name.startswith("layer3.") for g in env.groups for name in g.layers)
-    assert len(env.groups) < len(_env(resnet_task).groups)
+    env = PruningEnv(config, task=task)
+    assert not any(name.startswith("layer3.") for g in env.granularity.groups for name in g.layers)
+    assert len(env.granularity.groups) < len(_env(resnet_task).granularity.groups)
     row, slim = run_channel_baseline(task, config, MethodSpec(label="c", method="global-mp"), 0.3, seed=0,
                                      progress=False)
-    assert set(row["channel_keep"]) == {g.name for g in env.groups}
+    assert set(row["channel_keep"]) == {g.name for g in env.granularity.groups}
     dense = dict(resnet_task.model.named_modules())
     for name, module in slim.named_modules():  # every layer3 conv keeps its dense shape
         if name.startswith("layer3.") and isinstance(module, torch.nn.Conv2d):
@@ -175,10 +175,14 @@ def test_model_exclude_keeps_every_group_touching_an_excluded_layer_whole(resnet
     assert dataclasses.replace(resnet_task).channel_ignored_layers() == []
 
 
-def test_the_weight_env_refuses_a_channel_config_instead_of_pruning_weights(quick_task):
+def test_one_env_takes_the_configs_granularity_and_names_an_unknown_one(quick_task):
     config = load_config("configs/quick.yaml", ["prune.granularity=channel"])
-    with pytest.raises(ConfigError, match="use envs.ChannelPruningEnv"):
-        PruningEnv(config, task=quick_task)
+    env = PruningEnv(config, task=quick_task)
+    assert env.granularity.name == "channel" and env.layer_names == [g.name for g in env.granularity.groups]
+    weight = PruningEnv(config, task=quick_task, granularity="weight")
+    assert weight.granularity.name == "weight" and weight.layer_names == ["fc1", "fc2", "fc3"]
+    with pytest.raises(ConfigError, match="prune.granularity 'heads' has no env; allowed: weight, channel"):
+        PruningEnv(config, task=quick_task, granularity="heads")
 
 
 @pytest.mark.parametrize("policy", ["zero", "random", "high"])
@@ -193,7 +197,7 @@ def test_channel_multiple_in_the_env_keeps_round_counts_on_the_budget(resnet_tas
     _, info, _ = _episode(env, actions[policy])
     keep = info["purl_episode"]["channel_keep"]
     assert all(k == s or k % 8 == 0 for k, s in zip(keep.values(), env.sizes, strict=True)), keep
-    tolerance = channel_tolerance(env.graph, "flops", ChannelConstraints(multiple=8)) / env.budget.dense
+    tolerance = channel_tolerance(env.granularity.graph, "flops", ChannelConstraints(multiple=8)) / env.budget.dense
     assert 0.4 - tolerance - 1e-9 <= info["purl_episode"]["flops_ratio"] <= 0.4 + 1e-9
 
 

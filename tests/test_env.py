@@ -161,8 +161,8 @@ def test_same_seed_and_actions_give_identical_rewards_and_masks(task, finetune_s
         env = PruningEnv(task=task, finetune_steps=finetune_steps)
         actions = random_actions(env, env.n_steps, seed=5)
         rewards, infos, observations = run_episode(env, actions, seed=11)
-        masks = {k: v.clone() for k, v in env.masks.masks.items()}
-        weights = [w.detach().clone() for w in env._weights]
+        masks = {k: v.clone() for k, v in env.granularity.masks.masks.items()}
+        weights = [w.detach().clone() for w in env.granularity.weights]
         results.append((rewards, masks, weights, observations))
     (r1, m1, w1, o1), (r2, m2, w2, o2) = results
     assert r1 == r2
@@ -178,7 +178,7 @@ def test_reset_restores_the_dense_model_bit_exactly(task):
     assert any(not torch.equal(v, dense[k]) for k, v in env.model.state_dict().items())
     env.reset(seed=1)
     assert all(torch.equal(v, dense[k]) for k, v in env.model.state_dict().items())
-    assert all(bool(m.all()) for m in env.masks.masks.values())
+    assert all(bool(m.all()) for m in env.granularity.masks.masks.values())
 
 
 def test_evaluation_cache_reuses_repeated_prefixes(task):
@@ -201,19 +201,19 @@ def test_evaluation_cache_reuses_repeated_prefixes(task):
 def test_dense_rank_masks_match_magnitude_mask_including_ties(task):
     env = PruningEnv(task=task)
     with torch.no_grad():  # force many ties in one layer before its ranks are computed
-        env._weights[1].copy_((env._weights[1] * 20).round() / 20)
-    env.masks.snapshot()
-    for i, weight in enumerate(env._weights):
+        env.granularity.weights[1].copy_((env.granularity.weights[1] * 20).round() / 20)
+    env.granularity.masks.snapshot()
+    for i, weight in enumerate(env.granularity.weights):
         n = weight.numel()
         for k in {0, 1, 2, n // 3, n // 2, n - 1, n}:
-            assert torch.equal(env._dense_mask(i, k), magnitude_mask(weight, k)), (i, k)
+            assert torch.equal(env.granularity._dense_mask(i, k), magnitude_mask(weight, k)), (i, k)
 
 
 # ----------------------------------------------------------------------------- budget and constraints
 
 
 def total_pruned(env):
-    return sum(env.masks.pruned().values())
+    return sum(env.granularity.masks.pruned().values())
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -228,7 +228,7 @@ def test_budget_lands_exactly_on_the_target(task, mode, constraints):
         _, infos, _ = run_episode(env, actions, seed=episode)
         assert total_pruned(env) == target
         assert infos[-1]["global_sparsity"] == target / env.total_weights
-        for name, count in env.masks.pruned().items():
+        for name, count in env.granularity.masks.pruned().items():
             assert count <= caps[name]
         for info in infos:  # the budget never overshoots along the way
             assert info["global_sparsity"] <= target / env.total_weights + 1e-12
@@ -241,8 +241,8 @@ def test_budget_never_forces_a_layer_beyond_the_action_range(task, mode):
     for episode in range(12):
         run_episode(env, random_actions(env, env.n_steps, seed=200 + episode), seed=episode)
         assert total_pruned(env) == round(0.97 * env.total_weights)
-        for name, count in env.masks.pruned().items():
-            assert count <= int(0.99 * env.masks.layer(name).numel), name
+        for name, count in env.granularity.masks.pruned().items():
+            assert count <= int(0.99 * env.granularity.masks.layer(name).numel), name
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -256,8 +256,8 @@ def test_budget_property_continuous(task, actions, target, passes):
     _, infos, observations = run_episode(env, [np.array([a], np.float32) for a in actions[: env.n_steps]])
     assert total_pruned(env) == round(target * env.total_weights)
     floor = int(env.total_weights * 1.0 / 100)
-    for name, count in env.masks.pruned().items():
-        assert env.masks.layer(name).numel - count >= min(floor, env.masks.layer(name).numel)
+    for name, count in env.granularity.masks.pruned().items():
+        assert env.granularity.masks.layer(name).numel - count >= min(floor, env.granularity.masks.layer(name).numel)
     if passes == 2:  # a later pass never resurrects pruned weights
         first = infos[env.n_layers - 1]["layer_sparsities"]
         last = infos[-1]["layer_sparsities"]
@@ -285,14 +285,14 @@ def test_infeasible_target_names_the_max_feasible_sparsity(task):
 def test_keep_dense_layer_stays_dense(task):
     env = PruningEnv(task=task, target_sparsity=0.5, overrides=["constraints.keep_dense=[fc3]"])
     run_episode(env, seed=3)
-    assert env.masks.pruned()["fc3"] == 0
+    assert env.granularity.masks.pruned()["fc3"] == 0
     assert total_pruned(env) == round(0.5 * env.total_weights)
 
 
 def test_sigma_action_prunes_below_alpha_std(task):
     env = PruningEnv(task=task, action="sigma", budget=False)
     env.reset(seed=0)
-    w = env._weights[0].detach().clone()
+    w = env.granularity.weights[0].detach().clone()
     _, _, _, _, info = env.step(2)
     alpha = env.config.env.sigma_grid[2]
     expected = float((w.abs() < alpha * w.std(correction=0)).float().mean())

@@ -63,7 +63,8 @@ def test_meets_target_is_the_count_rule_where_a_fraction_test_disagrees() -> Non
 def test_env_uses_the_one_rule(config: ExperimentConfig, quick_task) -> None:
     env = PruningEnv(config, task=quick_task)
     count = target_count(env.target_sparsity, env.total_weights)
-    assert env.reaches_target(count) and not env.reaches_target(count - 1)
+    at, short = (EpisodeState(env.n_layers, accuracy=1.0, weights_removed=c) for c in (count, count - 1))
+    assert env.granularity.reaches(at) and not env.granularity.reaches(short)
     assert env.budget.target_count == count
 
 
@@ -86,7 +87,7 @@ def test_reset_starts_a_fresh_episode_state(config: ExperimentConfig, quick_task
     first = env._ep
     for _ in range(env.n_steps):
         env.step(env.action_space.sample())
-    assert isinstance(first, EpisodeState) and first.step == env.n_steps and first.total_pruned > 0
+    assert isinstance(first, EpisodeState) and first.step == env.n_steps and first.weights_removed > 0
     env.reset(seed=1)
     assert env._ep is not first and env._ep.step == 0 and env._ep.counts == [0] * env.n_layers
     assert env._ep.accuracy == env.dense_accuracy

@@ -76,7 +76,7 @@ def test_env_lands_on_the_flops_budget_under_any_policy(resnet_task, action: str
         _, _, done, _, info = env.step(pick[policy]())
     episode = info["purl_episode"]
     removed = env.dense_flops - episode["flops"]
-    unit = max(m / n for m, n in zip(env._macs, env._numels, strict=True))  # one weight's MACs, at most
+    unit = max(m / n for m, n in zip(env.granularity.macs, env.sizes, strict=True))  # one weight's MACs, at most
     assert 0.7 * env.dense_flops - 1 <= removed <= 0.7 * env.dense_flops + unit + 1  # (+-1: MACs rounded to ints)
     assert episode["reaches_target"] and episode["budget_metric"] == "flops"
     assert episode["global_sparsity"] == pytest.approx(removed / env.dense_flops, abs=1e-6)

@@ -131,7 +131,7 @@ def test_channel_env_on_a_grouped_model_keeps_segments_equal_and_lands(tmp_path)
     import numpy as np
 
     from purl.config import load_config
-    from purl.envs import ChannelPruningEnv
+    from purl.envs import PruningEnv
     from purl.task import build_task
 
     config = load_config("configs/mnist5k-resnet20.yaml", [
@@ -139,19 +139,19 @@ def test_channel_env_on_a_grouped_model_keeps_segments_equal_and_lands(tmp_path)
         "pretrain.max_steps=2", "data.eval_batch_size=256", "env.val_samples=32", "prune.granularity=channel",
         "env.action=prior-relative", "prune.budget_metric=flops", "env.target_sparsity=0.5",
         "env.bn_recalibration_batches=0", "device=cpu"])
-    env = ChannelPruningEnv(config, task=build_task(config, torch.device("cpu"), progress=False))
-    assert any(g.grouping > 1 for g in env.groups)
+    env = PruningEnv(config, task=build_task(config, torch.device("cpu"), progress=False))
+    assert any(g.grouping > 1 for g in env.granularity.groups)
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     done = False
     while not done:
         _, _, done, _, info = env.step(rng.uniform(-1, 1, 1).astype(np.float32))
     keep = info["purl_episode"]["channel_keep"]
-    assert all(keep[g.name] % g.grouping == 0 for g in env.groups)
+    assert all(keep[g.name] % g.grouping == 0 for g in env.granularity.groups)
     x = torch.randn(2, *config_shape(env), generator=torch.Generator().manual_seed(0))
     slim = prune_channels(env.task.model, x[:1], keep).eval()
     cost = measure_model(slim, x[:1])
-    assert cost.macs <= 0.5 * env.graph.dense_macs + 1e-9
+    assert cost.macs <= 0.5 * env.granularity.graph.dense_macs + 1e-9
     with torch.no_grad():  # the env's masked model computes what the slimmed one does
         torch.testing.assert_close(slim(x), env.model.eval()(x), rtol=1e-3, atol=1e-4)
 

@@ -28,7 +28,7 @@ def _episode(env: PruningEnv, actions) -> list[int]:
     for t in range(env.n_steps):
         _, _, terminated, _, info = env.step(np.array([actions(t)], dtype=np.float32))
     assert terminated
-    return [round(s * n) for s, n in zip(info["purl_episode"]["layer_sparsities"].values(), env._numels,
+    return [round(s * n) for s, n in zip(info["purl_episode"]["layer_sparsities"].values(), env.sizes,
                                          strict=True)]
 
 
@@ -41,7 +41,7 @@ def test_zero_action_reproduces_the_allocators_exact_counts(resnet_task, prior, 
     layers = find_prunable_layers(env.model)
     expected = get_allocator(prior).allocate(layers, 0.9, Constraints(min_threshold=min_threshold))
     wanted = [expected[layer.name] for layer in layers]
-    caps = env.budget.max_pruned
+    caps = env.budget.max_removed
     if all(w <= c for w, c in zip(wanted, caps, strict=True)):
         assert env.prior == wanted  # the allocator's exact counts
     else:  # e.g. uniform would take the 144-weight stem below one weight per output: capped, excess spread

@@ -13,7 +13,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-from purl.envs import CHANNEL_ENV_ID, ENV_ID, ChannelPruningEnv, PruningEnv
+from purl.envs import CHANNEL_ENV_ID, ENV_ID, PruningEnv
 from purl.envs.setup import RENDER_COLOURS, allocation_image
 
 
@@ -44,10 +44,10 @@ def test_the_image_needs_no_matplotlib() -> None:
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("env_class", [PruningEnv, ChannelPruningEnv])
-def test_both_envs_list_rgb_array_and_keep_ansi(quick_task, env_class) -> None:
-    assert {"ansi", "rgb_array"} <= set(env_class.metadata["render_modes"])
-    env = env_class(quick_task.config, task=quick_task, render_mode="ansi")
+@pytest.mark.parametrize("granularity", ["weight", "channel"])
+def test_both_granularities_list_rgb_array_and_keep_ansi(quick_task, granularity) -> None:
+    assert {"ansi", "rgb_array"} <= set(PruningEnv.metadata["render_modes"])
+    env = PruningEnv(quick_task.config, task=quick_task, render_mode="ansi", granularity=granularity)
     env.reset(seed=0)
     assert isinstance(env.render(), str) and "step 0/" in env.render()
 

@@ -31,7 +31,7 @@ def ctx(**kw) -> RewardContext:
     base = dict(step=1, n_steps=3, terminal=False, layer="fc1", layer_index=0, pass_index=0, accuracy=0.9,
                 dense_accuracy=0.95, target_accuracy=0.93, global_sparsity=0.3, target_sparsity=0.9,
                 scheduled_sparsity=0.4, layer_sparsity=0.5, requested_sparsity=0.5, flops=1000.0,
-                dense_flops=2000.0, pruned=30, total_weights=100)
+                dense_flops=2000.0, pruned_weights=30, total_weights=100)
     base.update(kw)
     return RewardContext(**base)
 

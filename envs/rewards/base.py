@@ -21,8 +21,13 @@ from purl.errors import ConfigError
 class RewardContext:
     """The state of the pruning MDP right after a step (or at reset, with ``step == 0``).
 
-    Accuracies are top-1 fractions on the reward-validation split; sparsities are fractions of
-    the prunable weights; FLOPs are multiply-accumulates per sample (see :mod:`purl.pruning.metrics`).
+    The fields mean the same at every granularity and budget metric. Accuracies are top-1 fractions on the
+    reward-validation split; ``global_sparsity``, ``target_sparsity`` and ``scheduled_sparsity`` are fractions
+    of the **budget metric** (``budget_metric``: ``params``, the prunable weights at weight granularity or all
+    parameters at channel granularity; ``flops``, Conv/Linear MACs); ``layer_sparsity`` and
+    ``requested_sparsity`` are fractions of the step's units (a layer's weights, a group's channels); FLOPs are
+    multiply-accumulates per sample (see :mod:`purl.pruning.metrics`); ``pruned_weights`` / ``total_weights``
+    count Conv/Linear weights (zeroed, or slimmed away with their channels).
     """
 
     step: int  #: steps taken so far in this episode, this one included (0 at reset)
@@ -34,15 +39,16 @@ class RewardContext:
     accuracy: float  #: accuracy of the network as pruned so far
     dense_accuracy: float  #: accuracy of the dense network
     target_accuracy: float  #: the accuracy target
-    global_sparsity: float  #: pruned fraction of all prunable weights so far
-    target_sparsity: float  #: the global sparsity target of the episode
-    scheduled_sparsity: float  #: target x fraction of the episode's weights visited so far (on-track sparsity)
-    layer_sparsity: float  #: sparsity this step applied to the layer (after constraints/budget)
-    requested_sparsity: float  #: sparsity the action asked for
+    global_sparsity: float  #: removed fraction of the budget metric so far
+    target_sparsity: float  #: the episode's target, a fraction of the budget metric
+    scheduled_sparsity: float  #: target x the budget metric's dense share visited so far (on-track sparsity)
+    layer_sparsity: float  #: fraction of the step's units this step removed (after constraints/budget)
+    requested_sparsity: float  #: fraction of the step's units the action asked for
     flops: float  #: MACs per sample of the network as pruned so far
     dense_flops: float  #: MACs per sample of the dense network
-    pruned: int  #: number of pruned weights so far
-    total_weights: int  #: number of prunable weights
+    pruned_weights: int  #: Conv/Linear weights removed so far
+    total_weights: int  #: Conv/Linear weights of the dense model that the granularity may remove
+    budget_metric: str = "params"  #: the unit of the sparsities above: ``params`` or ``flops``
 
     @property
     def progress(self) -> float:

@@ -513,6 +513,21 @@ class ChannelGraph:
             total += layer.macs * f_out * f_in
         return int(round(total))
 
+    @property
+    def dense_weights(self) -> int:
+        """Conv/Linear weights of the dense model (what :meth:`weights` counts)."""
+        return sum(layer.weight for layer in self.layers.values())
+
+    def weights(self, keep: Mapping[str, int]) -> int:
+        """Exact Conv/Linear weight count (biases, BatchNorm and other parameters excluded) of the model
+        slimmed by ``keep``: each layer's weights scale like its MACs (see :meth:`macs`)."""
+        frac = self._fractions(keep)
+        total = 0.0
+        for layer in self.layers.values():
+            f_out, f_in = self._layer_fractions(layer, frac)
+            total += layer.weight * f_out * f_in
+        return int(round(total))
+
     def params(self, keep: Mapping[str, int]) -> int:
         """Exact parameter count of the model slimmed by ``keep``.
 
