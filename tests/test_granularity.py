@@ -37,7 +37,8 @@ def _zeroed_weights(model: nn.Module) -> int:
 @pytest.mark.parametrize(("granularity", "overrides"), CASES)
 def test_units_mean_the_same_at_every_granularity_and_metric(quick_task, granularity, overrides) -> None:
     env = PruningEnv(quick_task.config, task=quick_task, granularity=granularity,
-                     overrides=[*overrides, "env.action=sparsity-continuous", "env.reward=tests.test_granularity:Recorder"])
+                     overrides=[*overrides, "env.action=sparsity-continuous",
+                                "env.reward=tests.test_granularity:Recorder"])
     seen = type(env.reward_fn).seen  # the class the env imported by name
     seen.clear()
     assert env.budget_metric == ("flops" if "prune.budget_metric=flops" in overrides else "params")
