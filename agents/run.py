@@ -46,7 +46,7 @@ from purl.agents.selection import Candidate, choose, gather
 from purl.agents.training import AgentRun, train_agent
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.envs.target import episode_meets_target
-from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
+from purl.methods import METHODS, MethodCell, Pruned, PruningMethod, refuse_weight_threshold_at_channel, save_pruned
 from purl.pipeline import finetune_and_measure, flops_budget_fields, slim_and_measure
 from purl.pruning import MaskState
 from purl.task import Task
@@ -269,8 +269,6 @@ def train_and_save(task: Any, config: ExperimentConfig, out: Path, *, seed: int,
     ``task.config`` must be ``config`` (fine-tuning and constraints read the task's config).
     The row is ``purl train``'s results.json row (not written here).
     """
-    from purl.checkpoint import save_checkpoint
-
     cell = MethodCell(task, config, MethodSpec(label="agent", method="agent"), config.env.target_sparsity, seed,
                       Path(out), progress, resume)
     outcome = AgentMethod().prune(cell)  # the registered ``agent`` method
@@ -278,22 +276,12 @@ def train_and_save(task: Any, config: ExperimentConfig, out: Path, *, seed: int,
            **outcome.row}
     meta = {k: row[k] for k in ("method", "algo", "target_sparsity", "achieved_sparsity", "after_test_top1",
                                 "after_test_top5", "policy_source")}
-    from purl.export import export_fields
-
-    granularity = config.prune.granularity
-    if granularity == "channel":  # the slimmed model: its state_dict and the keep plan
-        meta.update({"granularity": "channel", "budget_metric": config.budget_metric(),
-                     "channel_norm": config.prune.channel_norm, "channel_keep": row["channel_keep"]})
-    # .pt2 + .onnx: the slimmed model, or at weight granularity the masked dense one (labelled: NOT faster)
-    row.update(export_fields(outcome.model, task.data.input_shape, Path(out), granularity=granularity))
-    masks = outcome.masks.state_dict() if outcome.masks is not None else None
-    pruned = save_checkpoint(Path(out) / "pruned.pt", outcome.model, config=config.to_dict(), masks=masks, meta=meta)
-    row["checkpoint"] = str(pruned)
+    row.update(save_pruned(Path(out), config, outcome, task.data.input_shape, meta))
     return row, outcome
 
 
-class AgentMethod:
-    """The :class:`purl.methods.Method` registered as ``agent``: search, select, prune, fine-tune, measure.
+class AgentMethod(PruningMethod):
+    """The :class:`purl.methods.PruningMethod` registered as ``agent``: search, select, prune, fine-tune, measure.
 
     A cell trains in its folder with ``resume=True``: a cell that was interrupted or failed after a
     checkpoint continues from it when the comparison is re-run.
@@ -325,13 +313,6 @@ class AgentMethod:
         return search_and_prune(cell.task, cell.config, output_dir=cell.folder, seed=cell.seed,
                                 progress=cell.progress, resume=cell.resume)
 
-    def run(self, cell: MethodCell) -> dict[str, Any]:
-        """One agent cell as a results row (at channel granularity also the exported slimmed model and,
-        opt-in, its latency: :func:`purl.methods.finish_channel_cell`, as for the baselines)."""
-        pruned = self.prune(cell)
-        if cell.config.prune.granularity == "channel":
-            return finish_channel_cell(cell, pruned)
-        return pruned.row
 
 
 METHODS.add("agent", AgentMethod(), help="an RL agent searches the per-layer allocation (agent.*, env.*)")

@@ -21,7 +21,7 @@ from purl.baselines.flops_budget import flops_equivalent_sparsity
 from purl.baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.errors import PruningError
-from purl.methods import METHODS, MethodCell, Pruned, finish_channel_cell, refuse_weight_threshold_at_channel
+from purl.methods import METHODS, MethodCell, Pruned, PruningMethod, refuse_weight_threshold_at_channel
 from purl.pipeline import finetune_and_measure, flops_budget_fields, slim_and_measure
 from purl.pruning import MaskState
 from purl.pruning.channels import ChannelGraph
@@ -155,8 +155,8 @@ def run_channel_baseline(
     return slim_and_measure(task, config, channel_plan(config, spec.method, sparsity), seed=seed, progress=progress)
 
 
-class BaselineMethod:
-    """The :class:`purl.methods.Method` of every allocator (``global-mp``, ``uniform``, ``pkg.mod:Class``...).
+class BaselineMethod(PruningMethod):
+    """The :class:`purl.methods.PruningMethod` of every allocator (``global-mp``, ``uniform``, ``pkg.mod:Class``).
 
     ``spec.method`` names the allocator and ``spec.kwargs`` are its options (``prune.method_kwargs``);
     ``spec.schedule`` and ``spec.min_threshold`` the schedule and Minimum Threshold. Fine-tuning,
@@ -206,15 +206,5 @@ class BaselineMethod:
         row, model, masks = run_baseline(cell.task, cell.spec, cell.target_sparsity, seed=cell.seed,
                                          progress=cell.progress, budget_metric=cell.config.prune.budget_metric)
         return Pruned(row, model, masks)
-
-    def run(self, cell: MethodCell) -> dict[str, Any]:
-        """One baseline cell as a results row. At channel granularity the slimmed model is also exported to the
-        cell's folder (``pruned.pt2``, ``pruned.onnx``: reloadable with only torch / onnxruntime) and, with
-        ``compare.measure_latency``, ``latency_ratio`` (slimmed / dense, CPU eager, batch 1, median) is added."""
-        pruned = self.prune(cell)
-        if cell.config.prune.granularity == "channel":  # the deployable model of the cell, reloadable without PuRL
-            return finish_channel_cell(cell, pruned)
-        return pruned.row
-
 
 METHODS.add("baseline", BaselineMethod(), help="every allocator: prune the dense copy, fine-tune, measure")

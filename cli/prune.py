@@ -27,12 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from purl.checkpoint import save_checkpoint
     from purl.cli.common import config_from_args, export_line, finish, planned_output_dir
     from purl.config import CHANNEL_ALIASES, MethodSpec
     from purl.errors import ConfigError
-    from purl.export import export_fields
-    from purl.methods import ALLOCATOR_METHOD, MethodCell, get_method, method_name
+    from purl.methods import ALLOCATOR_METHOD, MethodCell, get_method, method_name, save_pruned
     from purl.runtime import resolve_device
     from purl.task import build_task
 
@@ -59,13 +57,12 @@ def run(args: argparse.Namespace) -> int:
                                      progress=not args.quiet))
     if channel:
         return _finish_channel(args, config, spec, task, pruned, out, start)
-    row, model, masks = pruned.row, pruned.model, pruned.masks
-    checkpoint = save_checkpoint(out / "pruned.pt", model, config=config.to_dict(), masks=masks.state_dict(),
-                                 meta={"method": spec.method, "target_sparsity": config.prune.sparsity})
-    exported = export_fields(model, task.data.input_shape, out, granularity="weight")  # masked dense: NOT faster
+    row = pruned.row
+    saved = save_pruned(out, config, pruned, task.data.input_shape,  # the masked dense model: NOT faster
+                        {"method": spec.method, "target_sparsity": config.prune.sparsity})
     results = {"command": "prune", "method": spec.method, "schedule": spec.schedule,
                "min_threshold": spec.min_threshold, "target_sparsity": config.prune.sparsity, **row,
-               "wall_time_s": time.perf_counter() - start, "checkpoint": str(checkpoint), **exported}
+               "wall_time_s": time.perf_counter() - start, **saved}
     collapsed = f", collapsed layers: {', '.join(row['collapsed_layers'])}" if row["collapsed_layers"] else ""
     return finish(out, results, [
         (f"{spec.method} ({spec.schedule}) removing {config.prune.sparsity:g} of the FLOPs: achieved "
@@ -78,35 +75,31 @@ def run(args: argparse.Namespace) -> int:
         + f"{row['after_test_top1']:.2f}% after fine-tuning (dense {row['dense_test_top1']:.2f}%)",
         f"compression {row['compression_ratio']:.1f}x, theoretical speedup {row['theoretical_speedup']:.2f}x, "
         f"wall time {results['wall_time_s']:.1f}s",
-        f"pruned checkpoint: {checkpoint}",
-        export_line(exported, 'weight'),
+        f"pruned checkpoint: {saved['checkpoint']}",
+        export_line(saved, 'weight'),
     ], config)
 
 
 def _finish_channel(args: argparse.Namespace, config: Any, spec: Any, task: Any, pruned: Any, out: Path,
                     start: float) -> int:
-    """Channel granularity: save the slimmed model (checkpoint + .pt2 + .onnx), time it, write results.json.
-
-    ``pruned.pt`` holds the slimmed state_dict and the keep plan (``meta.channel_keep``): the dense
-    architecture pruned to those counts (:func:`purl.pruning.channels.prune_channels`) has its shapes. The
-    exports reload with only torch / onnxruntime. Latency (``prune.measure_latency``): CPU eager, batch 1
-    and 64, medians of interleaved runs, ratio = slimmed / dense.
-    """
+    """Channel granularity: save the slimmed model (:func:`purl.methods.save_pruned`: checkpoint with the keep
+    plan, .pt2, .onnx), time it (``prune.measure_latency``: CPU eager, batch 1 and 64, medians of interleaved
+    runs, ratio = slimmed / dense), write results.json."""
     import copy
     import time
 
-    from purl.checkpoint import save_checkpoint
-    from purl.cli.common import finish
-    from purl.export import export_pruned
+    from purl.cli.common import export_line, finish
+    from purl.methods import save_pruned
 
-    row, slim = pruned.row, pruned.model
+    row = pruned.row
     metric = config.prune.budget_metric
-    slim_cpu = copy.deepcopy(slim).cpu().eval()
-    exported = export_pruned(slim_cpu, task.data.input_shape, out)
+    saved = save_pruned(out, config, pruned, task.data.input_shape,
+                        {"method": spec.method, "target_sparsity": config.prune.sparsity})
     latency: dict[str, Any] = {}
     if config.prune.measure_latency:
         from purl.latency import latency_ratios
 
+        slim_cpu = copy.deepcopy(pruned.model).cpu().eval()
         for r in latency_ratios(task.model, slim_cpu, task.data.input_shape, batches=(1, 64)):
             latency[f"latency_ratio_b{r.batch}"] = r.ratio
             latency[f"latency_dense_ms_b{r.batch}"] = r.dense_ms
@@ -114,15 +107,10 @@ def _finish_channel(args: argparse.Namespace, config: Any, spec: Any, task: Any,
         latency["latency_ratio"] = latency["latency_ratio_b1"]
         latency["latency_note"] = ("CPU, PyTorch eager, torch threads as configured, medians of 20 interleaved "
                                    "runs; ratio = slimmed / dense latency (noisy on a busy machine)")
-    checkpoint = save_checkpoint(out / "pruned.pt", slim_cpu, config=config.to_dict(), masks=None,
-                                 meta={"method": spec.method, "granularity": "channel", "budget_metric": metric,
-                                       "target_sparsity": config.prune.sparsity, "channel_norm": row["channel_norm"],
-                                       "channel_keep": row["channel_keep"]})
     results = {"command": "prune", "method": spec.method, "schedule": spec.schedule, "granularity": "channel",
                "budget_metric": metric, "target_sparsity": config.prune.sparsity,
                "target_keep_ratio": 1.0 - config.prune.sparsity, **row, **latency,
-               "wall_time_s": time.perf_counter() - start, "checkpoint": str(checkpoint),
-               "exports": exported.paths, "export_note": exported.note}
+               "wall_time_s": time.perf_counter() - start, **saved}
     kept = row["flops_ratio"] if metric == "flops" else row["params_ratio"]
     timing = (f", measured CPU latency ratio {latency['latency_ratio_b1']:.2f} (batch 1) / "
               f"{latency['latency_ratio_b64']:.2f} (batch 64)" if latency else "")
@@ -133,5 +121,6 @@ def _finish_channel(args: argparse.Namespace, config: Any, spec: Any, task: Any,
         f"fine-tuning (dense {row['dense_test_top1']:.2f}%)",
         f"params {row['nonzero_params']:,} of {row['total_params']:,}, MACs {row['sparse_flops']:,} of "
         f"{row['dense_flops']:,}{timing}, wall time {results['wall_time_s']:.1f}s",
-        f"slimmed model: {checkpoint}, {exported.paths['pt2']}, {exported.paths['onnx']}",
+        f"slimmed model: {saved['checkpoint']}",
+        export_line(saved, "channel"),
     ], config)

@@ -5,7 +5,8 @@ sparsity, the seed and the cell's folder) into one results row (the fields of
 :func:`purl.pipeline.finetune_and_measure` plus the method's own). ``purl compare``,
 ``purl train`` (one run and ``--grid/--seeds``) and the Ray executor run methods through
 :func:`get_method`, so the baselines and the agent are interchangeable; ``purl prune`` and
-single-run ``purl train`` call :meth:`Method.prune`, which also returns the model they save.
+single-run ``purl train`` are one cell of the same template (:class:`PruningMethod`: ``prune`` then the shared
+tail ``finish``), and save what they return with :func:`save_pruned`, the one save path.
 
 ``purl`` never imports the packages that implement methods at module level: they
 register themselves into :data:`METHODS` when imported (``baselines`` registers
@@ -23,6 +24,7 @@ Which compare method name runs which method: a name registered in :data:`METHODS
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -81,6 +83,34 @@ def refuse_weight_threshold_at_channel(config: ExperimentConfig, spec: MethodSpe
                           "weights; at prune.granularity=channel set prune.min_channels (channels each group keeps)")
 
 
+def save_pruned(out: Path, config: ExperimentConfig, pruned: Pruned, input_shape: tuple[int, ...],
+                meta: dict[str, Any]) -> dict[str, Any]:
+    """The pruned model as ``purl prune`` and ``purl train`` leave it; the row fields naming what was written.
+
+    ``pruned.pt`` (``torch.load(..., weights_only=True)``): at weight granularity the masked model and its
+    masks; at channel granularity the slimmed state_dict and the keep plan (``meta.channel_keep``: the dense
+    architecture pruned to those counts, :func:`purl.pruning.channels.prune_channels`, has its shapes). Then
+    ``pruned.pt2`` / ``pruned.onnx`` (reload with only torch / onnxruntime; at weight granularity the masked
+    dense model, labelled NOT faster). Returns ``checkpoint``, ``exports`` and ``export_note`` (or
+    ``export_error``: a model that cannot be exported never loses the finished run).
+    """
+    import copy
+
+    from purl.checkpoint import save_checkpoint
+    from purl.export import export_fields
+
+    granularity = config.prune.granularity
+    model = copy.deepcopy(pruned.model).cpu().eval()
+    meta = dict(meta)
+    if granularity == "channel":
+        meta.update({"granularity": "channel", "budget_metric": config.budget_metric(),
+                     "channel_norm": config.prune.channel_norm, "channel_keep": pruned.row["channel_keep"]})
+    fields = export_fields(model, input_shape, out, granularity=granularity)
+    masks = pruned.masks.state_dict() if pruned.masks is not None else None
+    checkpoint = save_checkpoint(Path(out) / "pruned.pt", model, config=config.to_dict(), masks=masks, meta=meta)
+    return {"checkpoint": str(checkpoint), **fields}
+
+
 def finish_channel_cell(cell: MethodCell, pruned: Pruned) -> dict[str, Any]:
     """A channel-granularity cell's deployable model and (opt-in) latency, the same for every method.
 
@@ -120,6 +150,38 @@ class Method(Protocol):
     def run(self, cell: MethodCell) -> dict[str, Any]:
         """Prune, fine-tune and measure one cell; the measured row (no status/attempt fields)."""
         ...
+
+
+class PruningMethod(ABC):
+    """The template every built-in method fills in (a :class:`Method`): :meth:`run` is validate-free
+    (the edge validated the cell with :meth:`validate`), :meth:`prune` is the method's own part (prune,
+    fine-tune, measure: the shared :func:`purl.pipeline.finetune_and_measure` tail), :meth:`finish` the part
+    every method shares (at channel granularity the exported slimmed model and opt-in latency,
+    :func:`finish_channel_cell`)."""
+
+    @abstractmethod
+    def cell_config(self, base: ExperimentConfig, spec: MethodSpec, target_sparsity: float | None,
+                    ) -> ExperimentConfig:
+        """See :meth:`Method.cell_config`."""
+
+    @abstractmethod
+    def validate(self, config: ExperimentConfig, spec: MethodSpec) -> None:
+        """See :meth:`Method.validate`."""
+
+    @abstractmethod
+    def prune(self, cell: MethodCell) -> Pruned:
+        """This method's part: the pruned, fine-tuned, measured model of one cell and its row."""
+
+    def finish(self, cell: MethodCell, pruned: Pruned) -> dict[str, Any]:
+        """The tail every method shares: the row (at channel granularity with the exported slimmed model and,
+        with ``compare.measure_latency``, its latency)."""
+        if cell.config.prune.granularity == "channel":
+            return finish_channel_cell(cell, pruned)
+        return pruned.row
+
+    def run(self, cell: MethodCell) -> dict[str, Any]:
+        """One cell as a results row: :meth:`prune`, then :meth:`finish`."""
+        return self.finish(cell, self.prune(cell))
 
 
 METHODS: Registry[Method] = Registry("method")
