@@ -30,18 +30,14 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from purl.config import ExperimentConfig
+from purl.envs.actions import ACTION_MAPS
 from purl.errors import ConfigError
 from purl.registry import Registry
 
 ActionKind = Literal["discrete", "continuous"]
 
 #: env.action modes and the kind of action space each one produces.
-ACTION_MODES: dict[str, ActionKind] = {
-    "prior-relative": "continuous",
-    "sparsity-continuous": "continuous",
-    "sparsity-discrete": "discrete",
-    "sigma": "discrete",
-}
+ACTION_MODES: dict[str, ActionKind] = {name: cls.kind for name, cls in ACTION_MAPS.items()}
 
 #: Constructor arguments PuRL sets itself; they are not accepted in ``agent.hyperparams``.
 MANAGED = {

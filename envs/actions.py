@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -44,10 +44,18 @@ class InvalidActionError(PurlError, ValueError):
 
 
 class ActionMap:
-    """Base: ``space`` plus ``requested(action, weight) -> (requested sparsity, requested count)``."""
+    """Base: ``space`` plus ``requested(action, weight) -> (requested sparsity, requested count)``.
+
+    Each mode declares its capabilities, which the one validation reads (:meth:`ChannelGranularity.check
+    <envs.granularity.channel.ChannelGranularity.check>`, ``agents.algorithms.check_action_mode``): ``kind``,
+    the kind of action space it produces, and ``granularities``, the ``prune.granularity`` values it has a
+    meaning at.
+    """
 
     space: spaces.Space
     mode: str = ""
+    kind: ClassVar[Literal["continuous", "discrete"]] = "continuous"
+    granularities: ClassVar[tuple[str, ...]] = ("weight", "channel")
 
     def requested(self, action: Any, weight: Tensor, layer_index: int, dense: bool,
                   base: int | None = None) -> tuple[float, int]:
@@ -128,6 +136,7 @@ class DiscreteSparsity(ActionMap):
     """An index into ``sparsity_grid``."""
 
     mode = "sparsity-discrete"
+    kind = "discrete"
 
     def __init__(self, grid: Sequence[float]) -> None:
         self.grid = [float(s) for s in grid]
@@ -142,6 +151,8 @@ class SigmaThreshold(ActionMap):
     """PuRL's action: prune the weights with ``|w| < alpha * std(w)``, alpha an index into ``sigma_grid``."""
 
     mode = "sigma"
+    kind = "discrete"
+    granularities = ("weight",)  # it thresholds the layer's individual weights
 
     def __init__(self, grid: Sequence[float]) -> None:
         self.grid = [float(a) for a in grid]
@@ -189,6 +200,11 @@ class PriorRelative(ContinuousSparsity):
         p = min(max(base / n, 0.5 / n), 1.0 - 0.5 / n)
         s = 1.0 / (1.0 + math.exp(-(math.log(p / (1.0 - p)) + self.scale * a)))
         return s, int(round(s * n))
+
+
+ACTION_MAPS: dict[str, type[ActionMap]] = {
+    cls.mode: cls for cls in (PriorRelative, ContinuousSparsity, DiscreteSparsity, SigmaThreshold)}
+"""``env.action`` name -> its action map class (and its declared ``kind`` and ``granularities``)."""
 
 
 def make_action_map(cfg: EnvConfig) -> ActionMap:

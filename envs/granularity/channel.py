@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from purl.config import ExperimentConfig
-from purl.envs.actions import ActionMap, PriorRelative, SigmaThreshold, make_action_map
+from purl.envs.actions import ACTION_MAPS, ActionMap, PriorRelative
 from purl.envs.channel_budget import ChannelBudget
 from purl.envs.episode import EpisodeState
 from purl.envs.granularity.base import Granularity
@@ -84,10 +84,10 @@ class ChannelGranularity(Granularity):
     @staticmethod
     def check(config: ExperimentConfig) -> None:
         ecfg = config.env
-        if isinstance(make_action_map(ecfg), SigmaThreshold):
-            raise ConfigError("env.action 'sigma' thresholds individual weights; at prune.granularity channel use "
-                              "prior-relative, sparsity-continuous or sparsity-discrete (fractions of a group's "
-                              "channels)")
+        if "channel" not in ACTION_MAPS[ecfg.action].granularities:
+            allowed = ", ".join(name for name, cls in ACTION_MAPS.items() if "channel" in cls.granularities)
+            raise ConfigError(f"env.action '{ecfg.action}' thresholds individual weights; at prune.granularity "
+                              f"channel use {allowed} (fractions of a group's channels)")
         if ecfg.finetune_steps:
             raise ConfigError("env.finetune_steps > 0 is not supported at prune.granularity channel (the channel env "
                               "scores each plan one-shot with BatchNorm re-estimated); set env.finetune_steps=0")
