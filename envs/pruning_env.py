@@ -74,20 +74,19 @@ __all__ = ["PruningEnv", "resolve_config", "shared_task"]  # the last two re-exp
 class PruningEnv(ResumableEnv, gym.Env):
     """Prune a network group by group (layers, or channel groups); a reward at every step.
 
-    Args:
-        config: an :class:`ExperimentConfig`, a YAML path, or None (the task's config, else the
-            quick default task).
-        task: a built :class:`~purl.task.Task` to prune (its dense model is deep-copied, so every
-            env owns its model); default: built from the config (once per process, cached on disk).
-            When given, the task defines the data and the dense model; ``config`` supplies the rest
-            (env, constraints, include/exclude) and may differ from ``task.config`` (e.g. its seed).
-        device: ``cpu``, ``cuda[:N]`` or ``auto``; default: the task's device, else ``cpu``.
-        overrides: ``key.sub=value`` strings applied to the config.
-        render_mode: None, ``"ansi"`` (a line of text) or ``"rgb_array"`` (an image of the allocation so far).
-        granularity: ``"weight"`` or ``"channel"`` overrides ``prune.granularity`` (``purl/ChannelPruning-v0``
-            is this class with ``granularity="channel"``); None keeps the config's.
-        **env_overrides: :class:`~purl.config.EnvConfig` fields, e.g. ``reward="amc"``,
-            ``action="sigma"``, ``target_sparsity=0.8`` (validated; bad values raise ConfigError).
+    :param config: an :class:`ExperimentConfig`, a YAML path, or None (the task's config, else the quick default
+        task).
+    :param task: a built :class:`~purl.task.Task` to prune (its dense model is deep-copied, so every env owns its
+        model); default: built from the config (once per process, cached on disk). When given, the task defines
+        the data and the dense model; ``config`` supplies the rest (env, constraints, include/exclude) and may
+        differ from ``task.config`` (e.g. its seed).
+    :param device: ``cpu``, ``cuda[:N]`` or ``auto``; default: the task's device, else ``cpu``.
+    :param overrides: ``key.sub=value`` strings applied to the config.
+    :param render_mode: None, ``"ansi"`` (a line of text) or ``"rgb_array"`` (an image of the allocation so far).
+    :param granularity: ``"weight"`` or ``"channel"`` overrides ``prune.granularity`` (``purl/ChannelPruning-v0``
+        is this class with ``granularity="channel"``); None keeps the config's.
+    :param env_overrides: :class:`~purl.config.EnvConfig` fields, e.g. ``reward="amc"``, ``action="sigma"``,
+        ``target_sparsity=0.8`` (validated; bad values raise ConfigError).
     """
 
     metadata = {"render_modes": list(RENDER_MODES), "render_fps": 4}

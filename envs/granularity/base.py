@@ -21,9 +21,10 @@ heads) is one subclass in this package plus a line in :data:`envs.granularity.GR
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -35,15 +36,28 @@ from purl.evaluator import RewardEvaluator
 from purl.pruning.metrics import LayerProfile
 from purl.task import Task
 
-__all__ = ["Granularity"]
+__all__ = ["Granularity", "Wall"]
+
+
+class Wall(Protocol):
+    """The interface the three budgets share (:class:`envs.budget.Budget`, :class:`envs.flops_budget.FlopsBudget`,
+    :class:`envs.channel_budget.ChannelBudget`)."""
+
+    max_removed: list[int]
+
+    def bounds(self, i: int, ep: EpisodeState) -> tuple[int, int]: ...
+
+    def spread(self, i: int, ep: EpisodeState, prior: Sequence[int]) -> int: ...
+
+    def reaches(self, ep: EpisodeState) -> bool: ...
 
 
 class Granularity(ABC):
-    """The unit an env step removes (see the module docstring); built once per env, on the env's own model.
+    """The unit an env step removes (see the module docstring); built once per env, on its own model copy.
 
-    Subclasses set :attr:`name` and :attr:`unit`, build ``model``, ``names``, ``sizes``, ``passes``,
-    ``total_weights``, ``dense_flops`` and ``dense_budget`` in ``__init__``, and ``budget`` / ``prior`` in
-    :meth:`build_budget` / :meth:`build_prior`.
+    Subclasses set :attr:`name` and :attr:`unit`; on ``model`` (the env's own copy) they build ``names``,
+    ``sizes``, ``passes``, ``total_weights``, ``dense_flops`` and ``dense_budget`` in ``__init__``, and
+    ``budget`` / ``prior`` in :meth:`build_budget` / :meth:`build_prior`.
     """
 
     name: ClassVar[str]
@@ -62,10 +76,15 @@ class Granularity(ABC):
     dense_budget: float
     """The dense model's amount of the budget metric (the unit of ``EpisodeState.budget_removed``)."""
     budget_metric: str
+    budget: Wall
+    """The budget's wall (``bounds(i, ep)``, ``spread(i, ep, prior)``, ``reaches(ep)``, ``max_removed``)."""
     prior: list[int] | None = None
 
     def __init__(self, config: ExperimentConfig, task: Task, device: torch.device) -> None:
+        """The env's own copy of the task's dense model, in eval mode on ``device`` (steps prune it in place)."""
         self.config, self.task, self.device = config, task, device
+        self.model = copy.deepcopy(task.model).to(device)
+        self.model.eval()
 
     @staticmethod
     @abstractmethod
@@ -96,13 +115,14 @@ class Granularity(ABC):
     def new_episode(self, ep: EpisodeState) -> None:  # noqa: B027 - optional hook
         """Called on each new episode (after ``restore``): reset any per-episode bookkeeping."""
 
-    @abstractmethod
     def bounds(self, ep: EpisodeState, i: int) -> tuple[int, int]:
         """``(lo, hi)`` units group ``i`` may have removed, given the episode so far (the budget's wall)."""
+        return self.budget.bounds(i, ep)
 
-    @abstractmethod
     def base_count(self, ep: EpisodeState, i: int) -> int:
         """The prior-relative action's base count for group ``i`` (the prior, spread over what is left)."""
+        assert self.prior is not None
+        return self.budget.spread(i, ep, self.prior)
 
     @abstractmethod
     def request(self, action_map: ActionMap, action: Any, ep: EpisodeState, i: int,
@@ -125,9 +145,9 @@ class Granularity(ABC):
         """Reward-split accuracy of the plan so far (``i``: the group just pruned)."""
         return evaluator.accuracy(ep.counts)
 
-    @abstractmethod
     def reaches(self, ep: EpisodeState) -> bool:
         """Whether the plan so far is at the target (what the wall lands on)."""
+        return self.budget.reaches(ep)
 
     @abstractmethod
     def flops_rest(self, ep: EpisodeState, i: int) -> float:

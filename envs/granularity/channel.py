@@ -26,7 +26,6 @@ Extra ``info`` keys: ``channel_keep`` (channels each group keeps); the episode s
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from typing import Any
@@ -55,8 +54,6 @@ class ChannelGranularity(Granularity):
 
     def __init__(self, config: ExperimentConfig, task: Task, device: torch.device) -> None:
         super().__init__(config, task, device)
-        self.model = copy.deepcopy(task.model).to(device)
-        self.model.eval()
         example = torch.zeros((1, *task.data.input_shape), device=device)
         try:
             self.graph = channel_graph(self.model, example, task.channel_ignored_layers())
@@ -146,13 +143,6 @@ class ChannelGranularity(Granularity):
         return [float(g.macs) if self.budget_metric == "flops" else float(self._group_weights(g))
                 for g in self.groups]
 
-    def bounds(self, ep: EpisodeState, i: int) -> tuple[int, int]:
-        return self.budget.bounds(i, ep)
-
-    def base_count(self, ep: EpisodeState, i: int) -> int:
-        assert self.prior is not None
-        return self.budget.spread(i, ep, self.prior)
-
     def request(self, action_map: ActionMap, action: Any, ep: EpisodeState, i: int,
                 base: int | None) -> tuple[float, int]:
         return action_map.requested_count(action, self.sizes[i], base)
@@ -178,9 +168,6 @@ class ChannelGranularity(Granularity):
 
     def restore(self) -> None:
         self.model.load_state_dict(self._dense_state)
-
-    def reaches(self, ep: EpisodeState) -> bool:
-        return self.budget.reaches(ep)
 
     def flops_rest(self, ep: EpisodeState, i: int) -> float:
         """The dense MACs of the groups after ``i``."""

@@ -10,7 +10,6 @@ episode with the masks kept (:class:`purl.training.MaskedTrainer`).
 
 from __future__ import annotations
 
-import copy
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -43,8 +42,6 @@ class WeightGranularity(Granularity):
 
     def __init__(self, config: ExperimentConfig, task: Task, device: torch.device) -> None:
         super().__init__(config, task, device)
-        self.model = copy.deepcopy(task.model).to(device)
-        self.model.eval()
         self.layers = find_prunable_layers(self.model, config.model.include, config.model.exclude)
         self.masks = MaskState(self.model, self.layers)
         self.names = [layer.name for layer in self.layers]
@@ -110,13 +107,6 @@ class WeightGranularity(Granularity):
         return (bool(config.env.cache_evaluations and fixed_weights),
                 config.env.activation_cache_mb if fixed_weights else 0.0)
 
-    def bounds(self, ep: EpisodeState, i: int) -> tuple[int, int]:
-        return self.budget.bounds(i, ep)
-
-    def base_count(self, ep: EpisodeState, i: int) -> int:
-        assert self.prior is not None
-        return self.budget.spread(i, ep, self.prior)
-
     def request(self, action_map: ActionMap, action: Any, ep: EpisodeState, i: int,
                 base: int | None) -> tuple[float, int]:
         return action_map.requested(action, self.weights[i], i, self._dense_weights(ep), base=base)
@@ -142,9 +132,6 @@ class WeightGranularity(Granularity):
     def accuracy(self, evaluator: RewardEvaluator, ep: EpisodeState, i: int) -> float:
         """With the prefix cache: keep the activations in front of the next layer for the next step."""
         return evaluator.accuracy(ep.counts, next_layer=i + 1 if i + 1 < len(self.names) else None)
-
-    def reaches(self, ep: EpisodeState) -> bool:
-        return self.budget.reaches(ep)
 
     def flops_rest(self, ep: EpisodeState, i: int) -> float:
         rest = self._suffix_macs[i + 1]

@@ -506,12 +506,7 @@ class ChannelGraph:
         channels (a depthwise conv: its channels only), which is exact for convolutions and linear
         layers; :func:`measure_model` on the slimmed model gives the same number (tested).
         """
-        frac = self._fractions(keep)
-        total = 0.0
-        for layer in self.layers.values():
-            f_out, f_in = self._layer_fractions(layer, frac)
-            total += layer.macs * f_out * f_in
-        return int(round(total))
+        return self._scaled(keep, "macs")
 
     @property
     def dense_weights(self) -> int:
@@ -521,11 +516,16 @@ class ChannelGraph:
     def weights(self, keep: Mapping[str, int]) -> int:
         """Exact Conv/Linear weight count (biases, BatchNorm and other parameters excluded) of the model
         slimmed by ``keep``: each layer's weights scale like its MACs (see :meth:`macs`)."""
+        return self._scaled(keep, "weight")
+
+    def _scaled(self, keep: Mapping[str, int], cost: str) -> int:
+        """Sum over the Conv/Linear layers of their dense ``cost`` (``macs`` or ``weight``) times the kept
+        fractions of their output and input channels under ``keep``."""
         frac = self._fractions(keep)
         total = 0.0
         for layer in self.layers.values():
             f_out, f_in = self._layer_fractions(layer, frac)
-            total += layer.weight * f_out * f_in
+            total += getattr(layer, cost) * f_out * f_in
         return int(round(total))
 
     def params(self, keep: Mapping[str, int]) -> int:
