@@ -70,10 +70,9 @@ def list_models() -> dict[str, str]:
 def build_model(name: str, *, input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> nn.Module:
     """Build model ``name`` for inputs of shape ``input_shape = (C, H, W)`` and ``num_classes`` outputs.
 
-    Raises:
-        RegistryError: ``name`` is not a registered, torchvision or importable model.
-        ConfigError: bad ``input_shape``/``num_classes``, an unknown or invalid option in ``kwargs``,
-            or the built model does not map ``(N, C, H, W)`` inputs to ``(N, num_classes)`` logits.
+    :raises RegistryError: ``name`` is not a registered, torchvision or importable model.
+    :raises ConfigError: bad ``input_shape``/``num_classes``, an unknown or invalid option in ``kwargs``,
+        or the built model does not map ``(N, C, H, W)`` inputs to ``(N, num_classes)`` logits.
     """
     shape = _check_input_shape(input_shape)
     num_classes = check_int("num_classes", num_classes, 1)
