@@ -105,10 +105,10 @@ def save_pruned(out: Path, config: ExperimentConfig, pruned: Pruned, input_shape
     if granularity == "channel":
         meta.update({"granularity": "channel", "budget_metric": config.budget_metric(),
                      "channel_norm": config.prune.channel_norm, "channel_keep": pruned.row["channel_keep"]})
-    fields = export_fields(model, input_shape, out, granularity=granularity)
     masks = pruned.masks.state_dict() if pruned.masks is not None else None
+    # the checkpoint first: a folder that cannot be written fails before any export is left in it
     checkpoint = save_checkpoint(Path(out) / "pruned.pt", model, config=config.to_dict(), masks=masks, meta=meta)
-    return {"checkpoint": str(checkpoint), **fields}
+    return {"checkpoint": str(checkpoint), **export_fields(model, input_shape, out, granularity=granularity)}
 
 
 def finish_channel_cell(cell: MethodCell, pruned: Pruned) -> dict[str, Any]:
