@@ -94,13 +94,11 @@ def save_pruned(out: Path, config: ExperimentConfig, pruned: Pruned, input_shape
     dense model, labelled NOT faster). Returns ``checkpoint``, ``exports`` and ``export_note`` (or
     ``export_error``: a model that cannot be exported never loses the finished run).
     """
-    import copy
-
     from purl.checkpoint import save_checkpoint
     from purl.export import export_fields
 
     granularity = config.prune.granularity
-    model = copy.deepcopy(pruned.model).cpu().eval()
+    model = pruned.model  # both writers take CPU copies themselves (the checkpoint's state_dict, the export's model)
     meta = dict(meta)
     if granularity == "channel":
         meta.update({"granularity": "channel", "budget_metric": config.budget_metric(),

@@ -81,8 +81,10 @@ class Granularity(ABC):
     prior: list[int] | None = None
 
     def __init__(self, config: ExperimentConfig, task: Task, device: torch.device) -> None:
-        """The env's own copy of the task's dense model, in eval mode on ``device`` (steps prune it in place)."""
+        """The env's own copy of the task's dense model, in eval mode on ``device`` (steps prune it in place), and
+        the budget metric (``params`` or ``flops``)."""
         self.config, self.task, self.device = config, task, device
+        self.budget_metric = config.budget_metric()
         self.model = copy.deepcopy(task.model).to(device)
         self.model.eval()
 
@@ -111,9 +113,6 @@ class Granularity(ABC):
     def scoring_options(self, config: ExperimentConfig) -> tuple[bool, float]:
         """``(memoize, prefix_cache_mb)`` for the reward evaluator: memoise by counts, no prefix cache."""
         return bool(config.env.cache_evaluations), 0.0
-
-    def new_episode(self, ep: EpisodeState) -> None:  # noqa: B027 - optional hook
-        """Called on each new episode (after ``restore``): reset any per-episode bookkeeping."""
 
     def bounds(self, ep: EpisodeState, i: int) -> tuple[int, int]:
         """``(lo, hi)`` units group ``i`` may have removed, given the episode so far (the budget's wall)."""

@@ -73,7 +73,6 @@ class ChannelGranularity(Granularity):
         except PruningError as exc:
             raise ConfigError(f"prune.channel_norm '{norm}': {exc}") from None
         self._dense_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.budget_metric = config.budget_metric()
         self.total_weights = self.graph.dense_weights
         self.dense_flops = self.graph.dense_macs
         self.dense_budget = float(self.dense_flops if self.budget_metric == "flops" else self.graph.dense_params)

@@ -55,7 +55,6 @@ class WeightGranularity(Granularity):
         self.macs = [float(p.macs) for p in profiles]
         self.total_weights = sum(self.sizes)
         self.dense_flops = int(sum(p.macs for p in task.profiles.values()))
-        self.budget_metric = config.budget_metric()
         self.dense_budget = float(self.dense_flops if self.budget_metric == "flops" else self.total_weights)
         self._suffix_macs = [0.0] * (len(self.names) + 1)
         for i in range(len(self.names) - 1, -1, -1):
