@@ -18,6 +18,14 @@ Adding an allocator is one class plus one registry line::
         \"\"\"One-line description (shown by list_allocators()).\"\"\"
         def allocate(self, layers, sparsity, constraints=Constraints(), *, generator=None):
             ...
+
+One allocator family serves every granularity. ``granularities`` declares the forms a class has:
+``"weight"`` (:meth:`Allocator.allocate` / :meth:`Allocator.select`) and ``"channel"`` when it also
+implements :meth:`Allocator.keep_channels` (how many channels each coupled Torch-Pruning group keeps,
+usually one call of a helper of :mod:`baselines.channel`) and, optionally, :meth:`Allocator.drop_channels`
+(which ones go; by default the lowest-norm channels). The one validation reads the declaration, so
+``--method <name> prune.granularity=channel``, ``env.prior`` and ``purl list methods`` find a channel form
+with nothing else to register.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import sys
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +48,10 @@ from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer, find_prunable_layers
 from purl.pruning.masks import MaskState, magnitude_mask
 from purl.registry import Registry
+
+if TYPE_CHECKING:
+    from purl.baselines.channel import ChannelConstraints
+    from purl.pruning.channels import ChannelGraph
 
 __all__ = [
     "ALLOCATORS",
@@ -158,6 +170,9 @@ class Allocator(ABC):
     name: ClassVar[str] = ""
     #: True when the allocator defines its own target and accepts ``sparsity=None``.
     accepts_no_target: ClassVar[bool] = False
+    #: the granularities this allocator has a form at: "weight", and "channel" when it implements
+    #: :meth:`keep_channels` (the one validation, ``env.prior`` and ``purl list methods`` read it)
+    granularities: ClassVar[tuple[str, ...]] = ("weight",)
 
     # --------------------------------------------------------------- to override
     @abstractmethod
@@ -180,6 +195,36 @@ class Allocator(ABC):
     ) -> dict[str, Tensor]:
         """Boolean keep-masks pruning exactly ``counts[name]`` weights: the smallest ``|w|`` of each layer."""
         return {layer.name: magnitude_mask(layer.weight, counts[layer.name]) for layer in layers}
+
+    # ------------------------------------------------- the channel form (granularity "channel")
+    def keep_channels(
+        self,
+        graph: ChannelGraph,
+        keep_ratio: float | None,
+        *,
+        metric: str = "flops",
+        norm: str = "l1",
+        constraints: ChannelConstraints | None = None,
+    ) -> dict[str, int]:
+        """Channels each group of ``graph`` keeps so that ``keep_ratio`` of the dense ``metric`` (``flops`` or
+        ``params``) remains: never above it, below it by less than one step's cost (:mod:`baselines.channel`).
+        ``keep_ratio=None`` only for an allocator that defines its own target (a map applied as given)."""
+        from purl.baselines.channel import no_channel_form
+
+        raise no_channel_form(self.name or type(self).__name__, self.granularities)
+
+    def drop_channels(
+        self,
+        graph: ChannelGraph,
+        keep: Mapping[str, int],
+        *,
+        norm: str = "l1",
+        generator: torch.Generator | None = None,
+    ) -> dict[str, list[int]]:
+        """Channel indices each group loses under the keep plan ``keep``: its lowest-``norm`` channels
+        (:meth:`~purl.pruning.channels.ChannelGraph.removed`); random pruning draws them instead."""
+        del generator  # the norm order is deterministic
+        return graph.removed(keep, norm)
 
     # ------------------------------------------------------------------ helpers
     def target(
@@ -322,10 +367,18 @@ def get_allocator(name: str | Allocator, **kwargs: Any) -> Allocator:
         return obj
     if not (isinstance(obj, type) and issubclass(obj, Allocator)):
         raise RegistryError(f"'{name}' is not an Allocator subclass (got {obj!r})")
+    signature = inspect.signature(obj)
+    params = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
+    open_ended = any(v.kind is v.VAR_KEYWORD for v in signature.parameters.values())
+    unknown = [] if open_ended else sorted(set(kwargs) - set(params))
+    required = [p for p, v in signature.parameters.items() if v.default is v.empty and p not in kwargs
+                and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    if required and not unknown:
+        raise ConfigError(f"allocator '{name}' needs the option(s) {', '.join(required)} (prune.method_kwargs, or "
+                          f"a compare.methods entry's kwargs); its options: {', '.join(params)}")
     try:
-        inspect.signature(obj).bind(**kwargs)
+        signature.bind(**kwargs)
     except TypeError:
-        params = [p for p in inspect.signature(obj).parameters if p not in ("self", "args", "kwargs")]
         raise ConfigError(
             f"allocator '{name}' does not accept options {sorted(kwargs)}; "
             f"its options: {', '.join(params) if params else '(none)'}"

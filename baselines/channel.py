@@ -39,10 +39,13 @@ therefore never above the target and below it by less than the cost of the last 
 :func:`channel_tolerance` (the largest cost any single step carries in the dense model). A target below
 what the constraints allow raises :class:`~purl.errors.PruningError` naming the reachable minimum.
 
-Each is the channel form of the weight allocator of the same name: ``purl prune --method global-mp
-prune.granularity=channel`` runs channel Global MP. The names ``channel-global-mp`` and ``channel-uniform``
-still work as deprecated aliases (a one-line notice says which name to use). ``uniform-plus``, ``random`` and
-``layerwise`` have no channel form: asking for one raises PruningError naming the allocators that have one.
+Each is the channel form of the weight allocator of the same name, reached through that allocator's class
+(:meth:`baselines.base.Allocator.keep_channels`; the class declares ``granularities = ("weight", "channel")``):
+``purl prune --method global-mp prune.granularity=channel`` runs channel Global MP. ``random`` has uniform's
+counts and draws the channels it removes (:func:`random_removal`); ``layerwise`` applies a {group: fraction
+removed} map (:func:`channel_layerwise`). ``uniform-plus`` has no channel form: asking for one raises
+PruningError naming the allocators that have one. The names ``channel-global-mp`` and ``channel-uniform``
+still work as deprecated aliases (a one-line notice says which name to use).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -60,24 +64,29 @@ from purl.errors import PruningError
 from purl.progress import write
 from purl.pruning.channels import NORMS, ChannelGraph, ChannelGroup, channel_scores, segment_scores
 
+if TYPE_CHECKING:
+    from purl.baselines.base import Allocator
+
 __all__ = [
-    "CHANNEL_ALLOCATORS",
+    "DEPRECATED_ALIASES",
     "METRICS",
     "ChannelConstraints",
+    "channel_allocators",
     "channel_cost",
     "channel_erk",
     "channel_global_mp",
     "channel_lamp",
+    "channel_layerwise",
     "channel_tolerance",
     "channel_uniform",
     "get_channel_allocator",
     "keep_for_ratio",
     "list_channel_allocators",
+    "no_channel_form",
+    "random_removal",
 ]
 
 METRICS: tuple[str, ...] = ("flops", "params")
-#: weight-granularity allocators with no channel version (a clear error instead of a silent fallback)
-NO_CHANNEL_VERSION: tuple[str, ...] = ("uniform-plus", "random", "layerwise")
 
 
 @dataclass(frozen=True)
@@ -276,8 +285,10 @@ def channel_erk(
     metric: str = "flops",
     norm: str = "l1",
     constraints: ChannelConstraints | None = None,
+    power_scale: float = 1.0,
 ) -> dict[str, int]:
-    """Channel ERK: a group keeps a fraction of its channels proportional to its producers' ERK factor."""
+    """Channel ERK: a group keeps a fraction of its channels proportional to its producers' ERK factor
+    (raised to ``power_scale``, as the weight form's option)."""
     from purl.baselines.erk import erk_raw_density
 
     del norm  # which channels go is decided by prune_channels
@@ -285,7 +296,7 @@ def channel_erk(
 
     def factor(group: ChannelGroup) -> float:
         shapes = [tuple(group.modules[name].weight.shape) for name in group.producers]
-        return sum(erk_raw_density(shape) for shape in shapes) / len(shapes) if shapes else 1.0
+        return sum(erk_raw_density(shape, power_scale) for shape in shapes) / len(shapes) if shapes else 1.0
 
     return _land(graph, _proportional_steps(graph, constraints, factor), keep_ratio, metric, constraints, "erk")
 
@@ -320,20 +331,10 @@ def keep_for_ratio(
     norm: str = "l1",
     constraints: ChannelConstraints | None = None,
 ) -> dict[str, int]:
-    """Turn a FLOPs (or params) keep ratio into channel counts per group with allocator ``method``."""
-    return get_channel_allocator(method)(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints)
+    """Turn a FLOPs (or params) keep ratio into channel counts per group with allocator ``method``'s channel form."""
+    return get_channel_allocator(method).keep_channels(graph, keep_ratio, metric=metric, norm=norm,
+                                                       constraints=constraints)
 
-
-ChannelAllocator = Callable[..., dict[str, int]]
-
-#: allocator name -> its channel form, function(graph, keep_ratio, *, metric, norm, constraints) -> keep plan;
-#: the same names as the weight allocators (baselines.base.ALLOCATORS)
-CHANNEL_ALLOCATORS: dict[str, ChannelAllocator] = {
-    "global-mp": channel_global_mp,
-    "uniform": channel_uniform,
-    "erk": channel_erk,
-    "lamp": channel_lamp,
-}
 
 #: the old channel-only names, still accepted at channel granularity (a one-line notice names the new one)
 DEPRECATED_ALIASES: dict[str, str] = {"channel-global-mp": "global-mp", "channel-uniform": "uniform"}
@@ -353,22 +354,89 @@ def channel_allocator_name(name: str) -> str:
     return canonical
 
 
+def channel_allocators() -> tuple[str, ...]:
+    """The registered allocators with a channel form (those whose class declares the ``"channel"`` granularity)."""
+    from purl.baselines.base import ALLOCATORS
+
+    return tuple(name for name in ALLOCATORS.names() if "channel" in getattr(ALLOCATORS.get(name), "granularities", ()))
+
+
+def no_channel_form(name: str, granularities: Sequence[str]) -> PruningError:
+    """The one error for an allocator without a channel form, naming those that have one."""
+    return PruningError(f"allocator '{name}' has no channel version (it declares granularities "
+                        f"{', '.join(granularities)}); channel allocators: {', '.join(channel_allocators())}")
+
+
 def list_channel_allocators() -> dict[str, str]:
-    """Channel allocator name -> one-line description (the first line of its docstring)."""
-    return {name: f"{(fn.__doc__ or '').strip().splitlines()[0]} (prune.granularity=channel)"
-            for name, fn in CHANNEL_ALLOCATORS.items()}
+    """Channel allocator name -> one-line description (the first line of its class docstring)."""
+    from purl.baselines.base import list_allocators
+
+    described = list_allocators()
+    return {name: f"{described[name]} (prune.granularity=channel)" for name in channel_allocators()}
 
 
-def get_channel_allocator(name: str) -> ChannelAllocator:
-    """The channel form of allocator ``name`` (a deprecated alias works, with a notice); an allocator without
-    one raises PruningError naming those that have one."""
-    canonical = channel_allocator_name(name) if isinstance(name, str) else name
-    if canonical in CHANNEL_ALLOCATORS:
-        return CHANNEL_ALLOCATORS[canonical]
-    allowed = ", ".join(CHANNEL_ALLOCATORS)
-    if canonical in NO_CHANNEL_VERSION:
-        raise PruningError(
-            f"allocator '{canonical}' has no channel version (it allocates individual weights); "
-            f"channel allocators: {allowed}"
-        )
-    raise PruningError(f"unknown channel allocator '{name}'; allowed: {allowed}")
+def get_channel_allocator(name: str, **kwargs: Any) -> Allocator:
+    """The allocator ``name`` with options ``kwargs``, checked to have a channel form (a deprecated alias works,
+    with a notice); one without raises PruningError naming those that have one."""
+    from purl.baselines.base import get_allocator
+
+    allocator = get_allocator(channel_allocator_name(name) if isinstance(name, str) else name, **kwargs)
+    if "channel" not in allocator.granularities:
+        raise no_channel_form(allocator.name or type(allocator).__name__, allocator.granularities)
+    return allocator
+
+
+# ------------------------------------------------------------------ random and layerwise channel forms
+def random_removal(graph: ChannelGraph, keep: Mapping[str, int], generator: torch.Generator | None = None,
+                   ) -> dict[str, list[int]]:
+    """Channel indices each group loses under ``keep``, drawn uniformly at random (``generator`` seeds it).
+
+    A grouped group (``grouping`` > 1) loses whole offsets, the same one in every segment, as the norm order does."""
+    full = graph.check_keep(keep)
+    plan: dict[str, list[int]] = {}
+    for group in graph.groups:
+        drop = group.size - full[group.name]
+        if drop <= 0:
+            continue
+        segment = group.size // group.grouping
+        offsets = torch.randperm(segment, generator=generator).tolist()
+        order = [seg * segment + offset for offset in offsets for seg in range(group.grouping)]
+        plan[group.name] = sorted(order[:drop])
+    return plan
+
+
+def channel_layerwise(
+    graph: ChannelGraph,
+    fractions: Mapping[str, float],
+    keep_ratio: float | None,
+    *,
+    metric: str = "flops",
+    constraints: ChannelConstraints | None = None,
+) -> dict[str, int]:
+    """Channel layerwise: group ``g`` loses the fraction ``fractions[g]`` of its channels (groups not named stay
+    whole), rounded down to what the constraints allow.
+
+    ``keep_ratio=None`` applies the map as given. Otherwise the map is a profile: every fraction is scaled by one
+    factor, and the channels go in the order that factor reaches them, until ``keep_ratio`` of the dense ``metric``
+    remains (the same landing as the other channel allocators).
+    """
+    constraints = constraints or ChannelConstraints()
+    groups = {g.name: g for g in graph.groups}
+    unknown = sorted(set(fractions) - set(groups))
+    if unknown:
+        raise PruningError(f"layerwise fractions name unknown channel group(s) {', '.join(unknown)}; groups: "
+                           f"{', '.join(groups)}")
+    if keep_ratio is None:
+        plan = {name: g.size for name, g in groups.items()}
+        for name, fraction in fractions.items():
+            allowed = [r for r in constraints.removals(groups[name]) if r <= fraction * groups[name].size + 1e-9]
+            plan[name] -= max(allowed, default=0)
+        return plan
+    entries: list[tuple[float, int, str, int]] = []
+    for gi, group in enumerate(graph.groups):
+        wanted = fractions.get(group.name, 0.0) * group.size
+        removals = constraints.removals(group) if wanted > 0 else []
+        for before, after in zip([0, *removals], removals, strict=False):
+            entries.append((after / wanted, gi, group.name, after - before))  # the scale factor that reaches it
+    entries.sort(key=lambda e: (e[0], e[1]))
+    return _land(graph, [(e[2], e[3]) for e in entries], keep_ratio, metric, constraints, "layerwise")

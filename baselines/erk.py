@@ -18,14 +18,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from purl.baselines._alloc import proportional_counts, water_fill
 from purl.baselines.base import Allocator, register_allocator
+from purl.baselines.channel import channel_erk
 from purl.errors import ConfigError
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
+
+if TYPE_CHECKING:
+    from purl.baselines.channel import ChannelConstraints
+    from purl.pruning.channels import ChannelGraph
 
 __all__ = ["ERK", "erk_raw_density"]
 
@@ -38,6 +44,22 @@ def erk_raw_density(shape: Sequence[int], power_scale: float = 1.0) -> float:
 @register_allocator("erk")
 class ERK(Allocator):
     """ERK: density proportional to (sum of dims)/(product of dims), as in RigL (Evci et al. 2020)."""
+
+    granularities = ("weight", "channel")
+
+    def keep_channels(
+        self,
+        graph: ChannelGraph,
+        keep_ratio: float | None,
+        *,
+        metric: str = "flops",
+        norm: str = "l1",
+        constraints: ChannelConstraints | None = None,
+    ) -> dict[str, int]:
+        """The channel form: a group keeps a fraction of its channels proportional to its producers' ERK factor
+        (:func:`baselines.channel.channel_erk`)."""
+        return channel_erk(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints,
+                           power_scale=self.power_scale)
 
     def __init__(self, power_scale: float = 1.0) -> None:
         if not (isinstance(power_scale, (int, float)) and math.isfinite(power_scale) and power_scale >= 0):

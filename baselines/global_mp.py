@@ -33,6 +33,7 @@ fast on a shared machine; see :func:`baselines._select.cpu_threads`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -45,10 +46,15 @@ from purl.baselines.base import (
     filter_layers,
     register_allocator,
 )
+from purl.baselines.channel import channel_global_mp
 from purl.errors import PruningError
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer, find_prunable_layers
 from purl.pruning.masks import MaskState
+
+if TYPE_CHECKING:
+    from purl.baselines.channel import ChannelConstraints
+    from purl.pruning.channels import ChannelGraph
 
 __all__ = ["GlobalMagnitude", "global_magnitude_prune"]
 
@@ -58,6 +64,21 @@ _SHRINK_DTYPES = (torch.float32, torch.float64)
 @register_allocator("global-mp")
 class GlobalMagnitude(Allocator):
     """Global MP: one |w| threshold over all prunable weights (Gupta et al. 2022); MT via constraints."""
+
+    granularities = ("weight", "channel")
+
+    def keep_channels(
+        self,
+        graph: ChannelGraph,
+        keep_ratio: float | None,
+        *,
+        metric: str = "flops",
+        norm: str = "l1",
+        constraints: ChannelConstraints | None = None,
+    ) -> dict[str, int]:
+        """The channel form: the channels of lowest group-mean-normalised norm go first
+        (:func:`baselines.channel.channel_global_mp`)."""
+        return channel_global_mp(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints)
 
     def _plan(
         self, layers: Sequence[PrunableLayer], sparsity: float | None, constraints: Constraints

@@ -15,14 +15,20 @@ the score increases with magnitude, so each layer loses its smallest-magnitude w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from purl.baselines._select import TensorKeys, select_smallest, select_with_caps
 from purl.baselines.base import Allocator, register_allocator
+from purl.baselines.channel import channel_lamp
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
+
+if TYPE_CHECKING:
+    from purl.baselines.channel import ChannelConstraints
+    from purl.pruning.channels import ChannelGraph
 
 __all__ = ["LAMP", "lamp_scores"]
 
@@ -41,6 +47,21 @@ def lamp_scores(weight: Tensor) -> Tensor:
 @register_allocator("lamp")
 class LAMP(Allocator):
     """LAMP: global threshold on layer-normalised magnitude scores (Lee et al. 2021)."""
+
+    granularities = ("weight", "channel")
+
+    def keep_channels(
+        self,
+        graph: ChannelGraph,
+        keep_ratio: float | None,
+        *,
+        metric: str = "flops",
+        norm: str = "l1",
+        constraints: ChannelConstraints | None = None,
+    ) -> dict[str, int]:
+        """The channel form: a channel's LAMP score is its squared norm over its group's rest
+        (:func:`baselines.channel.channel_lamp`)."""
+        return channel_lamp(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints)
 
     def allocate(
         self,

@@ -17,6 +17,13 @@ pruned to it by magnitude.
 * ``sparsity=s`` and ``rescale=True`` -- the map is a *profile*: all layer sparsities are multiplied
   by one factor (capped by the constraints, water-filling the excess onto the other layers) so that
   the global count is exactly ``round(s * total)``.
+
+Channel form (``prune.granularity=channel``): the map names channel groups (``purl list`` a model's groups
+with :func:`purl.pruning.channels.channel_groups`) and gives the fraction of each group's channels removed,
+rounded down to what ``prune.min_channels`` / ``prune.channel_multiple`` allow; the lowest-norm channels go.
+Without ``rescale`` the map is applied as given (the row's ``achieved_sparsity`` is its cost); with
+``rescale=True`` the fractions are scaled by one factor until the budget lands, like the other channel
+allocators (:func:`baselines.channel.channel_layerwise`).
 """
 
 from __future__ import annotations
@@ -24,15 +31,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from numbers import Real
+from typing import TYPE_CHECKING
 
 import torch
 
 from purl.baselines._alloc import proportional_counts, round_to_total
 from purl.baselines.base import Allocator, register_allocator
+from purl.baselines.channel import channel_layerwise
 from purl.errors import ConfigError, PruningError
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
 from purl.pruning.masks import pruned_count
+
+if TYPE_CHECKING:
+    from purl.baselines.channel import ChannelConstraints
+    from purl.pruning.channels import ChannelGraph
 
 __all__ = ["Layerwise"]
 
@@ -42,6 +55,7 @@ class Layerwise(Allocator):
     """Layer-wise: a given {layer: sparsity} map (an RL agent's action), magnitude within each layer."""
 
     accepts_no_target = True
+    granularities = ("weight", "channel")
 
     def __init__(self, sparsities: Mapping[str, float], rescale: bool = False) -> None:
         if not isinstance(sparsities, Mapping):
@@ -108,6 +122,21 @@ class Layerwise(Allocator):
             )
         counts = round_to_total(exact, lo, hi, k)
         return {layer.name: c for layer, c in zip(layers, counts, strict=True)}
+
+    def keep_channels(
+        self,
+        graph: ChannelGraph,
+        keep_ratio: float | None,
+        *,
+        metric: str = "flops",
+        norm: str = "l1",
+        constraints: ChannelConstraints | None = None,
+    ) -> dict[str, int]:
+        """The channel form: the map as given (``keep_ratio=None`` or ``rescale=False``: the target is the map's),
+        or with ``rescale`` scaled until ``keep_ratio`` of the dense ``metric`` remains."""
+        del norm  # which channels go is decided by drop_channels (the norm order)
+        ratio = keep_ratio if self.rescale else None
+        return channel_layerwise(graph, self.sparsities, ratio, metric=metric, constraints=constraints)
 
     def __repr__(self) -> str:
         return f"Layerwise({len(self.sparsities)} layers, rescale={self.rescale})"

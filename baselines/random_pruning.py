@@ -9,18 +9,27 @@ sparsity, largest-remainder rounding, constraints honoured), and inside each lay
 weights are a uniformly random subset of that size (``torch.randperm``), ignoring magnitudes.
 Pass a ``torch.Generator`` for reproducible masks (otherwise torch's global RNG is used). Note that
 re-pruning under a gradual schedule draws fresh random masks each time.
+
+Channel form (``prune.granularity=channel``): uniform channel pruning's counts (every coupled group loses the
+same fraction of its channels), and the channels removed are a uniformly random subset of each group
+(:func:`baselines.channel.random_removal`; a grouped convolution loses the same offsets in every segment).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from purl.baselines.base import register_allocator
+from purl.baselines.channel import random_removal
 from purl.baselines.uniform import Uniform
 from purl.pruning.layers import PrunableLayer
+
+if TYPE_CHECKING:
+    from purl.pruning.channels import ChannelGraph
 
 __all__ = ["RandomPruning", "random_mask"]
 
@@ -50,3 +59,15 @@ class RandomPruning(Uniform):
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         return {layer.name: random_mask(layer.weight, counts[layer.name], generator) for layer in layers}
+
+    def drop_channels(
+        self,
+        graph: ChannelGraph,
+        keep: Mapping[str, int],
+        *,
+        norm: str = "l1",
+        generator: torch.Generator | None = None,
+    ) -> dict[str, list[int]]:
+        """The channels each group loses: a uniformly random subset of the size ``keep`` implies (norms ignored)."""
+        del norm
+        return random_removal(graph, keep, generator)

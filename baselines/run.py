@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from purl.baselines.base import Allocator, LayerCollapseWarning, get_allocator
-from purl.baselines.channel import CHANNEL_ALLOCATORS, DEPRECATED_ALIASES, ChannelConstraints
+from purl.baselines.channel import DEPRECATED_ALIASES, ChannelConstraints
 from purl.baselines.flops_budget import flops_equivalent_sparsity
 from purl.baselines.schedule import GradualPruner, make_gradual_schedule
 from purl.config import ExperimentConfig, MethodSpec, merge_config
@@ -99,15 +99,21 @@ def prune_oneshot(
     return model, masks
 
 
-def channel_plan(config: ExperimentConfig, method: str, sparsity: float) -> Callable[[ChannelGraph], dict[str, int]]:
-    """The plan of channel allocator ``method`` removing ``sparsity`` of ``prune.budget_metric`` under the config's
-    channel constraints (for :func:`purl.pipeline.slim_and_measure` / :func:`purl.pipeline.slim_copy`)."""
+def channel_plan(config: ExperimentConfig, method: str, sparsity: float | None, kwargs: dict[str, Any] | None = None,
+                 ) -> Callable[[ChannelGraph], dict[str, int]]:
+    """The plan of allocator ``method``'s channel form (options ``kwargs``) removing ``sparsity`` of
+    ``prune.budget_metric`` under the config's channel constraints (for :func:`purl.pipeline.slim_and_measure` /
+    :func:`purl.pipeline.slim_copy`). ``sparsity=None``, or a map allocator without ``rescale``: the map as given."""
     from purl.baselines.channel import get_channel_allocator
 
     cfg = config.prune
-    allocator = get_channel_allocator(method)
-    return lambda graph: allocator(graph, 1.0 - float(sparsity), metric=cfg.budget_metric, norm=cfg.channel_norm,
-                                   constraints=channel_constraints(config))
+    allocator = get_channel_allocator(method, **(kwargs or {}))
+    if sparsity is None or (allocator.accepts_no_target and not (kwargs or {}).get("rescale", False)):
+        ratio = None
+    else:
+        ratio = 1.0 - float(sparsity)
+    return lambda graph: allocator.keep_channels(graph, ratio, metric=cfg.budget_metric, norm=cfg.channel_norm,
+                                                 constraints=channel_constraints(config))
 
 
 def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:
@@ -118,24 +124,19 @@ def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:
 
 
 def check_channel_request(config: ExperimentConfig, spec: MethodSpec) -> None:
-    """What channel granularity cannot do yet, as one ConfigError/PruningError line (before any work)."""
+    """What channel granularity cannot do, as one ConfigError line (before any work): an allocator without a
+    channel form (its class's ``granularities``), a bad option, a gradual schedule, a weight Minimum Threshold."""
     from purl.baselines.channel import get_channel_allocator
-    from purl.errors import ConfigError
+    from purl.errors import ConfigError, RegistryError
 
-    if ":" in spec.method:
-        raise ConfigError(f"method '{spec.label}': user allocators ({spec.method}) allocate weights; at "
-                          f"prune.granularity=channel use one of {', '.join(CHANNEL_ALLOCATORS)}")
     try:
-        get_channel_allocator(spec.method)  # uniform-plus, random, layerwise: "no channel version"
-    except PruningError as exc:
+        get_channel_allocator(spec.method, **spec.kwargs)  # e.g. uniform-plus: "no channel version"
+    except (PruningError, RegistryError) as exc:
         raise ConfigError(f"method '{spec.label}': {exc}") from None
     if spec.schedule != "oneshot":
         raise ConfigError(f"method '{spec.label}': schedule '{spec.schedule}' is not supported at "
                           "prune.granularity=channel; use oneshot")
     refuse_weight_threshold_at_channel(config, spec)
-    if spec.kwargs:
-        raise ConfigError(f"method '{spec.label}': channel allocators take no options, got "
-                          f"{', '.join(sorted(spec.kwargs))}")
 
 
 def run_channel_baseline(
@@ -152,7 +153,17 @@ def run_channel_baseline(
     Returns the row (with ``channel_keep``: channels kept per group) and the slimmed, fine-tuned model. The
     request was validated once, by :meth:`BaselineMethod.validate` (:func:`check_channel_request`).
     """
-    return slim_and_measure(task, config, channel_plan(config, spec.method, sparsity), seed=seed, progress=progress)
+    from purl.baselines.channel import get_channel_allocator
+
+    allocator = get_channel_allocator(spec.method, **spec.kwargs)
+    generator = torch.Generator().manual_seed(seed)  # random pruning's draw: the same for the same seed
+    norm = config.prune.channel_norm
+
+    def drop(graph: ChannelGraph, keep: dict[str, int]) -> dict[str, list[int]]:
+        return allocator.drop_channels(graph, keep, norm=norm, generator=generator)
+
+    return slim_and_measure(task, config, channel_plan(config, spec.method, sparsity, spec.kwargs), seed=seed,
+                            progress=progress, drop=drop)
 
 
 class BaselineMethod(PruningMethod):
@@ -189,7 +200,10 @@ class BaselineMethod(PruningMethod):
             raise ConfigError(f"unknown method '{spec.method}' in compare.methods; allowed: "
                               f"{', '.join(n for n in METHODS.names() if n != 'baseline')}, "
                               f"{', '.join(ALLOCATORS.names())}")
-        get_allocator(spec.method, **spec.kwargs)  # a bad option or an unimportable class: one line now
+        allocator = get_allocator(spec.method, **spec.kwargs)  # a bad option or an unimportable class: one line now
+        if "weight" not in allocator.granularities:
+            raise ConfigError(f"method '{spec.label}': allocator '{spec.method}' declares granularities "
+                              f"{', '.join(allocator.granularities)}; set prune.granularity accordingly")
 
     def prune(self, cell: MethodCell) -> Pruned:
         """One baseline cell: :func:`run_baseline` on the task's fresh dense copy -> row, model, masks.

@@ -12,13 +12,19 @@ sparsity of the others rises until the target is met (water-filling).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from purl.baselines._alloc import proportional_counts
 from purl.baselines.base import Allocator, register_allocator
+from purl.baselines.channel import channel_uniform
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
+
+if TYPE_CHECKING:
+    from purl.baselines.channel import ChannelConstraints
+    from purl.pruning.channels import ChannelGraph
 
 __all__ = ["Uniform", "uniform_counts"]
 
@@ -34,6 +40,21 @@ def uniform_counts(layers: Sequence[PrunableLayer], k: int, caps: Mapping[str, i
 @register_allocator("uniform")
 class Uniform(Allocator):
     """Uniform: every layer at the same sparsity, by magnitude (Zhu & Gupta 2017; Gale et al. 2019)."""
+
+    granularities = ("weight", "channel")
+
+    def keep_channels(
+        self,
+        graph: ChannelGraph,
+        keep_ratio: float | None,
+        *,
+        metric: str = "flops",
+        norm: str = "l1",
+        constraints: ChannelConstraints | None = None,
+    ) -> dict[str, int]:
+        """The channel form: every group loses the same fraction of its channels
+        (:func:`baselines.channel.channel_uniform`)."""
+        return channel_uniform(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints)
 
     def allocate(
         self,

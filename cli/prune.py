@@ -12,9 +12,8 @@ from purl.cli.common import add_common_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--method", "-m", default=None,
-                        help="allocator: global-mp, uniform, uniform-plus, erk, lamp, random, layerwise; at "
-                             "prune.granularity=channel the channel form of global-mp, uniform, erk or lamp "
-                             "(see `purl list methods`; default: config's prune.method)")
+                        help="allocator (`purl list methods` lists them and which have a channel form, used at "
+                             "prune.granularity=channel; default: config's prune.method)")
     parser.add_argument("--sparsity", "-s", type=float, default=None,
                         help="target global sparsity in [0, 1); at prune.granularity=channel the fraction of "
                              "prune.budget_metric (params or flops) removed")

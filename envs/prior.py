@@ -84,9 +84,9 @@ def flops_prior_counts(
 
 def channel_priors() -> tuple[str, ...]:
     """The env.prior names with a channel form (the channel allocators, and their deprecated aliases)."""
-    from purl.baselines.channel import CHANNEL_ALLOCATORS, DEPRECATED_ALIASES
+    from purl.baselines.channel import DEPRECATED_ALIASES, channel_allocators
 
-    return (*CHANNEL_ALLOCATORS, *DEPRECATED_ALIASES)
+    return (*channel_allocators(), *DEPRECATED_ALIASES)
 
 
 def channel_prior_removed(name: str, graph: ChannelGraph, config: ExperimentConfig, caps: Sequence[int]) -> list[int]:

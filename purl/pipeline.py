@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from purl.config import ExperimentConfig
     from purl.pruning.channels import ChannelGraph
 
+#: chooses the channel indices each group loses for a keep plan: ``drop(graph, keep) -> {group: indices}``
+ChannelDrop = Callable[["ChannelGraph", Mapping[str, int]], Mapping[str, "list[int]"]]
+
 
 def measure(task: Task, model: nn.Module, *, prefix: str = "") -> dict[str, Any]:
     """Test top-1/top-5 (percent) of ``model`` on the task's test split."""
@@ -134,6 +137,7 @@ def slim_and_measure(
     *,
     seed: int,
     progress: bool = True,
+    drop: ChannelDrop | None = None,
 ) -> tuple[dict[str, Any], nn.Module]:
     """The channel-granularity cell of every method: choose, slim, fine-tune, measure.
 
@@ -141,7 +145,7 @@ def slim_and_measure(
     agent's chosen plan), then :func:`finetune_and_measure_channels`. The row gains
     ``channel_norm``, ``channel_keep`` and ``channel_group_sizes``; returns it and the slimmed, fine-tuned model.
     """
-    slim, keep, sizes = slim_copy(task, config, plan)
+    slim, keep, sizes = slim_copy(task, config, plan, drop)
     row = finetune_and_measure_channels(task, slim, task.example_input(), seed=seed,
                                         budget_metric=config.budget_metric(), progress=progress)
     row.update({"channel_norm": config.prune.channel_norm, "channel_keep": keep, "channel_group_sizes": sizes})
@@ -150,12 +154,14 @@ def slim_and_measure(
 
 def slim_copy(
     task: Task, config: ExperimentConfig, plan: Callable[[ChannelGraph], Mapping[str, int]],
+    drop: ChannelDrop | None = None,
 ) -> tuple[nn.Module, dict[str, int], dict[str, int]]:
     """A physically slimmed copy of the dense model, not fine-tuned -> (model, channels kept per group, group sizes).
 
     Traces a fresh dense copy (groups touching a layer ``model.include``/``model.exclude`` keep out are left
     whole), lets ``plan(graph)`` choose the channels each group keeps and removes each group's
-    lowest-``prune.channel_norm`` channels (:func:`~purl.pruning.channels.prune_channels`). The first half of
+    lowest-``prune.channel_norm`` channels (:func:`~purl.pruning.channels.prune_channels`; ``drop(graph, keep)``
+    chooses them instead when given, e.g. random pruning's draw). The first half of
     :func:`slim_and_measure`; ``env.prior: auto`` scores its channel candidates on it too.
     """
     import copy
@@ -166,7 +172,8 @@ def slim_copy(
     dense = copy.deepcopy(task.model)
     graph = channel_graph(dense, example, task.channel_ignored_layers())
     keep = dict(plan(graph))
-    slim = prune_channels(dense, example, keep, norm=config.prune.channel_norm, graph=graph)
+    slim = prune_channels(dense, example, keep, norm=config.prune.channel_norm, graph=graph,
+                          removed=drop(graph, keep) if drop is not None else None)
     return slim, keep, {group.name: group.size for group in graph.groups}
 
 

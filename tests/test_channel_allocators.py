@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import purl.baselines.channel as channel_allocators
+from purl.baselines import ERK, LAMP, GlobalMagnitude, RandomPruning, Uniform
 from purl.baselines.channel import (
     ChannelConstraints,
     channel_cost,
@@ -20,7 +21,7 @@ from purl.baselines.channel import (
     get_channel_allocator,
     keep_for_ratio,
 )
-from purl.errors import PruningError
+from purl.errors import PruningError, RegistryError
 from purl.models import build_model
 from purl.pruning.channels import channel_graph, measure_model, prune_channels
 
@@ -137,24 +138,68 @@ def test_allocator_names(graph, capsys, monkeypatch) -> None:
     """The weight allocators' own names run their channel forms; the old channel-only names are aliases that say
     (once) which name to use; the allocators without a channel form are one line naming those with one."""
     monkeypatch.setattr(channel_allocators, "_NOTIFIED", set())
-    assert [get_channel_allocator(n) for n in ("global-mp", "uniform", "erk", "lamp")] == [
-        channel_global_mp, channel_uniform, channel_erk, channel_lamp]
-    assert get_channel_allocator("channel-global-mp") is channel_global_mp
-    assert get_channel_allocator("channel-uniform") is channel_uniform
+    forms = {"global-mp": GlobalMagnitude, "uniform": Uniform, "erk": ERK, "lamp": LAMP, "random": RandomPruning}
+    for name, cls in forms.items():
+        assert type(get_channel_allocator(name)) is cls
+    assert channel_allocators.channel_allocators() == ("erk", "global-mp", "lamp", "layerwise", "random", "uniform")
+    assert type(get_channel_allocator("channel-global-mp")) is GlobalMagnitude
+    assert type(get_channel_allocator("channel-uniform")) is Uniform
     get_channel_allocator("channel-uniform")
     assert capsys.readouterr().err.splitlines() == [  # once per name
         "note: method 'channel-global-mp' is deprecated; use 'global-mp' with prune.granularity=channel (the same "
         "allocator)",
         "note: method 'channel-uniform' is deprecated; use 'uniform' with prune.granularity=channel (the same "
         "allocator)"]
-    for name in ("random", "uniform-plus", "layerwise"):
-        with pytest.raises(PruningError, match=f"allocator '{name}' has no channel version.*global-mp, uniform, erk, "
-                                               "lamp"):
-            get_channel_allocator(name)
-    with pytest.raises(PruningError, match="unknown channel allocator 'nope'; allowed: global-mp, uniform, erk, lamp"):
+    with pytest.raises(PruningError, match="allocator 'uniform-plus' has no channel version \\(it declares "
+                                           "granularities weight\\); channel allocators: erk, global-mp, lamp, "
+                                           "layerwise, random, uniform"):
+        get_channel_allocator("uniform-plus")
+    with pytest.raises(RegistryError, match="unknown allocator 'nope'; allowed: erk, global-mp"):
         get_channel_allocator("nope")
     with pytest.raises(PruningError, match="unknown budget metric 'latency'; allowed: flops, params"):
         channel_uniform(graph, 0.5, metric="latency")
+
+
+def test_erk_power_scale_reaches_the_channel_form(graph) -> None:
+    """ERK's option changes its channel plan (0 is uniform's kept fraction for every group)."""
+    default = get_channel_allocator("erk").keep_channels(graph, 0.5)
+    flat = get_channel_allocator("erk", power_scale=0.0).keep_channels(graph, 0.5)
+    assert flat != default
+    assert flat == keep_for_ratio(graph, 0.5, method="uniform")
+
+
+def test_random_channel_form_has_uniform_counts_and_seeded_random_channels(resnet20: nn.Module, graph) -> None:
+    """random: uniform's counts; which channels go is a seeded draw (not the norm order), the same for the same
+    seed, and the slimmed model runs."""
+    allocator = get_channel_allocator("random")
+    keep = allocator.keep_channels(graph, 0.5)
+    assert keep == keep_for_ratio(graph, 0.5, method="uniform")
+    draw = [allocator.drop_channels(graph, keep, generator=torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    assert draw[0] == draw[1] != draw[2]
+    assert draw[0] != graph.removed(keep)
+    assert all(len(idxs) == g.size - keep[g.name] for g in graph.groups for idxs in [draw[0].get(g.name, [])])
+    slim = prune_channels(resnet20, X, keep, graph=graph, removed=draw[0]).eval()
+    assert measure_model(slim, X).macs == channel_cost(graph, keep, "flops")
+    assert slim(X).shape == (2, 10)
+    with pytest.raises(PruningError, match="do not remove"):
+        prune_channels(resnet20, X, keep, graph=graph, removed={})
+
+
+def test_layerwise_channel_form_applies_or_rescales_its_map(graph) -> None:
+    """layerwise at channel granularity: the map names groups and removed fractions; as given it is rounded down
+    to the allowed steps, with rescale it lands the budget like the others; an unknown group is one line."""
+    first, second = graph.groups[0], graph.groups[1]
+    fractions = {first.name: 0.5, second.name: 0.26}
+    keep = get_channel_allocator("layerwise", sparsities=fractions).keep_channels(graph, 0.5)  # no rescale: as given
+    assert keep[first.name] == first.size - first.size // 2
+    assert keep[second.name] == second.size - int(0.26 * second.size)
+    assert all(keep[g.name] == g.size for g in graph.groups[2:])
+    landed = get_channel_allocator("layerwise", sparsities=fractions, rescale=True).keep_channels(graph, 0.9)
+    cost = channel_cost(graph, landed, "flops")
+    assert 0.9 * graph.dense_macs - channel_tolerance(graph, "flops") < cost <= 0.9 * graph.dense_macs
+    assert all(landed[g.name] == g.size for g in graph.groups[2:])  # unnamed groups stay whole
+    with pytest.raises(PruningError, match="unknown channel group\\(s\\) nope"):
+        get_channel_allocator("layerwise", sparsities={"nope": 0.5}).keep_channels(graph, None)
 
 
 @pytest.mark.parametrize("method", ["global-mp", "uniform", "erk", "lamp"])

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import purl.baselines.channel as channel_allocators
-from purl.baselines.channel import DEPRECATED_ALIASES, channel_tolerance
+from purl.baselines.channel import DEPRECATED_ALIASES, channel_tolerance, get_channel_allocator
 from purl.compare import ResultsTable
 from purl.config import CHANNEL_ALIASES, ExperimentConfig, config_differences, load_config
 from purl.pruning.channels import channel_graph, prune_channels
@@ -120,7 +120,7 @@ def test_prune_channel_resnet20_flops_budget_lands_and_exports(run_cli, tmp_path
     (["prune.granularity=channel", "prune.channel_norm=l3"], "'prune.channel_norm'"),
     (["prune.granularity=channel", "prune.budget_metric=macs"], "'prune.budget_metric'"),
     (["prune.budget_metric=flops", "--schedule", "gradual"], "schedule 'gradual' with budget_metric 'flops'"),
-    (["prune.granularity=channel", "--method", "random"], "'random' has no channel version"),
+    (["prune.granularity=channel", "--method", "layerwise"], "allocator 'layerwise' needs the option(s) sparsities"),
     (["prune.granularity=channel", "--method", "uniform-plus"], "'uniform-plus' has no channel version"),
     (["prune.granularity=channel", "--method", "uniform", "--schedule", "gradual"],
      "not supported at granularity 'channel'"),
@@ -186,7 +186,7 @@ def test_compare_channel_grid_writes_measured_columns(run_cli, tmp_path: Path):
 @pytest.mark.parametrize(("methods", "extra", "message"), [
     ("[agent,uniform]", ["env.action=sigma"], "env.action 'sigma' thresholds individual weights"),
     ("[agent,uniform]", ["env.finetune_steps=2"], "env.finetune_steps > 0 is not supported"),
-    ("[agent,uniform]", ["env.prior=random"], "env.prior 'random' has no channel version"),
+    ("[agent,uniform]", ["env.prior=uniform-plus"], "env.prior 'uniform-plus' has no channel version"),
     ("[agent,uniform]", ["env.budget_metric=params"], "differs from prune.budget_metric 'flops'"),
     ("[agent]", ["constraints.min_threshold=0.1"], "method 'agent': the Minimum Threshold (min_threshold) is a"),
     ("[uniform,uniform-plus]", [], "'uniform-plus' has no channel version"),
@@ -264,3 +264,23 @@ def test_prune_with_channel_multiple_writes_round_widths(run_cli, tmp_path: Path
     widths = [v.shape[0] for k, v in program.state_dict().items() if k.endswith("weight") and v.dim() == 2][:-1]
     assert widths and all(w % 16 == 0 for w in widths)  # the hidden layers; the classifier keeps its 10 outputs
     assert results["flops_ratio"] <= 0.4 + 1e-9
+
+
+def test_random_and_layerwise_run_at_channel_granularity(run_cli, tmp_path: Path):
+    """Every allocator with a channel form runs under its own name: random keeps uniform's counts (its channels
+    are a seeded draw), layerwise applies its group map as given (prune.method_kwargs)."""
+    config = load_config("configs/quick.yaml", ["prune.granularity=channel"])
+    task = build_task(config.model_copy(update={"cache_dir": str(tmp_path.parent / "channel-cache")}),
+                      torch.device("cpu"), progress=False)
+    groups = channel_graph(task.model, task.example_input()).groups
+    result, out = _prune(run_cli, tmp_path, "prune.granularity=channel", "--method", "random", "--sparsity", "0.5")
+    assert result.rc == 0, result.err
+    uniform = get_channel_allocator("uniform").keep_channels(channel_graph(task.model, task.example_input()), 0.5,
+                                                              metric="params")
+    assert json.loads((out / "results.json").read_text())["channel_keep"] == uniform
+    fractions = {groups[0].name: 0.5}
+    result, out2 = _prune(run_cli, tmp_path / "lw", "prune.granularity=channel", "--method", "layerwise",
+                          "--sparsity", "0.5", f"prune.method_kwargs={json.dumps({'sparsities': fractions})}")
+    assert result.rc == 0, result.err
+    keep = json.loads((out2 / "results.json").read_text())["channel_keep"]
+    assert keep[groups[0].name] == groups[0].size // 2 and all(keep[g.name] == g.size for g in groups[1:])

@@ -130,7 +130,7 @@ def test_passes_gymnasium_env_checker_and_is_registered(quick_task, resnet_task)
     (["env.action=sigma"], "env.action 'sigma' thresholds individual weights"),
     (["env.finetune_steps=3"], "env.finetune_steps > 0 is not supported at prune.granularity channel"),
     (["env.passes=2", "env.action=sparsity-continuous"], "env.passes > 1 is not supported"),
-    (["env.prior=random"], "env.prior 'random' has no channel version"),
+    (["env.prior=uniform-plus"], "env.prior 'uniform-plus' has no channel version"),
     (["prune.min_channels=60", "env.target_sparsity=0.9"], "the largest feasible target is"),
 ])
 def test_what_the_channel_env_cannot_do_is_one_line(resnet_task, overrides: list[str], message: str):

@@ -670,6 +670,7 @@ def prune_channels(
     norm: str = "l1",
     ignored_layers: Sequence[str] | None = None,
     graph: ChannelGraph | None = None,
+    removed: Mapping[str, Sequence[int]] | None = None,
 ) -> nn.Module:
     """A deep copy of ``model`` with each group's lowest-scoring channels physically removed.
 
@@ -677,11 +678,27 @@ def prune_channels(
     consumers, residual partners), so the copy runs and has fewer parameters and MACs. ``model`` is
     left untouched. Raises PruningError for a bad plan (see the module docstring). ``graph``: the
     :func:`channel_graph` of ``model`` when the caller already built it (an allocator needed it), so the
-    dense model is not traced twice.
+    dense model is not traced twice. ``removed``: the channel indices each group loses, when the caller chose
+    them another way (random pruning); they must agree with ``keep``.
     """
     graph = graph or channel_graph(model, example_inputs, ignored_layers)
-    plan = graph.removed(keep, norm)  # validates keep, scores on the dense weights
+    plan = graph.removed(keep, norm) if removed is None else _check_removed(graph, keep, removed)
     return _slim_or_refuse(model, example_inputs, plan, graph.ignored_layers)
+
+
+def _check_removed(graph: ChannelGraph, keep: Mapping[str, int], removed: Mapping[str, Sequence[int]],
+                   ) -> dict[str, list[int]]:
+    """``removed`` as a plan, refused unless each group loses exactly ``size - keep`` distinct valid indices."""
+    full = graph.check_keep(keep)
+    plan: dict[str, list[int]] = {}
+    for group in graph.groups:
+        idxs = sorted({int(i) for i in removed.get(group.name, ())})
+        if len(idxs) != group.size - full[group.name] or any(not 0 <= i < group.size for i in idxs):
+            raise PruningError(f"channel group '{group.name}': the chosen channels {idxs[:8]} do not remove "
+                               f"{group.size - full[group.name]} distinct channels of {group.size}")
+        if idxs:
+            plan[group.name] = idxs
+    return plan
 
 
 def check_slimmable(graph: ChannelGraph, *, masked_twin: bool = False) -> None:
