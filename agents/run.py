@@ -306,7 +306,7 @@ class AgentMethod(PruningMethod):
         except ConfigError as exc:
             raise ConfigError(f"method '{spec.label}': {exc}") from None
         validate_agent_config(config)
-        make_reward(config.env.reward, config.env.reward_kwargs)
+        make_reward(config.env.reward, config.env.reward_kwargs, config.prune.granularity)
 
     def prune(self, cell: MethodCell) -> AgentOutcome:
         """One agent cell (:func:`search_and_prune`; a compare cell resumes from its folder's checkpoint)."""

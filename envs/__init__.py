@@ -42,8 +42,10 @@ register_gym_envs()  # ENV_ID and CHANNEL_ENV_ID (purl.gym_registration: also on
 
 
 def list_rewards() -> dict[str, str]:
-    """Reward name -> one-line description, for ``purl list rewards``."""
-    return REWARDS.describe()
+    """Reward name -> one-line description with its declared timing (per-step or terminal), for
+    ``purl list rewards``."""
+    described = REWARDS.describe()
+    return {name: f"[{getattr(REWARDS.get(name), 'timing', 'per-step')}] {text}" for name, text in described.items()}
 
 
 __all__ = [

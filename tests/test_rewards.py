@@ -146,10 +146,31 @@ def test_components_sum_to_the_reward(task, name, mode):
 
 
 def test_terminal_rewards_are_zero_before_the_end(task):
-    for name in ["amc", "amc-flops", "lagrangian"]:
+    """The rewards that declare timing 'terminal' are exactly those that pay only on the last step."""
+    terminal = [name for name in REWARDS.names() if REWARDS.get(name).timing == "terminal"]
+    assert terminal == ["amc", "amc-flops", "lagrangian"]
+    for name in terminal:
         steps = run_episode(PruningEnv(task=task, reward=name))
         assert all(reward == 0.0 for reward, _ in steps[:-1])
         assert steps[-1][0] != 0.0
+    steps = run_episode(PruningEnv(task=task, reward="purl"))  # per-step: a signal before the end
+    assert any(reward != 0.0 for reward, _ in steps[:-1])
+
+
+def test_a_reward_declaring_one_granularity_is_refused_at_the_other(monkeypatch):
+    """The validation reads the reward's declared granularities: one line before any work."""
+
+    class WeightOnly(Reward):
+        granularities = ("weight",)
+
+        def __call__(self, ctx: RewardContext) -> dict[str, float]:
+            return {"accuracy": ctx.accuracy}
+
+    monkeypatch.setitem(REWARDS._items, "weight-only", WeightOnly)
+    assert isinstance(make_reward("weight-only", {}, "weight"), WeightOnly)
+    with pytest.raises(ConfigError, match="env.reward 'weight-only' declares granularities weight; it cannot score "
+                                          "prune.granularity=channel"):
+        make_reward("weight-only", {}, "channel")
 
 
 def test_amc_reward_is_the_final_accuracy(task):

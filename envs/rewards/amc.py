@@ -16,6 +16,7 @@ class AmcAccuracy(Reward):
     """
 
     name = "amc"
+    timing = "terminal"
     defaults = {"scale": 1.0}
     scale: float
 
@@ -32,6 +33,7 @@ class AmcErrorFlops(Reward):
     """
 
     name = "amc-flops"
+    timing = "terminal"
     defaults = {"scale": 1.0}
     scale: float
 

@@ -5,14 +5,18 @@ A reward is a class: ``__init__(**kwargs)`` takes its weights from ``env.reward_
 ``__call__(ctx)`` after every step returns its *components* (name -> float); the step's reward is
 their sum. Subclasses of :class:`Reward` declare their keyword arguments and defaults in
 ``defaults`` (and, for string options, the allowed values in ``choices``); unknown or mistyped
-keyword arguments raise :class:`~purl.errors.ConfigError`.
+keyword arguments raise :class:`~purl.errors.ConfigError`. They also declare where they apply:
+``granularities`` (the ``prune.granularity`` values whose context they read correctly; both by default,
+since every :class:`RewardContext` field means the same at each) and ``timing`` (``per-step``: a signal at
+every step, PuRL's design; ``terminal``: only at the episode's last step, AMC's). The one validation,
+:func:`~purl.envs.rewards.registry.make_reward` with the granularity, reads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from purl.errors import ConfigError
 
@@ -67,6 +71,10 @@ class Reward:
     name: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
     choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: the granularities whose RewardContext this reward reads correctly
+    granularities: ClassVar[tuple[str, ...]] = ("weight", "channel")
+    #: "per-step" (a signal at every step) or "terminal" (non-zero only on the episode's last step)
+    timing: ClassVar[Literal["per-step", "terminal"]] = "per-step"
 
     def __init__(self, **kwargs: Any) -> None:
         label = self.name or type(self).__name__

@@ -17,6 +17,7 @@ class LagrangianReward(Reward):
     """
 
     name = "lagrangian"
+    timing = "terminal"
     defaults = {"w_acc": 1.0, "lam": 1.0}
     w_acc: float
     lam: float

@@ -14,11 +14,12 @@ from purl.registry import Registry
 REWARDS: Registry[Any] = Registry("reward")
 
 
-def make_reward(name: str, kwargs: Mapping[str, Any] | None = None) -> Any:
+def make_reward(name: str, kwargs: Mapping[str, Any] | None = None, granularity: str | None = None) -> Any:
     """Instantiate reward ``name`` (registered, or ``package.module:Class``) with ``kwargs``.
 
-    Raises ConfigError for an unknown name, an object that is not a reward class, or keyword
-    arguments its ``__init__`` does not accept.
+    Raises ConfigError for an unknown name, an object that is not a reward class, keyword arguments its
+    ``__init__`` does not accept, or (``granularity`` given) a granularity outside the class's declared
+    ``granularities`` (a plain callable without the declaration is taken to read any).
     """
     kwargs = dict(kwargs or {})
     try:
@@ -27,6 +28,10 @@ def make_reward(name: str, kwargs: Mapping[str, Any] | None = None) -> Any:
         raise ConfigError(f"env.reward: {exc}") from None
     if not callable(cls):
         raise ConfigError(f"env.reward: '{name}' is a {type(cls).__name__}, not a reward class")
+    declared = getattr(cls, "granularities", None)
+    if granularity is not None and declared is not None and granularity not in declared:
+        raise ConfigError(f"env.reward '{name}' declares granularities {', '.join(declared)}; it cannot score "
+                          f"prune.granularity={granularity}")
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as exc:
