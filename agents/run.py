@@ -264,16 +264,18 @@ def cell_config(base: ExperimentConfig, spec: MethodSpec, target_sparsity: float
 
 def train_and_save(task: Any, config: ExperimentConfig, out: Path, *, seed: int, progress: bool = False,
                    resume: bool = False) -> tuple[dict[str, Any], AgentOutcome]:
-    """One agent run as ``purl train`` makes it: search, prune, fine-tune, ``pruned.pt``; -> (row, outcome).
+    """One agent run as ``purl train`` makes it: a one-cell grid (search, prune, fine-tune: the compare cell's row,
+    also appended to ``out/results.csv``), then ``pruned.pt`` and its exports; -> (row, outcome).
 
     ``task.config`` must be ``config`` (fine-tuning and constraints read the task's config).
-    The row is ``purl train``'s results.json row (not written here).
+    The row is ``purl train``'s results.json row (results.json is written by the CLI).
     """
-    cell = MethodCell(task, config, MethodSpec(label="agent", method="agent"), config.env.target_sparsity, seed,
-                      Path(out), progress, resume)
-    outcome = AgentMethod().prune(cell)  # the registered ``agent`` method
+    from purl.compare.runner import run_one_cell
+
+    cell_row, outcome = run_one_cell(task, config, MethodSpec(label="agent", method="agent"),
+                                     config.env.target_sparsity, seed, Path(out), progress=progress, resume=resume)
     row = {"command": "train", "dataset": config.data.name, "model": config.model.name, "device": str(task.device),
-           **outcome.row}
+           **cell_row}
     meta = {k: row[k] for k in ("method", "algo", "target_sparsity", "achieved_sparsity", "after_test_top1",
                                 "after_test_top5", "policy_source")}
     row.update(save_pruned(Path(out), config, outcome, task.data.input_shape, meta))

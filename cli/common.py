@@ -79,10 +79,15 @@ def output_dir(args: argparse.Namespace, config: ExperimentConfig, command: str)
 
 
 def finish(out: Path, results: dict[str, Any], lines: list[str], config: ExperimentConfig | None = None) -> int:
-    """Write the resolved config and results.json (atomically), then print a short human summary."""
+    """Write the resolved config and results.json (atomically), and for a one-cell run (a row with a cell's
+    ``label`` and ``status``) its row in results.csv, the schema of a compare grid; then print a short summary."""
     if config is not None:
         save_config(config, out / "config.yaml")
     write_json(out / "results.json", results)
+    if "label" in results and "status" in results:
+        from purl.compare.runner import record_cell
+
+        record_cell(out, results)
     for line in lines:
         print(line)
     print(f"results: {out / 'results.json'}")

@@ -24,12 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """One allocator at one target: a one-cell grid (:func:`purl.compare.runner.run_one_cell`: the compare cell's
+    row, also in ``results.csv``), then ``pruned.pt`` and its exports, ``results.json`` and the printed summary."""
     import time
 
     from purl.cli.common import config_from_args, export_line, finish, planned_output_dir
+    from purl.compare.runner import run_one_cell
     from purl.config import CHANNEL_ALIASES, MethodSpec
     from purl.errors import ConfigError
-    from purl.methods import ALLOCATOR_METHOD, MethodCell, get_method, method_name, save_pruned
+    from purl.methods import ALLOCATOR_METHOD, get_method, method_name, save_pruned
     from purl.runtime import resolve_device
     from purl.task import build_task
 
@@ -52,11 +55,9 @@ def run(args: argparse.Namespace) -> int:
     out = planned_output_dir(args, config, "prune")  # checked, created by the first write
     start = time.perf_counter()
     task = build_task(config, device, progress=not args.quiet)
-    pruned = method.prune(MethodCell(task, config, spec, config.prune.sparsity, config.seed, out,
-                                     progress=not args.quiet))
+    row, pruned = run_one_cell(task, config, spec, config.prune.sparsity, config.seed, out, progress=not args.quiet)
     if channel:
-        return _finish_channel(args, config, spec, task, pruned, out, start)
-    row = pruned.row
+        return _finish_channel(args, config, spec, task, row, pruned, out, start)
     saved = save_pruned(out, config, pruned, task.data.input_shape,  # the masked dense model: NOT faster
                         {"method": spec.method, "target_sparsity": config.prune.sparsity})
     results = {"command": "prune", "method": spec.method, "schedule": spec.schedule,
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     ], config)
 
 
-def _finish_channel(args: argparse.Namespace, config: Any, spec: Any, task: Any, pruned: Any, out: Path,
-                    start: float) -> int:
+def _finish_channel(args: argparse.Namespace, config: Any, spec: Any, task: Any, row: dict[str, Any],
+                    pruned: Any, out: Path, start: float) -> int:
     """Channel granularity: save the slimmed model (:func:`purl.methods.save_pruned`: checkpoint with the keep
     plan, .pt2, .onnx), time it (``prune.measure_latency``: CPU eager, batch 1 and 64, medians of interleaved
     runs, ratio = slimmed / dense), write results.json."""
@@ -90,7 +91,6 @@ def _finish_channel(args: argparse.Namespace, config: Any, spec: Any, task: Any,
     from purl.cli.common import export_line, finish
     from purl.methods import save_pruned
 
-    row = pruned.row
     metric = config.prune.budget_metric
     saved = save_pruned(out, config, pruned, task.data.input_shape,
                         {"method": spec.method, "target_sparsity": config.prune.sparsity})

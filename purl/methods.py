@@ -109,17 +109,19 @@ def save_pruned(out: Path, config: ExperimentConfig, pruned: Pruned, input_shape
     return {"checkpoint": str(checkpoint), **export_fields(model, input_shape, out, granularity=granularity)}
 
 
-def finish_channel_cell(cell: MethodCell, pruned: Pruned) -> dict[str, Any]:
+def finish_channel_cell(cell: MethodCell, pruned: Pruned, *, export: bool = True) -> dict[str, Any]:
     """A channel-granularity cell's deployable model and (opt-in) latency, the same for every method.
 
     Exports the slimmed model to the cell's folder (``pruned.pt2``, ``pruned.onnx``: reloadable with only
-    torch / onnxruntime) and, with ``compare.measure_latency``, adds ``latency_ratio`` (slimmed / dense, CPU
-    eager, batch 1, median of interleaved runs), ``latency_dense_ms`` and ``latency_pruned_ms`` to the row.
+    torch / onnxruntime; ``export=False`` when the caller saves it itself, :func:`save_pruned`) and, with
+    ``compare.measure_latency``, adds ``latency_ratio`` (slimmed / dense, CPU eager, batch 1, median of
+    interleaved runs), ``latency_dense_ms`` and ``latency_pruned_ms`` to the row.
     """
     from purl.export import export_pruned
 
     row = pruned.row
-    export_pruned(pruned.model, cell.task.data.input_shape, cell.folder)
+    if export:
+        export_pruned(pruned.model, cell.task.data.input_shape, cell.folder)
     if cell.config.compare.measure_latency:
         from purl.latency import latency_ratios
 
@@ -170,11 +172,12 @@ class PruningMethod(ABC):
     def prune(self, cell: MethodCell) -> Pruned:
         """This method's part: the pruned, fine-tuned, measured model of one cell and its row."""
 
-    def finish(self, cell: MethodCell, pruned: Pruned) -> dict[str, Any]:
+    def finish(self, cell: MethodCell, pruned: Pruned, *, export: bool = True) -> dict[str, Any]:
         """The tail every method shares: the row (at channel granularity with the exported slimmed model and,
-        with ``compare.measure_latency``, its latency)."""
+        with ``compare.measure_latency``, its latency). ``export=False``: a one-cell run saves and exports the
+        model itself, checkpoint first (:func:`save_pruned`)."""
         if cell.config.prune.granularity == "channel":
-            return finish_channel_cell(cell, pruned)
+            return finish_channel_cell(cell, pruned, export=export)
         return pruned.row
 
     def run(self, cell: MethodCell) -> dict[str, Any]:

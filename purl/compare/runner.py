@@ -23,7 +23,7 @@ from purl.compare.cells import Cell, ResultsTable
 from purl.compare.identity import check_same_grid
 from purl.config import ExperimentConfig, MethodSpec
 from purl.errors import PurlError
-from purl.methods import MethodCell, get_method, method_name
+from purl.methods import MethodCell, Pruned, get_method, method_name
 from purl.progress import progress_bar
 from purl.task import Task
 
@@ -69,6 +69,48 @@ def _base_row(job: CellJob) -> dict[str, Any]:
         "min_threshold": job.spec.min_threshold, "target_sparsity": job.cell.target_sparsity,
         "seed": job.cell.seed,
     }
+
+
+def finished_row(base: dict[str, Any], measured: dict[str, Any], *, attempts: int, seconds: float) -> dict[str, Any]:
+    """A finished cell's results row: its identity, what the method measured, status ``ok``, the attempts and
+    the wall time (a resumed agent search adds its earlier sessions')."""
+    earlier = float(measured.get("earlier_sessions_wall_time_s") or 0.0)
+    return base | measured | {"status": "ok", "error": None, "attempts": attempts, "wall_time_s": earlier + seconds}
+
+
+def run_one_cell(task: Task, config: ExperimentConfig, spec: MethodSpec, target: float | None, seed: int,
+                 folder: Path, *, progress: bool = True, resume: bool = True) -> tuple[dict[str, Any], Pruned]:
+    """``purl prune`` and single-run ``purl train``: a one-cell grid, in process -> (its row, the pruned model).
+
+    The cell runs as :func:`execute_cell` runs a compare cell (``seed_everything(seed)``, then the built-in
+    method's template: ``prune``, then the shared ``finish``), so the same config and seed give the same row as
+    that compare cell (tests/test_one_cell.py). ``finish`` leaves the export to the caller
+    (:func:`purl.methods.save_pruned`: checkpoint first, then ``.pt2``/``.onnx``), so a model that cannot be
+    exported never loses the finished run; the caller records the row last (:func:`record_cell`), so a run that
+    fails to save leaves no row behind.
+    """
+    from purl.methods import PruningMethod
+    from purl.runtime import seed_everything
+
+    method = get_method(spec.method)
+    if not isinstance(method, PruningMethod):
+        raise PurlError(f"method '{spec.label}' is not a built-in method; run it with purl compare")
+    cell = MethodCell(task, config, spec, target, seed, folder, progress, resume)
+    start = time.perf_counter()
+    seed_everything(seed)
+    pruned = method.prune(cell)
+    measured = method.finish(cell, pruned, export=False)
+    base = {"label": spec.label, "method": spec.method, "schedule": spec.schedule,
+            "min_threshold": spec.min_threshold, "target_sparsity": target, "seed": seed}
+    return finished_row(base, measured, attempts=1, seconds=time.perf_counter() - start), pruned
+
+
+def record_cell(folder: Path, row: dict[str, Any]) -> Path:
+    """Append a one-cell run's row to ``folder/results.csv`` in the grid's schema (``purl report folder`` reads
+    it; a rerun replaces the row of the same cell) -> the file."""
+    table = ResultsTable(folder / "results.csv")
+    table.add(row)
+    return table.path
 
 
 def is_deterministic(exc: BaseException) -> bool:
@@ -125,10 +167,7 @@ def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: flo
                 continue
             row = _base_row(job) | {"status": "failed", "error": " | ".join(messages), "attempts": attempts}
             return CellOutcome(job.cell, row, failed=True, messages=messages)
-        row = _base_row(job) | measured
-        earlier = float(measured.get("earlier_sessions_wall_time_s") or 0.0)  # a resumed agent search's
-        row.update({"status": "ok", "error": None, "attempts": attempts,
-                    "wall_time_s": earlier + time.perf_counter() - start})
+        row = finished_row(_base_row(job), measured, attempts=attempts, seconds=time.perf_counter() - start)
         return CellOutcome(job.cell, row, messages=messages)
 
 
