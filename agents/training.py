@@ -319,8 +319,7 @@ def train_agent(
 ) -> AgentRun:
     """Train ``config.agent`` on the pruning environment; write logs, checkpoints and the best policy.
 
-    ``config`` must have passed the agent method's validation (:meth:`purl.agents.run.AgentMethod.validate`,
-    which ``purl train`` and every compare grid run once, before any work); this runtime path does not re-check.
+    ``config`` is validated once at the edge (:meth:`purl.agents.run.AgentMethod.validate`); no re-check here.
 
     :param config: the experiment (env section = the MDP, agent section = the learner).
     :param output_dir: run folder: ``tb/``, ``checkpoints/``, ``best_model.zip``, ``best_episode.json``,
@@ -333,8 +332,8 @@ def train_agent(
     :param progress: show the search's tqdm progress bar on stderr (also needs ``agent.progress_bar``).
     :param seed: the agent's and environments' seed (default ``config.seed``).
     :param figure_every: episodes between per-layer sparsity figures in TensorBoard.
-    :param torch_threads: PyTorch intra-op threads while learning (restored afterwards; None keeps them).
-        Default 1: tiny MLP updates and small env networks, where more threads spin (quick: 3.4 s vs 26 s).
+    :param torch_threads: PyTorch intra-op threads while learning (restored after; None keeps them). Default 1:
+        tiny MLP updates and small env networks, where more threads spin (quick: 3.4 s vs 26 s).
     """
     from purl.agents.resume import set_rng_state
 
