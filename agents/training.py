@@ -322,8 +322,7 @@ def train_agent(
     ``config`` is validated once at the edge (:meth:`purl.agents.run.AgentMethod.validate`); no re-check here.
 
     :param config: the experiment (env section = the MDP, agent section = the learner).
-    :param output_dir: run folder: ``tb/``, ``checkpoints/``, ``best_model.zip``, ``best_episode.json``,
-        ``episodes.csv``.
+    :param output_dir: run folder: ``tb/``, ``checkpoints/``, ``best_model.zip``, ``best_episode.json``, ``episodes.csv``.
     :param device: where the envs evaluate when no ``task`` is given (else the task's device); the agent's
         own small networks run on ``agent.hyperparams.device``, default CPU.
     :param resume: continue from ``output_dir/checkpoints/last.zip`` (none at all: start fresh); a damaged
@@ -331,7 +330,7 @@ def train_agent(
     :param task: the already built task, shared by in-process environments (built when None).
     :param progress: show the search's tqdm progress bar on stderr (also needs ``agent.progress_bar``).
     :param seed: the agent's and environments' seed (default ``config.seed``).
-    :param figure_every: episodes between per-layer sparsity figures in TensorBoard.
+    :param figure_every: episodes between TensorBoard's per-layer sparsity figures.
     :param torch_threads: PyTorch intra-op threads while learning (restored after; None keeps them). Default 1:
         tiny MLP updates and small env networks, where more threads spin (quick: 3.4 s vs 26 s).
     """
