@@ -322,7 +322,7 @@ def train_agent(
     ``config`` is validated once at the edge (:meth:`purl.agents.run.AgentMethod.validate`); no re-check here.
 
     :param config: the experiment (env section = the MDP, agent section = the learner).
-    :param output_dir: run folder: ``tb/``, ``checkpoints/``, ``best_model.zip``, ``best_episode.json``, ``episodes.csv``.
+    :param output_dir: run folder (``tb/``, ``checkpoints/``, ``best_model.zip``, ``best_episode.json``, episodes.csv).
     :param device: where the envs evaluate when no ``task`` is given (else the task's device); the agent's
         own small networks run on ``agent.hyperparams.device``, default CPU.
     :param resume: continue from ``output_dir/checkpoints/last.zip`` (none at all: start fresh); a damaged
