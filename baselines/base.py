@@ -173,6 +173,9 @@ class Allocator(ABC):
     #: the granularities this allocator has a form at: "weight", and "channel" when it implements
     #: :meth:`keep_channels` (the one validation, ``env.prior`` and ``purl list methods`` read it)
     granularities: ClassVar[tuple[str, ...]] = ("weight",)
+    #: the channel form's helper in :mod:`baselines.channel` (``fn(graph, keep_ratio, *, metric, norm, constraints,
+    #: **channel_options()) -> keep plan``), called by :meth:`keep_channels`; None: no channel form
+    channel_form: ClassVar[Callable[..., dict[str, int]] | None] = None
 
     # --------------------------------------------------------------- to override
     @abstractmethod
@@ -209,9 +212,16 @@ class Allocator(ABC):
         """Channels each group of ``graph`` keeps so that ``keep_ratio`` of the dense ``metric`` (``flops`` or
         ``params``) remains: never above it, below it by less than one step's cost (:mod:`baselines.channel`).
         ``keep_ratio=None`` only for an allocator that defines its own target (a map applied as given)."""
-        from purl.baselines.channel import no_channel_form
+        form = type(self).channel_form
+        if form is None or "channel" not in self.granularities:
+            from purl.baselines.channel import no_channel_form
 
-        raise no_channel_form(self.name or type(self).__name__, self.granularities)
+            raise no_channel_form(self.name or type(self).__name__, self.granularities)
+        return form(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints, **self.channel_options())
+
+    def channel_options(self) -> dict[str, Any]:
+        """The allocator's own options its channel form takes too (ERK's ``power_scale``); none by default."""
+        return {}
 
     def drop_channels(
         self,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,10 +27,6 @@ from purl.baselines.channel import channel_erk
 from purl.errors import ConfigError
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
-
-if TYPE_CHECKING:
-    from purl.baselines.channel import ChannelConstraints
-    from purl.pruning.channels import ChannelGraph
 
 __all__ = ["ERK", "erk_raw_density"]
 
@@ -46,20 +41,7 @@ class ERK(Allocator):
     """ERK: density proportional to (sum of dims)/(product of dims), as in RigL (Evci et al. 2020)."""
 
     granularities = ("weight", "channel")
-
-    def keep_channels(
-        self,
-        graph: ChannelGraph,
-        keep_ratio: float | None,
-        *,
-        metric: str = "flops",
-        norm: str = "l1",
-        constraints: ChannelConstraints | None = None,
-    ) -> dict[str, int]:
-        """The channel form: a group keeps a fraction of its channels proportional to its producers' ERK factor
-        (:func:`baselines.channel.channel_erk`)."""
-        return channel_erk(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints,
-                           power_scale=self.power_scale)
+    channel_form = staticmethod(channel_erk)  # its channel form (baselines/channel.py)
 
     def __init__(self, power_scale: float = 1.0) -> None:
         if not (isinstance(power_scale, (int, float)) and math.isfinite(power_scale) and power_scale >= 0):
@@ -96,6 +78,10 @@ class ERK(Allocator):
         weights, lo, hi, keep = self._problem(layers, sparsity, constraints)
         kept = proportional_counts(weights, lo, hi, keep)
         return {layer.name: layer.numel - kept[j] for j, layer in enumerate(layers)}
+
+    def channel_options(self) -> dict[str, float]:
+        """``power_scale`` shapes the channel form's ERK factors too."""
+        return {"power_scale": self.power_scale}
 
     def __repr__(self) -> str:
         return f"ERK(power_scale={self.power_scale})"

@@ -33,7 +33,6 @@ fast on a shared machine; see :func:`baselines._select.cpu_threads`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -52,10 +51,6 @@ from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer, find_prunable_layers
 from purl.pruning.masks import MaskState
 
-if TYPE_CHECKING:
-    from purl.baselines.channel import ChannelConstraints
-    from purl.pruning.channels import ChannelGraph
-
 __all__ = ["GlobalMagnitude", "global_magnitude_prune"]
 
 _SHRINK_DTYPES = (torch.float32, torch.float64)
@@ -66,19 +61,7 @@ class GlobalMagnitude(Allocator):
     """Global MP: one |w| threshold over all prunable weights (Gupta et al. 2022); MT via constraints."""
 
     granularities = ("weight", "channel")
-
-    def keep_channels(
-        self,
-        graph: ChannelGraph,
-        keep_ratio: float | None,
-        *,
-        metric: str = "flops",
-        norm: str = "l1",
-        constraints: ChannelConstraints | None = None,
-    ) -> dict[str, int]:
-        """The channel form: the channels of lowest group-mean-normalised norm go first
-        (:func:`baselines.channel.channel_global_mp`)."""
-        return channel_global_mp(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints)
+    channel_form = staticmethod(channel_global_mp)  # its channel form (baselines/channel.py)
 
     def _plan(
         self, layers: Sequence[PrunableLayer], sparsity: float | None, constraints: Constraints

@@ -15,7 +15,6 @@ the score increases with magnitude, so each layer loses its smallest-magnitude w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -25,10 +24,6 @@ from purl.baselines.base import Allocator, register_allocator
 from purl.baselines.channel import channel_lamp
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
-
-if TYPE_CHECKING:
-    from purl.baselines.channel import ChannelConstraints
-    from purl.pruning.channels import ChannelGraph
 
 __all__ = ["LAMP", "lamp_scores"]
 
@@ -49,19 +44,7 @@ class LAMP(Allocator):
     """LAMP: global threshold on layer-normalised magnitude scores (Lee et al. 2021)."""
 
     granularities = ("weight", "channel")
-
-    def keep_channels(
-        self,
-        graph: ChannelGraph,
-        keep_ratio: float | None,
-        *,
-        metric: str = "flops",
-        norm: str = "l1",
-        constraints: ChannelConstraints | None = None,
-    ) -> dict[str, int]:
-        """The channel form: a channel's LAMP score is its squared norm over its group's rest
-        (:func:`baselines.channel.channel_lamp`)."""
-        return channel_lamp(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints)
+    channel_form = staticmethod(channel_lamp)  # its channel form (baselines/channel.py)
 
     def allocate(
         self,

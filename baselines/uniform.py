@@ -12,7 +12,6 @@ sparsity of the others rises until the target is met (water-filling).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,10 +20,6 @@ from purl.baselines.base import Allocator, register_allocator
 from purl.baselines.channel import channel_uniform
 from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
-
-if TYPE_CHECKING:
-    from purl.baselines.channel import ChannelConstraints
-    from purl.pruning.channels import ChannelGraph
 
 __all__ = ["Uniform", "uniform_counts"]
 
@@ -42,19 +37,7 @@ class Uniform(Allocator):
     """Uniform: every layer at the same sparsity, by magnitude (Zhu & Gupta 2017; Gale et al. 2019)."""
 
     granularities = ("weight", "channel")
-
-    def keep_channels(
-        self,
-        graph: ChannelGraph,
-        keep_ratio: float | None,
-        *,
-        metric: str = "flops",
-        norm: str = "l1",
-        constraints: ChannelConstraints | None = None,
-    ) -> dict[str, int]:
-        """The channel form: every group loses the same fraction of its channels
-        (:func:`baselines.channel.channel_uniform`)."""
-        return channel_uniform(graph, keep_ratio, metric=metric, norm=norm, constraints=constraints)
+    channel_form = staticmethod(channel_uniform)  # its channel form (baselines/channel.py)
 
     def allocate(
         self,
