@@ -23,6 +23,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+from sb3_contrib import TQC, TRPO, CrossQ
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import ActionNoise, NormalActionNoise, OrnsteinUhlenbeckActionNoise
@@ -141,6 +142,14 @@ ALGORITHMS.add("td3", AlgorithmSpec(TD3, ("continuous",), _deterministic_actor_d
                help="Twin Delayed DDPG (off-policy; env.action=sparsity-continuous)")
 ALGORITHMS.add("ddpg", AlgorithmSpec(DDPG, ("continuous",), _deterministic_actor_defaults),
                help="Deep Deterministic Policy Gradient (off-policy; env.action=sparsity-continuous)")
+# sb3-contrib: the maintained extras of Stable-Baselines3 (same API, same checkpoints). Its ARS is not here: its
+# evaluation loop does not hand the callbacks the env's infos, so the search record (best episodes) stays empty.
+ALGORITHMS.add("trpo", AlgorithmSpec(TRPO, ("discrete", "continuous"), _on_policy_defaults),
+               help="Trust Region Policy Optimisation (sb3-contrib; on-policy; any action mode)")
+ALGORITHMS.add("tqc", AlgorithmSpec(TQC, ("continuous",), _sac_defaults),
+               help="Truncated Quantile Critics (sb3-contrib; off-policy; env.action=sparsity-continuous)")
+ALGORITHMS.add("crossq", AlgorithmSpec(CrossQ, ("continuous",), _sac_defaults),
+               help="CrossQ (sb3-contrib; off-policy, no target networks; env.action=sparsity-continuous)")
 
 
 #: initial log-std of Gaussian (PPO/A2C) policies on the prior-relative action, unless agent.policy_kwargs
@@ -185,11 +194,11 @@ def check_action_mode(spec: AlgorithmSpec, action_mode: str, algo: str | None = 
     if kind is None or kind in spec.actions:
         return
     label = (algo or spec.name).upper() if ":" not in (algo or "") else algo
-    if kind == "continuous":
-        raise ConfigError(f"agent.algo={label} needs a discrete action space but env.action={action_mode} is "
-                          "continuous; set env.action=sparsity-discrete or env.action=sigma")
-    raise ConfigError(f"agent.algo={label} needs a continuous action space but env.action={action_mode} is "
-                      "discrete; set env.action=sparsity-continuous (or use ppo, a2c or dqn)")
+    needed = spec.actions[0]
+    modes = " or ".join(f"env.action={m}" for m, k in ACTION_MODES.items() if k == needed)
+    others = ", ".join(n for n in ALGORITHMS.names() if kind in ALGORITHMS.get(n).actions)
+    raise ConfigError(f"agent.algo={label} needs a {needed} action space but env.action={action_mode} is {kind}; "
+                      f"set {modes} (or use {others})")
 
 
 def _check_keys(given: dict[str, Any], accepted: list[str], what: str, owner: str) -> None:

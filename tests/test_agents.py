@@ -35,7 +35,8 @@ from purl.pruning import pruned_count
 EPISODE = 3  # prunable layers of the quick task's MLP = steps per episode
 FAST = ["env.val_samples=100", "finetune.max_steps=5", "agent.progress_bar=false", "device=cpu"]
 ACTIONS = {"ppo": "sparsity-continuous", "a2c": "sigma", "dqn": "sparsity-discrete", "sac": "sparsity-continuous",
-           "td3": "sparsity-continuous", "ddpg": "sparsity-continuous"}
+           "td3": "sparsity-continuous", "ddpg": "sparsity-continuous", "trpo": "prior-relative",
+           "tqc": "sparsity-continuous", "crossq": "sparsity-continuous"}
 
 
 @pytest.fixture(autouse=True)
@@ -127,7 +128,12 @@ def test_make_agent_uses_yaml_hyperparams_policy_kwargs_and_seed(agent_config, q
 
 @pytest.mark.parametrize("algo", list(ACTIONS))
 def test_each_algorithm_trains_a_few_steps(agent_config, quick_task, tmp_path: Path, algo: str) -> None:
-    overrides = ppo_small() if algo == "ppo" else [f"agent.total_timesteps={4 * EPISODE}", "agent.hyperparams={}"]
+    if algo == "ppo":
+        overrides = ppo_small()
+    elif algo == "trpo":
+        overrides = [f"agent.total_timesteps={4 * EPISODE}", "agent.hyperparams={n_steps: 6, batch_size: 6}"]
+    else:
+        overrides = [f"agent.total_timesteps={4 * EPISODE}", "agent.hyperparams={}"]
     config = agent_config(f"agent.algo={algo}", f"env.action={ACTIONS[algo]}", *overrides)
     run = train_agent(config, output_dir=tmp_path, task=quick_task, progress=False)
     assert run.env_steps == 4 * EPISODE and run.model.num_timesteps == 4 * EPISODE
