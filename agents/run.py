@@ -46,7 +46,7 @@ from purl.agents.selection import Candidate, choose, gather
 from purl.agents.training import AgentRun, train_agent
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.envs.target import episode_meets_target
-from purl.methods import METHODS, MethodCell, Pruned, PruningMethod, refuse_weight_threshold_at_channel, save_pruned
+from purl.methods import METHODS, MethodCell, Pruned, PruningMethod, save_pruned
 from purl.pipeline import finetune_and_measure, flops_budget_fields, slim_and_measure
 from purl.pruning import MaskState
 from purl.task import Task
@@ -301,10 +301,8 @@ class AgentMethod(PruningMethod):
         from purl.envs.rewards import make_reward
         from purl.errors import ConfigError
 
-        if config.prune.granularity == "channel":
-            refuse_weight_threshold_at_channel(config, spec)
         try:
-            granularity_class(config).check(config)
+            granularity_class(config).check(config)  # at channel granularity: no weight Minimum Threshold, ...
         except ConfigError as exc:
             raise ConfigError(f"method '{spec.label}': {exc}") from None
         validate_agent_config(config)

@@ -66,6 +66,7 @@ from purl.pruning.channels import NORMS, ChannelGraph, ChannelGroup, channel_sco
 
 if TYPE_CHECKING:
     from purl.baselines.base import Allocator
+    from purl.config import ExperimentConfig
 
 __all__ = [
     "DEPRECATED_ALIASES",
@@ -107,6 +108,13 @@ class ChannelConstraints:
                 raise PruningError(f"{name} ({what}) must be an integer >= 1, got {value!r}")
         if isinstance(self.keep_dense, str):
             object.__setattr__(self, "keep_dense", (self.keep_dense,))
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig) -> ChannelConstraints:
+        """``prune.min_channels`` (MT in channels), ``constraints.keep_dense`` groups, ``prune.channel_multiple``:
+        the one reading of the config's channel limits (baselines, the env's wall and its prior)."""
+        return cls(min_channels=config.prune.min_channels, keep_dense=tuple(config.constraints.keep_dense),
+                   multiple=config.prune.channel_multiple)
 
     def removals(self, group: ChannelGroup) -> list[int]:
         """The channel counts ``group`` may lose, increasing (0 excluded): the group keeps its full size or a

@@ -113,14 +113,7 @@ def channel_plan(config: ExperimentConfig, method: str, sparsity: float | None, 
     else:
         ratio = 1.0 - float(sparsity)
     return lambda graph: allocator.keep_channels(graph, ratio, metric=cfg.budget_metric, norm=cfg.channel_norm,
-                                                 constraints=channel_constraints(config))
-
-
-def channel_constraints(config: ExperimentConfig) -> ChannelConstraints:
-    """Channel-granularity limits: ``prune.min_channels`` (MT in channels), ``constraints.keep_dense`` groups,
-    ``prune.channel_multiple`` (kept counts)."""
-    return ChannelConstraints(min_channels=config.prune.min_channels, keep_dense=tuple(config.constraints.keep_dense),
-                              multiple=config.prune.channel_multiple)
+                                                 constraints=ChannelConstraints.from_config(config))
 
 
 def check_channel_request(config: ExperimentConfig, spec: MethodSpec) -> None:

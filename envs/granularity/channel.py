@@ -80,6 +80,9 @@ class ChannelGranularity(Granularity):
     @staticmethod
     def check(config: ExperimentConfig) -> None:
         ecfg = config.env
+        if config.constraints.min_threshold is not None:
+            raise ConfigError("the Minimum Threshold (min_threshold) is a percentage of weights; at "
+                              "prune.granularity=channel set prune.min_channels (channels each group keeps)")
         if "channel" not in ACTION_MAPS[ecfg.action].granularities:
             allowed = ", ".join(name for name, cls in ACTION_MAPS.items() if "channel" in cls.granularities)
             raise ConfigError(f"env.action '{ecfg.action}' thresholds individual weights; at prune.granularity "
@@ -100,9 +103,7 @@ class ChannelGranularity(Granularity):
         ``constraints.keep_dense``, ``prune.channel_multiple``) within the action range (``env.max_sparsity``)."""
         from purl.baselines.channel import ChannelConstraints
 
-        prune = config.prune
-        constraints = ChannelConstraints(min_channels=prune.min_channels, multiple=prune.channel_multiple,
-                                         keep_dense=tuple(config.constraints.keep_dense))
+        constraints = ChannelConstraints.from_config(config)
         options = []
         for g in self.groups:
             top = math.floor(config.env.max_sparsity * g.size + 1e-9)
