@@ -23,7 +23,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from sb3_contrib import TQC, TRPO, CrossQ
+from sb3_contrib import ARS, TQC, TRPO, CrossQ
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import ActionNoise, NormalActionNoise, OrnsteinUhlenbeckActionNoise
@@ -63,11 +63,13 @@ class AlgorithmSpec:
     :param actions: the action-space kinds it supports.
     :param defaults: ``(episode_length, n_envs, total_timesteps, user_hyperparams) -> hyperparams`` that
         PuRL passes unless the YAML sets them.
+    :param max_envs: the most parallel envs it can drive (None: any).
     """
 
     cls: type[BaseAlgorithm]
     actions: tuple[ActionKind, ...]
     defaults: Callable[[int, int, int, dict[str, Any]], dict[str, Any]]
+    max_envs: int | None = None  #: the most parallel envs (``agent.n_envs``) it can drive; None: any
 
     @property
     def name(self) -> str:
@@ -142,10 +144,31 @@ ALGORITHMS.add("td3", AlgorithmSpec(TD3, ("continuous",), _deterministic_actor_d
                help="Twin Delayed DDPG (off-policy; env.action=sparsity-continuous)")
 ALGORITHMS.add("ddpg", AlgorithmSpec(DDPG, ("continuous",), _deterministic_actor_defaults),
                help="Deep Deterministic Policy Gradient (off-policy; env.action=sparsity-continuous)")
-# sb3-contrib: the maintained extras of Stable-Baselines3 (same API, same checkpoints). Its ARS is not here: its
-# evaluation loop does not hand the callbacks the env's infos, so the search record (best episodes) stays empty.
+class PurlARS(ARS):
+    """sb3-contrib's Augmented Random Search (Mania et al. 2018) as PuRL's callbacks need it.
+
+    Two additions: each evaluated env step hands the callbacks the env's ``infos`` and ``dones`` (sb3-contrib's
+    evaluation hook passes none, so no search episode would be recorded), and :meth:`steps_per_update` says how
+    many env steps one update takes, so the budget is whole updates (:func:`purl.agents.callbacks.planned_steps`).
+    One env only (``max_envs=1``): SB3's evaluation loop calls back once per env at every step.
+    """
+
+    def _trigger_callback(self, _locals: dict[str, Any], _globals: dict[str, Any], callback: Any, n_envs: int,
+                          ) -> None:
+        callback.update_locals({"infos": _locals.get("infos"), "dones": _locals.get("dones")})
+        super()._trigger_callback(_locals, _globals, callback, n_envs)
+
+    def steps_per_update(self) -> int:
+        """Env steps of one update: ``2 x n_delta`` candidates, ``n_eval_episodes`` episodes each."""
+        return 2 * int(self.n_delta) * int(self.n_eval_episodes) * episode_length(self.env)
+
+
+# sb3-contrib: the maintained extras of Stable-Baselines3 (same API, same checkpoints)
 ALGORITHMS.add("trpo", AlgorithmSpec(TRPO, ("discrete", "continuous"), _on_policy_defaults),
                help="Trust Region Policy Optimisation (sb3-contrib; on-policy; any action mode)")
+ALGORITHMS.add("ars", AlgorithmSpec(PurlARS, ("discrete", "continuous"), _no_defaults, max_envs=1),
+               help="Augmented Random Search (sb3-contrib; derivative-free; starts from the zero policy, which with "
+                    "env.action=prior-relative is the prior itself; agent.n_envs=1)")
 ALGORITHMS.add("tqc", AlgorithmSpec(TQC, ("continuous",), _sac_defaults),
                help="Truncated Quantile Critics (sb3-contrib; off-policy; env.action=sparsity-continuous)")
 ALGORITHMS.add("crossq", AlgorithmSpec(CrossQ, ("continuous",), _sac_defaults),
@@ -247,6 +270,9 @@ def validate_agent_config(config: ExperimentConfig) -> AlgorithmSpec:
     agent = config.agent
     spec = get_algorithm(agent.algo)
     check_action_mode(spec, config.env.action, agent.algo)
+    if spec.max_envs is not None and agent.n_envs > spec.max_envs:
+        raise ConfigError(f"agent.algo={agent.algo} drives at most {spec.max_envs} env(s); set agent.n_envs="
+                          f"{spec.max_envs} (got {agent.n_envs})")
     _check_keys(agent.hyperparams, spec.accepted_hyperparams(), "agent.hyperparams", spec.name)
     accepted = accepted_policy_kwargs(spec, agent.policy)
     if accepted is not None:

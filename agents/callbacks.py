@@ -89,10 +89,13 @@ def save_replay_buffer_atomic(model: OffPolicyAlgorithm, path: Path) -> None:
 def planned_steps(model: BaseAlgorithm, total_timesteps: int) -> int:
     """Env steps an uninterrupted SB3 run of ``total_timesteps`` takes: SB3 checks its budget only between
     rollouts, so it is rounded up to whole rollouts (``n_steps x n_envs`` on-policy; ``train_freq`` steps x
-    ``n_envs`` off-policy). A resumed run is stopped at exactly this count too."""
+    ``n_envs`` off-policy; whole updates for a learner that says how long one is, ``model.steps_per_update()``,
+    as PuRL's ARS does). A resumed run is stopped at exactly this count too."""
     n_envs = int(getattr(model, "n_envs", 1) or 1)
     chunk = n_envs
-    if isinstance(model, OnPolicyAlgorithm):
+    if callable(getattr(model, "steps_per_update", None)):
+        chunk = int(model.steps_per_update())
+    elif isinstance(model, OnPolicyAlgorithm):
         chunk = int(model.n_steps) * n_envs
     elif isinstance(model, OffPolicyAlgorithm) and getattr(model.train_freq, "unit", None) == TrainFrequencyUnit.STEP:
         chunk = int(model.train_freq.frequency) * n_envs

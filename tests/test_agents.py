@@ -36,7 +36,7 @@ EPISODE = 3  # prunable layers of the quick task's MLP = steps per episode
 FAST = ["env.val_samples=100", "finetune.max_steps=5", "agent.progress_bar=false", "device=cpu"]
 ACTIONS = {"ppo": "sparsity-continuous", "a2c": "sigma", "dqn": "sparsity-discrete", "sac": "sparsity-continuous",
            "td3": "sparsity-continuous", "ddpg": "sparsity-continuous", "trpo": "prior-relative",
-           "tqc": "sparsity-continuous", "crossq": "sparsity-continuous"}
+           "ars": "prior-relative", "tqc": "sparsity-continuous", "crossq": "sparsity-continuous"}
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +72,19 @@ def test_list_algorithms_names_all_six() -> None:
     names = list_algorithms()
     assert set(names) >= {"ppo", "a2c", "dqn", "sac", "td3", "ddpg"}
     assert all(text for text in names.values())
+
+
+def test_ars_drives_one_env_and_its_budget_is_whole_updates(agent_config, quick_task, tmp_path: Path) -> None:
+    """ARS declares max_envs=1 (a clear error otherwise); its budget rounds up to whole updates (2 x n_delta
+    episodes), and every evaluated episode reaches PuRL's search record."""
+    with pytest.raises(ConfigError, match="agent.algo=ars drives at most 1 env\\(s\\); set agent.n_envs=1"):
+        validate_agent_config(agent_config("agent.algo=ars", "env.action=prior-relative", "agent.n_envs=2",
+                                           "agent.hyperparams={}"))
+    config = agent_config("agent.algo=ars", "env.action=prior-relative", f"agent.total_timesteps={EPISODE + 1}",
+                          "agent.hyperparams={n_delta: 2}")
+    run = train_agent(config, output_dir=tmp_path, task=quick_task, progress=False)
+    assert run.env_steps == run.model.num_timesteps == 4 * EPISODE  # 4 steps asked: one whole update
+    assert run.episodes == 4 and len(read_csv(tmp_path / "episodes.csv")) == 4
 
 
 def test_dqn_on_continuous_action_is_a_clear_config_error(agent_config) -> None:
@@ -130,6 +143,8 @@ def test_make_agent_uses_yaml_hyperparams_policy_kwargs_and_seed(agent_config, q
 def test_each_algorithm_trains_a_few_steps(agent_config, quick_task, tmp_path: Path, algo: str) -> None:
     if algo == "ppo":
         overrides = ppo_small()
+    elif algo == "ars":  # one update: 2 x n_delta candidates, one 3-step episode each
+        overrides = [f"agent.total_timesteps={4 * EPISODE}", "agent.hyperparams={n_delta: 2}"]
     elif algo == "trpo":
         overrides = [f"agent.total_timesteps={4 * EPISODE}", "agent.hyperparams={n_steps: 6, batch_size: 6}"]
     else:
