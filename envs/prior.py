@@ -47,7 +47,7 @@ def prior_counts(
     try:
         allocator = get_allocator(name)
         counts = allocator.allocate(layers, target_sparsity, constraints)
-    except (RegistryError, PruningError) as exc:
+    except (RegistryError, PruningError, ConfigError) as exc:  # ConfigError: an allocator that needs options
         raise ConfigError(f"env.prior '{name}': {exc}") from None
     prior = [int(counts[layer.name]) for layer in layers]
     if sum(prior) == target_count and all(c <= cap for c, cap in zip(prior, caps, strict=True)):
@@ -76,7 +76,7 @@ def flops_prior_counts(
 
     try:
         sparsity = flops_equivalent_sparsity(get_allocator(name), layers, flops_sparsity, constraints, profiles)
-    except (RegistryError, PruningError) as exc:
+    except (RegistryError, PruningError, ConfigError) as exc:
         raise ConfigError(f"env.prior '{name}': {exc}") from None
     total = sum(layer.numel for layer in layers)
     return prior_counts(name, layers, sparsity, constraints, caps, int(round(sparsity * total)))
@@ -100,7 +100,7 @@ def channel_prior_removed(name: str, graph: ChannelGraph, config: ExperimentConf
                           f"{', '.join(channel_priors())}")
     try:
         keep = channel_plan(config, name, config.env.target_sparsity)(graph)
-    except PruningError as exc:
+    except (PruningError, ConfigError) as exc:  # ConfigError: an allocator that needs options (layerwise's map)
         raise ConfigError(f"env.prior '{name}': {exc}") from None
     return [min(g.size - int(keep[g.name]), int(cap)) for g, cap in zip(graph.groups, caps, strict=True)]
 

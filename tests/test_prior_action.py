@@ -76,5 +76,8 @@ def test_action_map_logit_form() -> None:
 def test_prior_mode_errors_are_clear(resnet_task) -> None:
     with pytest.raises(ConfigError, match="env.prior 'nope'"):
         PruningEnv(resnet_task.config, task=resnet_task, action="prior-relative", prior="nope", val_samples=32)
+    with pytest.raises(ConfigError, match="env.prior 'layerwise': allocator 'layerwise' needs the option\\(s\\) "
+                                          "sparsities"):  # a map allocator has no prior of its own
+        PruningEnv(resnet_task.config, task=resnet_task, action="prior-relative", prior="layerwise", val_samples=32)
     with pytest.raises(ConfigError, match="passes: 1"):
         PruningEnv(resnet_task.config, task=resnet_task, action="prior-relative", passes=2, val_samples=32)
