@@ -144,6 +144,8 @@ ALGORITHMS.add("td3", AlgorithmSpec(TD3, ("continuous",), _deterministic_actor_d
                help="Twin Delayed DDPG (off-policy; env.action=sparsity-continuous)")
 ALGORITHMS.add("ddpg", AlgorithmSpec(DDPG, ("continuous",), _deterministic_actor_defaults),
                help="Deep Deterministic Policy Gradient (off-policy; env.action=sparsity-continuous)")
+
+
 class PurlARS(ARS):
     """sb3-contrib's Augmented Random Search (Mania et al. 2018) as PuRL's callbacks need it.
 

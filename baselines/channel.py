@@ -415,20 +415,26 @@ def random_removal(graph: ChannelGraph, keep: Mapping[str, int], generator: torc
 
 def channel_layerwise(
     graph: ChannelGraph,
-    fractions: Mapping[str, float],
     keep_ratio: float | None,
     *,
     metric: str = "flops",
+    norm: str = "l1",
     constraints: ChannelConstraints | None = None,
+    fractions: Mapping[str, float],
+    rescale: bool = False,
 ) -> dict[str, int]:
     """Channel layerwise: group ``g`` loses the fraction ``fractions[g]`` of its channels (groups not named stay
     whole), rounded down to what the constraints allow.
 
-    ``keep_ratio=None`` applies the map as given. Otherwise the map is a profile: every fraction is scaled by one
-    factor, and the channels go in the order that factor reaches them, until ``keep_ratio`` of the dense ``metric``
-    remains (the same landing as the other channel allocators).
+    Without ``rescale`` (or with ``keep_ratio=None``) the map is applied as given: its cost is the target. With
+    ``rescale`` the map is a profile: every fraction is scaled by one factor, and the channels go in the order that
+    factor reaches them, until ``keep_ratio`` of the dense ``metric`` remains (the same landing as the other channel
+    allocators). ``norm`` is unused here (which channels go is decided by the norm order).
     """
+    del norm
     constraints = constraints or ChannelConstraints()
+    if not rescale:
+        keep_ratio = None
     groups = {g.name: g for g in graph.groups}
     unknown = sorted(set(fractions) - set(groups))
     if unknown:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from numbers import Real
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
@@ -43,10 +43,6 @@ from purl.pruning.constraints import Constraints
 from purl.pruning.layers import PrunableLayer
 from purl.pruning.masks import pruned_count
 
-if TYPE_CHECKING:
-    from purl.baselines.channel import ChannelConstraints
-    from purl.pruning.channels import ChannelGraph
-
 __all__ = ["Layerwise"]
 
 
@@ -56,6 +52,7 @@ class Layerwise(Allocator):
 
     accepts_no_target = True
     granularities = ("weight", "channel")
+    channel_form = staticmethod(channel_layerwise)  # its channel form (baselines/channel.py)
 
     def __init__(self, sparsities: Mapping[str, float], rescale: bool = False) -> None:
         if not isinstance(sparsities, Mapping):
@@ -123,20 +120,9 @@ class Layerwise(Allocator):
         counts = round_to_total(exact, lo, hi, k)
         return {layer.name: c for layer, c in zip(layers, counts, strict=True)}
 
-    def keep_channels(
-        self,
-        graph: ChannelGraph,
-        keep_ratio: float | None,
-        *,
-        metric: str = "flops",
-        norm: str = "l1",
-        constraints: ChannelConstraints | None = None,
-    ) -> dict[str, int]:
-        """The channel form: the map as given (``keep_ratio=None`` or ``rescale=False``: the target is the map's),
-        or with ``rescale`` scaled until ``keep_ratio`` of the dense ``metric`` remains."""
-        del norm  # which channels go is decided by drop_channels (the norm order)
-        ratio = keep_ratio if self.rescale else None
-        return channel_layerwise(graph, self.sparsities, ratio, metric=metric, constraints=constraints)
+    def channel_options(self) -> dict[str, Any]:
+        """The map and ``rescale`` (as given, or scaled until the budget lands) for the channel form."""
+        return {"fractions": self.sparsities, "rescale": self.rescale}
 
     def __repr__(self) -> str:
         return f"Layerwise({len(self.sparsities)} layers, rescale={self.rescale})"

@@ -99,19 +99,17 @@ def prune_oneshot(
     return model, masks
 
 
-def channel_plan(config: ExperimentConfig, method: str, sparsity: float | None, kwargs: dict[str, Any] | None = None,
+def channel_plan(config: ExperimentConfig, method: str | Allocator, sparsity: float | None,
                  ) -> Callable[[ChannelGraph], dict[str, int]]:
-    """The plan of allocator ``method``'s channel form (options ``kwargs``) removing ``sparsity`` of
-    ``prune.budget_metric`` under the config's channel constraints (for :func:`purl.pipeline.slim_and_measure` /
-    :func:`purl.pipeline.slim_copy`). ``sparsity=None``, or a map allocator without ``rescale``: the map as given."""
+    """The plan of allocator ``method``'s channel form (a name, or an allocator already built with its options)
+    removing ``sparsity`` of ``prune.budget_metric`` under the config's channel constraints (for
+    :func:`purl.pipeline.slim_and_measure` / :func:`purl.pipeline.slim_copy`). ``sparsity=None``: a map allocator's
+    map as given (``layerwise`` also applies its map as given unless its ``rescale`` option is set)."""
     from purl.baselines.channel import get_channel_allocator
 
     cfg = config.prune
-    allocator = get_channel_allocator(method, **(kwargs or {}))
-    if sparsity is None or (allocator.accepts_no_target and not (kwargs or {}).get("rescale", False)):
-        ratio = None
-    else:
-        ratio = 1.0 - float(sparsity)
+    allocator = get_channel_allocator(method)
+    ratio = None if sparsity is None else 1.0 - float(sparsity)
     return lambda graph: allocator.keep_channels(graph, ratio, metric=cfg.budget_metric, norm=cfg.channel_norm,
                                                  constraints=ChannelConstraints.from_config(config))
 
@@ -155,8 +153,8 @@ def run_channel_baseline(
     def drop(graph: ChannelGraph, keep: dict[str, int]) -> dict[str, list[int]]:
         return allocator.drop_channels(graph, keep, norm=norm, generator=generator)
 
-    return slim_and_measure(task, config, channel_plan(config, spec.method, sparsity, spec.kwargs), seed=seed,
-                            progress=progress, drop=drop)
+    return slim_and_measure(task, config, channel_plan(config, allocator, sparsity), seed=seed, progress=progress,
+                            drop=drop)
 
 
 class BaselineMethod(PruningMethod):

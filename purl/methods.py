@@ -73,14 +73,16 @@ class Pruned:
     masks: MaskState | None  # None at channel granularity (the slimmed model has no masks)
 
 
-def refuse_weight_threshold_at_channel(config: ExperimentConfig, spec: MethodSpec) -> None:
+def refuse_weight_threshold_at_channel(config: ExperimentConfig, spec: MethodSpec | None = None) -> None:
     """The Minimum Threshold is a percentage of weights: at channel granularity it is one ConfigError line
-    pointing to ``prune.min_channels`` (every channel method, the agent's included, checks it before any work)."""
-    if spec.min_threshold is not None or config.constraints.min_threshold is not None:
+    pointing to ``prune.min_channels`` (every channel method checks it before any work: the baselines here, the
+    channel env in its granularity's ``check``). ``spec``: its label prefixes the line and its MT counts too."""
+    if (spec is not None and spec.min_threshold is not None) or config.constraints.min_threshold is not None:
         from purl.errors import ConfigError
 
-        raise ConfigError(f"method '{spec.label}': the Minimum Threshold (min_threshold) is a percentage of "
-                          "weights; at prune.granularity=channel set prune.min_channels (channels each group keeps)")
+        where = f"method '{spec.label}': " if spec is not None else ""
+        raise ConfigError(f"{where}the Minimum Threshold (min_threshold) is a percentage of weights; at "
+                          "prune.granularity=channel set prune.min_channels (channels each group keeps)")
 
 
 def save_pruned(out: Path, config: ExperimentConfig, pruned: Pruned, input_shape: tuple[int, ...],

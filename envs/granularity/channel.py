@@ -39,6 +39,7 @@ from purl.envs.episode import EpisodeState
 from purl.envs.granularity.base import Granularity
 from purl.envs.prior import AUTO, channel_prior_removed, channel_priors, prior_candidates
 from purl.errors import ConfigError, PruningError
+from purl.methods import refuse_weight_threshold_at_channel
 from purl.pruning.channels import ChannelGroup, channel_graph, check_slimmable, zero_channels
 from purl.pruning.metrics import LayerProfile
 from purl.task import Task
@@ -80,9 +81,7 @@ class ChannelGranularity(Granularity):
     @staticmethod
     def check(config: ExperimentConfig) -> None:
         ecfg = config.env
-        if config.constraints.min_threshold is not None:
-            raise ConfigError("the Minimum Threshold (min_threshold) is a percentage of weights; at "
-                              "prune.granularity=channel set prune.min_channels (channels each group keeps)")
+        refuse_weight_threshold_at_channel(config)
         if "channel" not in ACTION_MAPS[ecfg.action].granularities:
             allowed = ", ".join(name for name, cls in ACTION_MAPS.items() if "channel" in cls.granularities)
             raise ConfigError(f"env.action '{ecfg.action}' thresholds individual weights; at prune.granularity "

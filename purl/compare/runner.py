@@ -63,12 +63,14 @@ def plan_cells(config: ExperimentConfig) -> list[Cell]:
             for seed in config.compare.seeds for sparsity in config.compare.sparsities for spec in ordered]
 
 
+def cell_identity(spec: MethodSpec, target: float | None, seed: int) -> dict[str, Any]:
+    """The fields that name a cell in its results row (a compare cell's and a one-cell run's alike)."""
+    return {"label": spec.label, "method": spec.method, "schedule": spec.schedule,
+            "min_threshold": spec.min_threshold, "target_sparsity": target, "seed": seed}
+
+
 def _base_row(job: CellJob) -> dict[str, Any]:
-    return {
-        "label": job.cell.label, "method": job.cell.method, "schedule": job.spec.schedule,
-        "min_threshold": job.spec.min_threshold, "target_sparsity": job.cell.target_sparsity,
-        "seed": job.cell.seed,
-    }
+    return cell_identity(job.spec, job.cell.target_sparsity, job.cell.seed)
 
 
 def finished_row(base: dict[str, Any], measured: dict[str, Any], *, attempts: int, seconds: float) -> dict[str, Any]:
@@ -100,9 +102,8 @@ def run_one_cell(task: Task, config: ExperimentConfig, spec: MethodSpec, target:
     seed_everything(seed)
     pruned = method.prune(cell)
     measured = method.finish(cell, pruned, export=False)
-    base = {"label": spec.label, "method": spec.method, "schedule": spec.schedule,
-            "min_threshold": spec.min_threshold, "target_sparsity": target, "seed": seed}
-    return finished_row(base, measured, attempts=1, seconds=time.perf_counter() - start), pruned
+    return finished_row(cell_identity(spec, target, seed), measured, attempts=1,
+                        seconds=time.perf_counter() - start), pruned
 
 
 def record_cell(folder: Path, row: dict[str, Any]) -> Path:
