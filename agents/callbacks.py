@@ -60,6 +60,7 @@ EPISODE_FIELDS = ["episode", "env_step", "return", "accuracy", "global_sparsity"
 STATE_KEYS = ("algo", "num_timesteps", "episodes", "evaluations", "wall_time_s", "best", "best_return",
               "best_accuracy", "top_accurate")
 BEST_MODEL = "best_model.zip"
+FINAL_MODEL = "final_model.zip"  # the policy a finished search ends with (agents.warm_start reads it)
 BEST_EPISODE = "best_episode.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_MODEL = "last.zip"

@@ -44,6 +44,7 @@ from purl.agents.callbacks import EPISODES_CSV
 from purl.agents.policy import apply_policy, default_constraints, policy_episode
 from purl.agents.selection import Candidate, choose, gather
 from purl.agents.training import AgentRun, train_agent
+from purl.agents.warm_start import check_warm_start, warm_config, warm_start_source
 from purl.config import ExperimentConfig, MethodSpec, merge_config
 from purl.envs.target import episode_meets_target
 from purl.methods import METHODS, MethodCell, Pruned, PruningMethod, save_pruned
@@ -196,15 +197,23 @@ def search_and_prune(
     seed: int,
     progress: bool = True,
     resume: bool = False,
+    previous: Path | None = None,
 ) -> AgentOutcome:
-    """Train the agent on ``task``, apply its chosen allocation, fine-tune and measure (see module docs)."""
+    """Train the agent on ``task``, apply its chosen allocation, fine-tune and measure (see module docs).
+
+    ``previous``: the grid's cell folder at the previous target, which ``agent.warm_start`` starts from
+    (:mod:`agents.warm_start`).
+    """
     from purl.envs import PruningEnv
     from purl.envs.prior import resolve_prior
 
     start = time.perf_counter()
     config, prior_choice = resolve_prior(task, config, seed)  # env.prior 'auto' -> the best baseline, once per cell
+    warm = warm_start_source(config, previous)
+    if warm is not None:
+        config = warm_config(config)
     run = train_agent(config, output_dir=output_dir, device=task.device, resume=resume, task=task,
-                      progress=progress, seed=seed)
+                      progress=progress, seed=seed, warm_start=warm)
     eval_env = PruningEnv(config, task=task, device=task.device)
     try:
         greedy = policy_episode(run.model, eval_env, deterministic=True, seed=seed)
@@ -218,6 +227,7 @@ def search_and_prune(
     row = {**_agent_row(config, seed, measured, chosen, run, output_dir),
            **_search_fields(config, prior_choice, chosen, run, greedy, prior),
            "selection_wall_time_s": select_seconds,
+           "warm_started_from": None if warm is None else warm.parent.name,
            # every session of the run: an interrupted search's earlier sessions count too (never below the search's)
            "earlier_sessions_wall_time_s": run.earlier_wall_time_s,
            "wall_time_s": run.earlier_wall_time_s + time.perf_counter() - start}
@@ -306,12 +316,13 @@ class AgentMethod(PruningMethod):
         except ConfigError as exc:
             raise ConfigError(f"method '{spec.label}': {exc}") from None
         validate_agent_config(config)
+        check_warm_start(config)
         make_reward(config.env.reward, config.env.reward_kwargs, config.prune.granularity)
 
     def prune(self, cell: MethodCell) -> AgentOutcome:
         """One agent cell (:func:`search_and_prune`; a compare cell resumes from its folder's checkpoint)."""
         return search_and_prune(cell.task, cell.config, output_dir=cell.folder, seed=cell.seed,
-                                progress=cell.progress, resume=cell.resume)
+                                progress=cell.progress, resume=cell.resume, previous=cell.previous)
 
 
 

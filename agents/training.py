@@ -56,12 +56,14 @@ from purl.agents.callbacks import (
     BEST_MODEL,
     CHECKPOINT_DIR,
     EPISODES_CSV,
+    FINAL_MODEL,
     PurlCallback,
     TqdmProgress,
     check_state,
     checkpoint_paths,
     planned_steps,
     read_json,
+    save_model_atomic,
     truncate_episodes_csv,
 )
 from purl.agents.vec_env import make_vec_env
@@ -108,7 +110,7 @@ class AgentRun:
 
 def _clear_previous_run(out: Path) -> None:
     """A fresh (non-resumed) run into an existing folder starts without the old run's artifacts."""
-    for name in (BEST_MODEL, BEST_EPISODE, EPISODES_CSV):
+    for name in (BEST_MODEL, BEST_EPISODE, EPISODES_CSV, FINAL_MODEL):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     for event_file in (out / TB_DIR).glob("events.out.tfevents.*"):
@@ -243,14 +245,19 @@ def exact_resume_state(out: Path, state: dict[str, Any], total_timesteps: int) -
 
 
 def _start_or_resume(config: ExperimentConfig, out: Path, venv: VecEnv, *, seed: int, spec: AlgorithmSpec,
-                     checked: dict[str, Any], can_resume: bool,
+                     checked: dict[str, Any], can_resume: bool, warm_start: Path | None = None,
                      ) -> tuple[BaseAlgorithm, dict[str, Any] | None, dict[str, Any] | None]:
     """(agent, checkpoint state, exact-resume payload): the checkpointed search when it can be resumed exactly,
-    else a fresh agent in a cleared folder (state and payload None)."""
+    else a fresh agent in a cleared folder (state and payload None), holding ``warm_start``'s policy when given."""
     exact = _exact_or_restart(out, checked, config.agent.total_timesteps) if can_resume else None
     if exact is None:
         _clear_previous_run(out)
-        return make_agent(config, venv, seed=seed, spec=spec), None, None
+        model = make_agent(config, venv, seed=seed, spec=spec)
+        if warm_start is not None:
+            from purl.agents.warm_start import load_warm_policy
+
+            load_warm_policy(model, warm_start)
+        return model, None, None
     agent_device = str(config.agent.hyperparams.get("device", "cpu"))
     model, state = _resumed_agent(config, out, venv, agent_device, checked, spec, exact)
     return model, state, exact
@@ -316,36 +323,35 @@ def train_agent(
     seed: int | None = None,
     figure_every: int = 100,
     torch_threads: int | None = 1,
+    warm_start: Path | None = None,
 ) -> AgentRun:
     """Train ``config.agent`` on the pruning environment; write logs, checkpoints and the best policy.
 
-    ``config`` is validated once at the edge (:meth:`purl.agents.run.AgentMethod.validate`); no re-check here.
-
     :param config: the experiment (env section = the MDP, agent section = the learner).
-    :param output_dir: run folder (``tb/``, ``checkpoints/``, ``best_model.zip``, ``best_episode.json``, episodes.csv).
-    :param device: where the envs evaluate when no ``task`` is given (else the task's device); the agent's
-        own small networks run on ``agent.hyperparams.device``, default CPU.
+    :param output_dir: run folder (``tb/``, ``checkpoints/``, ``best_model.zip``, ``final_model.zip``, ...).
+    :param device: where the envs evaluate when no ``task`` is given (else the task's); the agent's own networks
+        run on ``agent.hyperparams.device`` (CPU by default). ``config`` was validated at the edge: no re-check.
     :param resume: continue from ``output_dir/checkpoints/last.zip`` (none at all: start fresh); a damaged
         checkpoint or one of another config/seed is a CheckpointError (:func:`check_resume`), before any work.
     :param task: the already built task, shared by in-process environments (built when None).
     :param progress: show the search's tqdm progress bar on stderr (also needs ``agent.progress_bar``).
     :param seed: the agent's and environments' seed (default ``config.seed``).
     :param figure_every: episodes between TensorBoard's per-layer sparsity figures.
-    :param torch_threads: PyTorch intra-op threads while learning (restored after; None keeps them). Default 1:
-        tiny MLP updates and small env networks, where more threads spin (quick: 3.4 s vs 26 s).
+    :param torch_threads: PyTorch intra-op threads while learning (restored after; None keeps them; default 1:
+        tiny MLP updates and small env networks, where more threads spin: quick 3.4 s vs 26 s).
+    :param warm_start: a finished search's ``final_model.zip`` a fresh search starts from (:mod:`agents.warm_start`).
     """
     from purl.agents.resume import set_rng_state
 
     spec = get_algorithm(config.agent.algo)  # a lookup: the config was validated at the edge (AgentMethod.validate)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out := Path(output_dir)).mkdir(parents=True, exist_ok=True)
     seed = config.seed if seed is None else seed
     can_resume = resume and has_checkpoint(out)
     checked = check_resume(config, out, seed) if can_resume else {}  # before building anything
     venv = make_vec_env(config, seed=seed, task=task, device=str(task.device if task is not None else device))
     try:
         model, state, exact = _start_or_resume(config, out, venv, seed=seed, spec=spec, checked=checked,
-                                               can_resume=can_resume)
+                                               can_resume=can_resume, warm_start=warm_start)
         model.set_logger(configure(str(out / TB_DIR), ["tensorboard"]))
         budget = planned_steps(model, config.agent.total_timesteps)
         callback = _run_callback(config, out, model, state, exact, budget=budget, figure_every=figure_every,
@@ -362,6 +368,7 @@ def train_agent(
                 extras.append(TqdmProgress(budget))  # the env steps the search takes
             _learn(model, remaining, callback, extras, fresh=state is None, torch_threads=torch_threads, out=out,
                    budget=budget)
+        save_model_atomic(model, out / FINAL_MODEL)  # only a finished search leaves one (agents.warm_start)
         return _agent_run(model, out, callback, state)
     finally:
         venv.close()

@@ -285,6 +285,15 @@ class AgentConfig(Section):
         "more than this many paired standard errors on the same reward-split images (McNemar); else the prior is "
         "reported. 0 = the higher score wins"
     )
+    warm_start: Literal["none", "previous-target"] = Field(
+        "none", description="'previous-target': in a purl compare grid, an agent cell starts its search from the "
+        "finished policy of the same method and seed at the previous target of compare.sparsities (the observation "
+        "carries the target), for warm_start_timesteps env steps; the first target, or one whose predecessor did "
+        "not finish, searches from scratch (agents/warm_start.py)"
+    )
+    warm_start_timesteps: PositiveInt | None = Field(
+        None, description="env steps of a warm-started search; None = total_timesteps"
+    )
 
 
 class CompareConfig(Section):
@@ -508,12 +517,14 @@ GRID_KEYS: dict[str, str] = {
 
 
 def _deep_merge(into: dict[str, Any], update: dict[str, Any]) -> None:
-    """Deep-merge ``update`` (nested or dotted keys) into ``into`` (dicts merge, everything else replaces)."""
+    """Deep-merge ``update`` (nested or dotted keys) into ``into`` (dicts merge, everything else replaces; an
+    empty mapping replaces too: ``agent.hyperparams: {}`` resets them, as ``agent.hyperparams={}`` does on the
+    command line, where merging it would change nothing)."""
     for key, value in update.items():
         if "." in key:
             head, _, rest = key.partition(".")
             _deep_merge(into, {head: {rest: value}})
-        elif isinstance(value, dict) and isinstance(into.get(key), dict):
+        elif isinstance(value, dict) and value and isinstance(into.get(key), dict):
             _deep_merge(into[key], value)
         else:
             into[key] = copy.deepcopy(value)
@@ -550,8 +561,9 @@ def merge_config(
     ``base`` is a YAML mapping or a validated config. ``cli_overrides`` are ``key.sub=value`` strings
     (any key). ``method_overrides`` are a method's (:data:`METHOD_SECTIONS` only, else one ConfigError
     naming the key and why): ``KEY=VALUE`` strings (the value replaces, as on the command line) or a
-    mapping with nested or dotted keys (deep-merged). ``target_sparsity`` becomes ``env.target_sparsity``
-    and ``min_threshold`` ``constraints.min_threshold`` (a cell's). ``where`` prefixes error messages.
+    mapping with nested or dotted keys (deep-merged; an empty mapping resets). ``target_sparsity`` becomes
+    ``env.target_sparsity`` and ``min_threshold`` ``constraints.min_threshold`` (a cell's). ``where`` prefixes
+    error messages.
     """
     raw = base.to_dict() if isinstance(base, ExperimentConfig) else copy.deepcopy(base)
     raw = apply_overrides(raw, list(cli_overrides or []))

@@ -61,6 +61,9 @@ class MethodCell:
     folder: Path
     progress: bool = False
     resume: bool = True  # continue from a checkpoint in ``folder`` if the method keeps one (the agent's search)
+    # the folder of the same label and seed's cell at the grid's previous target (None: the first target, or no
+    # grid): a method may start from what that cell left there (the agent's agent.warm_start)
+    previous: Path | None = None
 
 
 @dataclass(frozen=True)

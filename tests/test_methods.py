@@ -37,6 +37,15 @@ def test_merge_config_orders_cli_then_method_then_cell() -> None:
     assert merge_config({}, method_overrides=["env.reward_kwargs={a: 1}"]).env.reward_kwargs == {"a": 1}
 
 
+@pytest.mark.parametrize("overrides", [{"agent.hyperparams": {}}, {"agent": {"hyperparams": {}}}])
+def test_an_empty_method_mapping_resets_it(overrides: dict) -> None:
+    """``agent.hyperparams: {}`` after switching agent.algo resets the base's PPO keys, as on the command line."""
+    base = {"agent": {"algo": "ppo", "hyperparams": {"n_steps": 100, "n_epochs": 5}}}
+    assert merge_config(base, method_overrides=overrides).agent.hyperparams == {}
+    merged = merge_config(base, method_overrides={"agent.hyperparams": {"n_steps": 50}}).agent.hyperparams
+    assert merged == {"n_steps": 50, "n_epochs": 5}  # a non-empty mapping still merges
+
+
 @pytest.mark.parametrize(("key", "why"), [("finetune.epochs", "fine-tuning is the grid's"),
                                           ("data.batch_size", "data split"), ("model.name", "dense model"),
                                           ("pretrain.lr", "pre-training"), ("seed", "seed")])

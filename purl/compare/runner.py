@@ -42,6 +42,7 @@ class CellJob:
     device: str
     progress: bool = False
     max_retries: int = 0
+    previous_dir: Path | None = None  # the same label and seed's cell folder at the previous target (MethodCell)
 
 
 @dataclass
@@ -61,6 +62,16 @@ def plan_cells(config: ExperimentConfig) -> list[Cell]:
     ordered = [s for s in specs if s.method == AGENT] + [s for s in specs if s.method != AGENT]
     return [Cell(spec.label, spec.method, float(sparsity), int(seed))
             for seed in config.compare.seeds for sparsity in config.compare.sparsities for spec in ordered]
+
+
+def previous_cell(config: ExperimentConfig, cell: Cell) -> Cell | None:
+    """The same label and seed's cell at the target listed before ``cell``'s in ``compare.sparsities`` (None for
+    the first): :func:`plan_cells` runs it earlier, so a method can start from what it left in its folder."""
+    targets = [float(s) for s in config.compare.sparsities]
+    index = next(i for i, t in enumerate(targets) if abs(t - cell.target_sparsity) < 1e-12)
+    if index == 0:
+        return None
+    return Cell(cell.label, cell.method, targets[index - 1], cell.seed)
 
 
 def cell_identity(spec: MethodSpec, target: float | None, seed: int) -> dict[str, Any]:
@@ -154,7 +165,7 @@ def execute_cell(job: CellJob, task: Task | None = None, effective_sparsity: flo
             seed_everything(job.cell.seed)
             job.cell_dir.mkdir(parents=True, exist_ok=True)
             measured = method.run(MethodCell(task, config, job.spec, target, job.cell.seed, job.cell_dir,
-                                             job.progress))
+                                             job.progress, previous=job.previous_dir))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the grid
@@ -232,9 +243,11 @@ def run_comparison(
     methods = {label: method_name(spec.method) for label, spec in specs.items()}
 
     def job_for(cell: Cell) -> CellJob:
+        previous = previous_cell(config, cell)
         return CellJob(config.compare.cell_task_config(config, cell.seed), cell, specs[cell.label],
                        output / "cells" / cell.slug, methods[cell.label], device, progress=False,
-                       max_retries=config.compare.max_retries)
+                       max_retries=config.compare.max_retries,
+                       previous_dir=None if previous is None else output / "cells" / previous.slug)
 
     match_agent = not config.env.budget and any(s.method == AGENT for s in specs.values())
     phases = _phases(pending, agent_first=match_agent)
