@@ -296,6 +296,27 @@ def paired_table(ok: Sequence[dict[str, Any]], reference: str, names: Mapping[st
     return lines
 
 
+def cost_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) -> list[str]:
+    """Median wall time of a cell per method (search, fine-tuning and evaluation: the row's ``wall_time_s``), and
+    its ratio to the median cell of every method that is not an agent (the grid's baselines, same load)."""
+    times: dict[str, list[float]] = defaultdict(list)
+    for r in ok:
+        if _finite(r.get("wall_time_s")):
+            times[r["label"]].append(float(r["wall_time_s"]))
+    baseline = [float(r["wall_time_s"]) for r in ok if r.get("method") != "agent" and _finite(r.get("wall_time_s"))]
+    if not times:
+        return []
+    reference = statistics.median(baseline) if baseline else None
+    lines = ["## Cell cost", "", "Median wall time of one cell (pruning or search, fine-tuning, evaluation), over "
+             "every target and seed; the ratio is to the median baseline cell of this grid.", "",
+             "| method | cells | median cell (s) | x median baseline cell |", "|---|---:|---:|---:|"]
+    for label, values in times.items():
+        median = statistics.median(values)
+        ratio = f"{median / reference:.1f}x" if reference else "-"
+        lines.append(f"| {names.get(label, label)} | {len(values)} | {median:.1f} | {ratio} |")
+    return lines
+
+
 def default_reference(ok: Sequence[dict[str, Any]]) -> str | None:
     """The label paired differences are taken against when none is given (or it has no finished rows):
     ``global-mp`` when present, else the first label (None without rows)."""
@@ -324,6 +345,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
         reference = default_reference(ok)
     if reference in labels and len(labels) > 1:
         lines += [""] + paired_table(ok, reference, names)
+    cost = cost_table(ok, names)
+    if cost:
+        lines += [""] + cost
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
         lines += ["", "## Failed cells", ""]
@@ -333,12 +357,12 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
     agent = [r for r in ok if r.get("search_env_steps")]
     if agent:
         lines += ["", "## Agent search cost", "", "| target | method | seed | episodes | env steps | evaluations | "
-                  "search time (s) |", "|---|---|---:|---:|---:|---:|---:|"]
+                  "search time (s) | warm-started from |", "|---|---|---:|---:|---:|---:|---:|---|"]
         for r in agent:
             name = names.get(r["label"], r["label"])
             lines.append(f"| {float(r['target_sparsity']):g} | {name} | {r['seed']} | {r['search_episodes']} "
                          f"| {r['search_env_steps']} | {r['search_evaluations']} "
-                         f"| {float(r['search_wall_time_s']):.1f} |")
+                         f"| {float(r['search_wall_time_s']):.1f} | {r.get('warm_started_from') or '-'} |")
     return "\n".join(lines) + "\n"
 
 
