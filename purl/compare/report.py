@@ -296,6 +296,34 @@ def paired_table(ok: Sequence[dict[str, Any]], reference: str, names: Mapping[st
     return lines
 
 
+def best_baseline_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) -> list[str]:
+    """Markdown lines: every agent against the *best* baseline of each target (the non-agent method with the
+    highest mean top-1 after FT there), paired by seed, and how often the agent reported its prior."""
+    lines = ["## Agent vs the best baseline", "",
+             "Each agent's test top-1 after FT minus that of the target's best baseline (the highest mean among the "
+             "methods that are not agents; chosen on the test split, so this is the hardest reference, not a "
+             "decision any method made), paired by seed: mean, 95% Student-t interval, W/T/L; 'prior reported': "
+             "cells whose reported allocation is the agent's prior (`policy_source`).", "",
+             "| target | agent | best baseline | pairs | mean diff (points) | 95% interval | W/T/L | verdict | "
+             "prior reported |", "|---|---|---|---:|---:|---:|---:|---|---:|"]
+    for target, by_label in _group(ok).items():
+        baselines = {label: group for label, group in by_label.items() if group[0].get("method") != "agent"}
+        agents = {label: group for label, group in by_label.items() if group[0].get("method") == "agent"}
+        if not baselines or not agents:
+            continue
+        best = max(baselines, key=lambda label: mean_std([r.get(HEADLINE) for r in baselines[label]])[0])
+        for label, group in agents.items():
+            diff = paired_difference(by_seed(group, HEADLINE), by_seed(baselines[best], HEADLINE))
+            if diff.n == 0:
+                continue
+            verdict = "tie" if not diff.separated else ("ahead" if diff.mean > 0 else "behind")
+            prior = sum(r.get("policy_source") == "prior" for r in group)
+            lines.append(f"| {target:g} | {names.get(label, label)} | {names.get(best, best)} | {diff.n} | "
+                         f"{diff.mean:+.2f} | {_interval_text(diff)} | {diff.wtl} | {verdict} | "
+                         f"{prior} of {len(group)} |")
+    return lines if len(lines) > 6 else []
+
+
 def cost_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) -> list[str]:
     """Median wall time of a cell per method (search, fine-tuning and evaluation: the row's ``wall_time_s``), and
     its ratio to the median cell of every method that is not an agent (the grid's baselines, same load)."""
@@ -345,6 +373,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
         reference = default_reference(ok)
     if reference in labels and len(labels) > 1:
         lines += [""] + paired_table(ok, reference, names)
+    best = best_baseline_table(ok, names)
+    if best:
+        lines += [""] + best
     cost = cost_table(ok, names)
     if cost:
         lines += [""] + cost
