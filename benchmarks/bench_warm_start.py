@@ -75,6 +75,13 @@ def cost(rows: list[dict[str, Any]]) -> dict[str, float]:
             "search_total_s": sum(search)}
 
 
+def _same_allocations(cold: list[dict[str, Any]], warm: list[dict[str, Any]]) -> int:
+    """Seeds whose cold and warm agent reported the same per-layer allocation (then every budget gives both the
+    same accuracy: the fine-tuning is the same)."""
+    maps = {int(r["seed"]): r["layer_sparsity"] for r in cold}
+    return sum(maps.get(int(r["seed"])) == r["layer_sparsity"] for r in warm)
+
+
 def target_row(cold: list[dict[str, Any]], warm: list[dict[str, Any]], target: float,
                baselines: list[str]) -> dict[str, Any]:
     """One target's comparison: agent cold and warm, warm - cold, warm agent - best baseline, searched counts."""
@@ -91,6 +98,7 @@ def target_row(cold: list[dict[str, Any]], warm: list[dict[str, Any]], target: f
         "cold_minus_best": paired_difference(agent_cold, best_cold),
         "searched_cold": sum(r["policy_source"] != "prior" for r in _at(cold, target, "agent")),
         "searched_warm": sum(r["policy_source"] != "prior" for r in _at(warm, target, "agent")),
+        "same_allocation": _same_allocations(_at(cold, target, "agent"), _at(warm, target, "agent")),
         "cells": len(agent_warm),
     }
 
@@ -99,15 +107,16 @@ def markdown(rows: list[dict[str, Any]], costs: dict[str, dict[str, float]], nam
              command: str) -> str:
     lines = ["# Warm-started search across targets", "", f"`{command}`", "",
              "Test top-1 (%), mean over seeds; paired differences with 95% Student-t intervals and W/T/L; "
-             "'searched': cells whose reported allocation came from the search (not the prior).", "",
+             "'searched': cells whose reported allocation came from the search (not the prior); 'same allocation': "
+             "seeds whose cold and warm agent reported the same per-layer allocation.", "",
              "| target | agent cold | agent warm | best baseline | warm - cold | cold - best | warm - best "
-             "| searched cold / warm |", "|---|---:|---:|---|---:|---:|---:|---:|"]
+             "| searched cold / warm | same allocation |", "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['target']:g} | {r['agent_cold']:.2f} | {r['agent_warm']:.2f} | "
                      f"{names.get(r['best_baseline'], r['best_baseline'])} {r['best_baseline_mean']:.2f} | "
                      f"{_diff_text(r['warm_minus_cold'])} | {_diff_text(r['cold_minus_best'])} | "
                      f"{_diff_text(r['warm_minus_best'])} | {r['searched_cold']} / {r['searched_warm']} "
-                     f"of {r['cells']} |")
+                     f"of {r['cells']} | {r['same_allocation']} of {r['cells']} |")
     lines += ["", "| grid | median agent cell (s) | median baseline cell (s) | ratio | median search (s) | "
               "all searches (s) |", "|---|---:|---:|---:|---:|---:|"]
     for mode, c in costs.items():
