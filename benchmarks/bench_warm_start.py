@@ -3,14 +3,15 @@
 Runs one ``purl compare`` grid twice, with the same config, targets and seeds: ``cold`` (``agent.warm_start:
 none``: every target's search from scratch, ``agent.total_timesteps`` steps) and ``warm`` (``previous-target``:
 the first target from scratch, every later one from the previous target's finished policy for
-``--warm-steps`` env steps). Each grid goes into its own resumable folder, ``<out>/cold`` and ``<out>/warm``.
+``--warm-fraction`` of ``agent.total_timesteps``). Each grid goes into its own resumable folder, ``<out>/cold``
+and ``<out>/warm``.
 Then prints, per target: the agent's test top-1 in both grids, warm minus cold (paired by seed, 95% Student-t
 interval, W/T/L), the agent minus the best baseline of the grid (the baseline with the highest mean at that
 target), and how many reported allocations came from the search (``policy_source`` other than ``prior``); and
 per grid the cost: the median agent cell, the median baseline cell and their ratio, measured in the same run
 (the two grids run one after the other, so compare ratios, not seconds, between them).
 
-    python benchmarks/bench_warm_start.py --config configs/quick.yaml --seeds 1 2 --warm-steps 768
+    python benchmarks/bench_warm_start.py --config configs/quick.yaml --seeds 1 2 --warm-fraction 0.5
 
 Writes ``<out>/warm_start.md`` and ``<out>/warm_start.json``; default ``<out>``:
 ``benchmarks/results/warm_start/<config stem>``. The test split decides nothing; this script only reads the
@@ -42,7 +43,7 @@ def run_grid(config: Path, mode: str, args: argparse.Namespace, out: Path) -> Pa
 
     folder = out / mode
     argv = ["compare", "--config", str(config), "-o", str(folder), "--device", args.device, "--quiet",
-            f"agent.warm_start={MODES[mode]}", f"agent.warm_start_timesteps={args.warm_steps}",
+            f"agent.warm_start={MODES[mode]}", f"agent.warm_start_fraction={args.warm_fraction}",
             f"compare.seeds=[{', '.join(map(str, args.seeds))}]", "agent.progress_bar=false"]
     if args.sparsities:
         argv.append(f"compare.sparsities=[{', '.join(map(str, args.sparsities))}]")
@@ -130,7 +131,8 @@ def main() -> None:
     parser.add_argument("--config", default="configs/quick.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sparsities", type=float, nargs="*", default=None, help="default: the config's grid")
-    parser.add_argument("--warm-steps", type=int, required=True, help="agent.warm_start_timesteps of the warm grid")
+    parser.add_argument("--warm-fraction", type=float, default=0.5,
+                        help="agent.warm_start_fraction of the warm grid (default 0.5, the config default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--report-only", action="store_true", help="aggregate the folders that exist; run nothing")

@@ -288,11 +288,12 @@ class AgentConfig(Section):
     warm_start: Literal["none", "previous-target"] = Field(
         "none", description="'previous-target': in a purl compare grid, an agent cell starts its search from the "
         "finished policy of the same method and seed at the previous target of compare.sparsities (the observation "
-        "carries the target), for warm_start_timesteps env steps; the first target, or one whose predecessor did "
-        "not finish, searches from scratch (agents/warm_start.py)"
+        "carries the target), for warm_start_fraction of total_timesteps; the first target, or one whose "
+        "predecessor did not finish, searches from scratch (agents/warm_start.py)"
     )
-    warm_start_timesteps: PositiveInt | None = Field(
-        None, description="env steps of a warm-started search; None = total_timesteps"
+    warm_start_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.5, description="a warm-started search takes this fraction of total_timesteps (at least one env step; "
+        "rounded up to whole rollouts like any budget); 1 = the full budget"
     )
 
 

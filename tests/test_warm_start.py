@@ -1,5 +1,5 @@
 """``agent.warm_start: previous-target``: a grid's agent cell starts from the previous target's finished policy,
-for ``agent.warm_start_timesteps`` env steps, and its row names where it started from."""
+for ``agent.warm_start_fraction`` of the budget, and its row names where it started from."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_grid_chains_the_targets(run_cli, fast_agent_overrides: list[str], tmp_p
     out = tmp_path / "grid"
     result = run_cli("compare", "--config", QUICK, "-q", "-o", out, *fast_agent_overrides, "compare.methods=[agent]",
                      "compare.sparsities=[0.5, 0.75, 0.9]", "compare.seeds=[0]", "agent.warm_start=previous-target",
-                     "agent.warm_start_timesteps=6")
+                     "agent.warm_start_fraction=0.5")
     assert result.rc == 0, result.err
     rows = {row["target_sparsity"]: row for row in ResultsTable.read(out / "results.csv")}
     assert rows[0.5]["warm_started_from"] is None and rows[0.5]["search_env_steps"] == 12  # the chain's start
