@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, config_path  # noqa: E402
+from bench_finetune_budget import MT_LABEL, method_entries  # noqa: E402
 
 from purl.compare.cells import ResultsTable  # noqa: E402
 from purl.compare.report import HEADLINE, by_seed, method_names  # noqa: E402
@@ -47,6 +48,8 @@ def run_grid(config: Path, mode: str, args: argparse.Namespace, out: Path) -> Pa
             f"compare.seeds=[{', '.join(map(str, args.seeds))}]", "agent.progress_bar=false"]
     if args.sparsities:
         argv.append(f"compare.sparsities=[{', '.join(map(str, args.sparsities))}]")
+    if args.methods:
+        argv.append(f"compare.methods={method_entries(args.methods)}")
     argv += args.overrides
     print(f"== {mode}: purl {' '.join(argv)}", flush=True)
     if main(argv) != 0:
@@ -131,6 +134,8 @@ def main() -> None:
     parser.add_argument("--config", default="configs/quick.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sparsities", type=float, nargs="*", default=None, help="default: the config's grid")
+    parser.add_argument("--methods", nargs="*", default=None,
+                        help=f"default: the config's methods (include agent); '{MT_LABEL}' = Global MP + MT (5%%)")
     parser.add_argument("--warm-fraction", type=float, default=0.5,
                         help="agent.warm_start_fraction of the warm grid (default 0.5, the config default)")
     parser.add_argument("--device", default="cpu")
