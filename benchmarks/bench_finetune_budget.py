@@ -56,22 +56,28 @@ def method_entries(names: list[str]) -> str:
     return "[" + ", ".join(entries) + "]"
 
 
-def run_budget(config: Path, budget: int, args: argparse.Namespace, out: Path) -> Path:
-    """``purl compare`` of the grid at ``finetune.epochs=budget`` into ``out/ft<budget>`` (resumes)."""
+def run_compare(config: Path, folder: Path, settings: list[str], args: argparse.Namespace, what: str) -> Path:
+    """``purl compare`` of ``config`` with ``settings`` and the grid options of ``args`` (``--seeds``,
+    ``--sparsities``, ``--methods``, ``--set``, ``--device``) into ``folder`` (resumes); ``what`` names the run."""
     from purl.cli.main import main
 
-    folder = out / f"ft{budget}"
-    argv = ["compare", "--config", str(config), "-o", str(folder), "--device", args.device, "--quiet",
-            f"finetune.epochs={budget}", f"compare.seeds=[{', '.join(map(str, args.seeds))}]"]
+    argv = ["compare", "--config", str(config), "-o", str(folder), "--device", args.device, "--quiet", *settings,
+            f"compare.seeds=[{', '.join(map(str, args.seeds))}]"]
     if args.sparsities:
         argv.append(f"compare.sparsities=[{', '.join(map(str, args.sparsities))}]")
     if args.methods:
         argv.append(f"compare.methods={method_entries(args.methods)}")
     argv += args.overrides
-    print(f"== budget {budget} epoch(s): purl {' '.join(argv)}", flush=True)
+    print(f"== {what}: purl {' '.join(argv)}", flush=True)
     if main(argv) != 0:
-        raise SystemExit(f"purl compare failed at budget {budget}")
+        raise SystemExit(f"purl compare failed ({what})")
     return folder
+
+
+def run_budget(config: Path, budget: int, args: argparse.Namespace, out: Path) -> Path:
+    """``purl compare`` of the grid at ``finetune.epochs=budget`` into ``out/ft<budget>`` (resumes)."""
+    return run_compare(config, out / f"ft{budget}", [f"finetune.epochs={budget}"], args,
+                       f"budget {budget} epoch(s)")
 
 
 def collect(folders: dict[int, Path]) -> dict[float, dict[str, dict[int, dict[int, float]]]]:

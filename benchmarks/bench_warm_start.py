@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, config_path  # noqa: E402
-from bench_finetune_budget import MT_LABEL, method_entries  # noqa: E402
+from bench_finetune_budget import MT_LABEL, run_compare  # noqa: E402
 
 from purl.compare.cells import ResultsTable  # noqa: E402
 from purl.compare.report import HEADLINE, by_seed, method_names  # noqa: E402
@@ -40,21 +40,9 @@ MODES = {"cold": "none", "warm": "previous-target"}
 
 def run_grid(config: Path, mode: str, args: argparse.Namespace, out: Path) -> Path:
     """``purl compare`` of the grid with ``agent.warm_start`` of ``mode`` into ``out/<mode>`` (resumes)."""
-    from purl.cli.main import main
-
-    folder = out / mode
-    argv = ["compare", "--config", str(config), "-o", str(folder), "--device", args.device, "--quiet",
-            f"agent.warm_start={MODES[mode]}", f"agent.warm_start_fraction={args.warm_fraction}",
-            f"compare.seeds=[{', '.join(map(str, args.seeds))}]", "agent.progress_bar=false"]
-    if args.sparsities:
-        argv.append(f"compare.sparsities=[{', '.join(map(str, args.sparsities))}]")
-    if args.methods:
-        argv.append(f"compare.methods={method_entries(args.methods)}")
-    argv += args.overrides
-    print(f"== {mode}: purl {' '.join(argv)}", flush=True)
-    if main(argv) != 0:
-        raise SystemExit(f"purl compare failed for the {mode} grid")
-    return folder
+    settings = [f"agent.warm_start={MODES[mode]}", f"agent.warm_start_fraction={args.warm_fraction}",
+                "agent.progress_bar=false"]
+    return run_compare(config, out / mode, settings, args, f"the {mode} grid")
 
 
 def _ok(folder: Path) -> list[dict[str, Any]]:
