@@ -44,7 +44,8 @@ def test_grid_chains_the_targets(run_cli, fast_agent_overrides: list[str], tmp_p
 def test_without_warm_start_every_target_searches_from_scratch(run_cli, fast_agent_overrides: list[str],
                                                                tmp_path: Path) -> None:
     result = run_cli("compare", "--config", QUICK, "-q", "-o", tmp_path, *fast_agent_overrides,
-                     "compare.methods=[agent]", "compare.sparsities=[0.5, 0.75]", "compare.seeds=[0]")
+                     "compare.methods=[agent]", "compare.sparsities=[0.5, 0.75]", "compare.seeds=[0]",
+                     "agent.warm_start=none")
     assert result.rc == 0, result.err
     rows = ResultsTable.read(tmp_path / "results.csv")
     assert [(r["warm_started_from"], r["search_env_steps"]) for r in rows] == [(None, 12), (None, 12)]
@@ -56,7 +57,7 @@ def test_source_is_the_previous_cells_finished_policy(make_config, tmp_path: Pat
     assert warm_start_source(warm, tmp_path) is None  # the previous cell did not finish its search
     (tmp_path / FINAL_MODEL).write_bytes(b"")
     assert warm_start_source(warm, tmp_path) == tmp_path / FINAL_MODEL
-    assert warm_start_source(make_config(), tmp_path) is None  # warm_start none (the default)
+    assert warm_start_source(make_config("agent.warm_start=none"), tmp_path) is None
 
 
 def _agent(task, config, seed: int):
