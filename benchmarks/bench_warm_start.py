@@ -32,7 +32,7 @@ from _common import RESULTS, config_path  # noqa: E402
 from bench_finetune_budget import MT_LABEL, run_compare  # noqa: E402
 
 from purl.compare.cells import ResultsTable  # noqa: E402
-from purl.compare.report import HEADLINE, by_seed, method_names  # noqa: E402
+from purl.compare.report import HEADLINE, best_baseline, by_seed, method_names  # noqa: E402
 from purl.compare.stats import PairedDifference, paired_difference  # noqa: E402
 
 MODES = {"cold": "none", "warm": "previous-target"}
@@ -77,16 +77,16 @@ def _same_allocations(cold: list[dict[str, Any]], warm: list[dict[str, Any]]) ->
 def target_row(cold: list[dict[str, Any]], warm: list[dict[str, Any]], target: float,
                baselines: list[str]) -> dict[str, Any]:
     """One target's comparison: agent cold and warm, warm - cold, warm agent - best baseline, searched counts."""
-    best = max(baselines, key=lambda b: statistics.fmean(by_seed(_at(warm, target, b), HEADLINE).values()))
+    best = best_baseline({b: _at(warm, target, b) for b in baselines})  # the rule summary.md uses
     agent_cold, agent_warm = by_seed(_at(cold, target, "agent"), HEADLINE), by_seed(_at(warm, target, "agent"),
                                                                                     HEADLINE)
-    best_cold = by_seed(_at(cold, target, best), HEADLINE)
+    best_cold, best_warm = by_seed(_at(cold, target, best), HEADLINE), by_seed(_at(warm, target, best), HEADLINE)
     return {
         "target": target, "best_baseline": best,
         "agent_cold": statistics.fmean(agent_cold.values()), "agent_warm": statistics.fmean(agent_warm.values()),
-        "best_baseline_mean": statistics.fmean(by_seed(_at(warm, target, best), HEADLINE).values()),
+        "best_baseline_mean": statistics.fmean(best_warm.values()),
         "warm_minus_cold": paired_difference(agent_warm, agent_cold),
-        "warm_minus_best": paired_difference(agent_warm, by_seed(_at(warm, target, best), HEADLINE)),
+        "warm_minus_best": paired_difference(agent_warm, best_warm),
         "cold_minus_best": paired_difference(agent_cold, best_cold),
         "searched_cold": sum(r["policy_source"] != "prior" for r in _at(cold, target, "agent")),
         "searched_warm": sum(r["policy_source"] != "prior" for r in _at(warm, target, "agent")),

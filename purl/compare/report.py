@@ -296,22 +296,28 @@ def paired_table(ok: Sequence[dict[str, Any]], reference: str, names: Mapping[st
     return lines
 
 
+def best_baseline(baselines: Mapping[str, Sequence[dict[str, Any]]]) -> str:
+    """The label whose rows (one target's) have the highest mean test top-1 after FT: the strongest baseline."""
+    return max(baselines, key=lambda label: mean_std([r.get(HEADLINE) for r in baselines[label]])[0])
+
+
 def best_baseline_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) -> list[str]:
-    """Markdown lines: every agent against the *best* baseline of each target (the non-agent method with the
-    highest mean top-1 after FT there), paired by seed, and how often the agent reported its prior."""
-    lines = ["## Agent vs the best baseline", "",
+    """Markdown lines: every agent against the *best* baseline of each target (:func:`best_baseline` of the
+    non-agent methods there), paired by seed, and how often the agent reported its prior; none without a pair."""
+    header = ["## Agent vs the best baseline", "",
              "Each agent's test top-1 after FT minus that of the target's best baseline (the highest mean among the "
              "methods that are not agents; chosen on the test split, so this is the hardest reference, not a "
              "decision any method made), paired by seed: mean, 95% Student-t interval, W/T/L; 'prior reported': "
              "cells whose reported allocation is the agent's prior (`policy_source`).", "",
              "| target | agent | best baseline | pairs | mean diff (points) | 95% interval | W/T/L | verdict | "
              "prior reported |", "|---|---|---|---:|---:|---:|---:|---|---:|"]
+    lines: list[str] = []
     for target, by_label in _group(ok).items():
         baselines = {label: group for label, group in by_label.items() if group[0].get("method") != "agent"}
         agents = {label: group for label, group in by_label.items() if group[0].get("method") == "agent"}
         if not baselines or not agents:
             continue
-        best = max(baselines, key=lambda label: mean_std([r.get(HEADLINE) for r in baselines[label]])[0])
+        best = best_baseline(baselines)
         for label, group in agents.items():
             diff = paired_difference(by_seed(group, HEADLINE), by_seed(baselines[best], HEADLINE))
             if diff.n == 0:
@@ -321,7 +327,7 @@ def best_baseline_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) 
             lines.append(f"| {target:g} | {names.get(label, label)} | {names.get(best, best)} | {diff.n} | "
                          f"{diff.mean:+.2f} | {_interval_text(diff)} | {diff.wtl} | {verdict} | "
                          f"{prior} of {len(group)} |")
-    return lines if len(lines) > 6 else []
+    return header + lines if lines else []
 
 
 def cost_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) -> list[str]:
