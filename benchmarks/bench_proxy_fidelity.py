@@ -144,6 +144,35 @@ def rank_correlations(proxy: list[float], target: list[float], resamples: int, s
     return out
 
 
+def resumed_rows(path: Path, allocations: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Rows of an earlier run's ``allocations.csv`` whose allocation is unchanged (same label, same sparsities).
+
+    A run cut short (a session ends, a machine is reclaimed) continues where it stopped; a row whose
+    allocation differs (another seed, config or sigma) is measured again rather than trusted.
+    """
+    import json
+
+    from _common import read_csv
+
+    if not path.is_file():
+        return []
+    kept = []
+    for raw in read_csv(path):
+        label = raw.get("allocation", "")
+        if label not in allocations:
+            continue
+        stored = json.loads(raw.get("layer_sparsity") or "{}")
+        if stored != {n: round(s, 6) for n, s in allocations[label].items()}:
+            continue
+        row: dict[str, Any] = {"allocation": label}
+        for key, value in raw.items():
+            if key not in ("allocation", "layer_sparsity"):
+                row[key] = float(value)
+        row["layer_sparsity"] = stored
+        kept.append(row)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5", help="lenet5, resnet20 or a config YAML")
@@ -156,6 +185,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows of an earlier run's allocations.csv whose allocation is unchanged")
     args = parser.parse_args()
     set_threads(args.threads)
 
@@ -169,8 +200,13 @@ def main() -> None:
                                              args.sigmas, args.seed))
     out = args.out or RESULTS / "proxy_fidelity" / f"{model_label(args.model)}-s{args.sparsity:g}"
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    rows = resumed_rows(out / "allocations.csv", allocations) if args.resume else []
+    done = {r["allocation"] for r in rows}
+    if done:
+        log(f"resuming: {len(done)} of {len(allocations)} allocations already measured")
     for i, (label, sparsities) in enumerate(allocations.items(), 1):
+        if label in done:
+            continue
         row: dict[str, Any] = {"allocation": label, **one_shot_scores(task, sparsities, val_samples)}
         for k in args.steps:
             start = time.perf_counter()

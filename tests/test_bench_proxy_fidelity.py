@@ -37,3 +37,20 @@ def test_every_allocation_is_at_the_exact_target_and_perturbations_differ(bench,
         assert sum(round(s * numels[n]) for n, s in sparsities.items()) == want, label
     perturbed = [s for label, s in found.items() if label.startswith("perturbed")]
     assert all(p != found["global-mp"] for p in perturbed)
+
+
+def test_resume_keeps_only_rows_whose_allocation_is_unchanged(bench, tmp_path) -> None:
+    from _common import write_csv  # on the path once the bench is loaded
+
+    allocations = {"global-mp": {"a": 0.5, "b": 0.9}, "erk": {"a": 0.7, "b": 0.8}, "lamp": {"a": 0.6, "b": 0.85}}
+    path = tmp_path / "allocations.csv"
+    write_csv(path, [
+        {"allocation": "global-mp", "oneshot": 11.5, "truth_test_top1": 90.0, "layer_sparsity": {"a": 0.5, "b": 0.9}},
+        {"allocation": "erk", "oneshot": 12.0, "truth_test_top1": 91.0, "layer_sparsity": {"a": 0.1, "b": 0.8}},
+        {"allocation": "gone", "oneshot": 1.0, "truth_test_top1": 9.0, "layer_sparsity": {"a": 0.5, "b": 0.9}},
+    ])
+    kept = bench.resumed_rows(path, allocations)
+    assert [r["allocation"] for r in kept] == ["global-mp"]  # erk's sparsities changed; "gone" is not asked for
+    assert kept[0]["oneshot"] == 11.5 and kept[0]["truth_test_top1"] == 90.0
+    assert kept[0]["layer_sparsity"] == {"a": 0.5, "b": 0.9}
+    assert bench.resumed_rows(tmp_path / "missing.csv", allocations) == []
