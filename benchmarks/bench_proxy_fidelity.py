@@ -144,62 +144,74 @@ def rank_correlations(proxy: list[float], target: list[float], resamples: int, s
     return out
 
 
-def resumed_rows(path: Path, allocations: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """Rows of an earlier run's ``allocations.csv`` whose allocation is unchanged (same label, same sparsities).
+def baseline_pick(rows: list[dict[str, Any]], key: str) -> tuple[str, float]:
+    """The baseline that proxy ``key`` ranks first, and its truth minus the best baseline's truth (<= 0)."""
+    baselines = [r for r in rows if r["allocation"] in BASELINES]
+    picked = max(baselines, key=lambda r: r[key])
+    best = max(r["truth_test_top1"] for r in baselines)
+    return picked["allocation"], picked["truth_test_top1"] - best
 
-    A run cut short (a session ends, a machine is reclaimed) continues where it stopped; a row whose
-    allocation differs (another seed, config or sigma) is measured again rather than trusted.
-    """
+
+def fidelity_table(rows: list[dict[str, Any]], proxies: list[tuple[str, str]], margin: float, resamples: int,
+                   seed: int) -> list[dict[str, Any]]:
+    """One row per proxy: cost, rank correlations over all allocations and over the competitive ones
+    (truth within ``margin`` points of the best), and the baseline it would pick as the prior."""
+    target = [r["truth_test_top1"] for r in rows]
+    competitive = [r for r in rows if r["truth_test_top1"] >= max(target) - margin]
+    table = []
+    for key, what in proxies:
+        corr = rank_correlations([r[key] for r in rows], target, resamples, seed)
+        close = rank_correlations([r[key] for r in competitive], [r["truth_test_top1"] for r in competitive],
+                                  resamples, seed) if len(competitive) >= 3 else {}
+        close = {f"competitive_{k}": v for k, v in close.items()}
+        shown = {f"{m}_ci": f"{corr[m]:+.2f} [{corr[m + '_lo']:+.2f}, {corr[m + '_hi']:+.2f}]"
+                 for m in ("spearman", "kendall")}
+        if close:
+            c = "competitive_spearman"
+            shown[f"{c}_ci"] = f"{close[c]:+.2f} [{close[c + '_lo']:+.2f}, {close[c + '_hi']:+.2f}]"
+        picked, regret = baseline_pick(rows, key)
+        table.append({"proxy": what, "median_s": median(r[f"{key}_s"] for r in rows), **corr, **close, **shown,
+                      "baseline_picked": picked, "baseline_regret": round(regret, 2)})
+    return table
+
+
+def stored_rows(path: Path) -> list[dict[str, Any]]:
+    """Every row of an earlier run's ``allocations.csv``: numbers as floats, ``layer_sparsity`` as a dict."""
     import json
 
     from _common import read_csv
 
     if not path.is_file():
         return []
-    kept = []
+    rows = []
     for raw in read_csv(path):
-        label = raw.get("allocation", "")
-        if label not in allocations:
-            continue
-        stored = json.loads(raw.get("layer_sparsity") or "{}")
-        if stored != {n: round(s, 6) for n, s in allocations[label].items()}:
-            continue
-        row: dict[str, Any] = {"allocation": label}
+        row: dict[str, Any] = {"allocation": raw.get("allocation", "")}
         for key, value in raw.items():
             if key not in ("allocation", "layer_sparsity"):
                 row[key] = float(value)
-        row["layer_sparsity"] = stored
-        kept.append(row)
-    return kept
+        row["layer_sparsity"] = json.loads(raw.get("layer_sparsity") or "{}")
+        rows.append(row)
+    return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="lenet5", help="lenet5, resnet20 or a config YAML")
-    parser.add_argument("--sparsity", type=float, default=0.98)
-    parser.add_argument("--perturbed", type=int, default=30, help="random allocations besides the baselines")
-    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
-    parser.add_argument("--steps", type=int, nargs="+", default=[20, 40, 100, 200, 500])
-    parser.add_argument("--seed", type=int, default=0, help="task, fine-tuning and proxy seed")
-    parser.add_argument("--resamples", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the rows of an earlier run's allocations.csv whose allocation is unchanged")
-    args = parser.parse_args()
-    set_threads(args.threads)
+def resumed_rows(path: Path, allocations: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Rows of an earlier run's ``allocations.csv`` whose allocation is unchanged (same label, same sparsities).
 
+    A run cut short (a session ends, a machine is reclaimed) continues where it stopped; a row whose
+    allocation differs (another seed, config or sigma) is measured again rather than trusted.
+    """
+    return [row for row in stored_rows(path) if row["allocation"] in allocations
+            and row["layer_sparsity"] == {n: round(s, 6) for n, s in allocations[row["allocation"]].items()}]
+
+
+def measure(task: Any, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    """Build the allocations, score each by every proxy and the truth (resuming if asked); the rows."""
     from purl.agents.selection import short_finetune_score
 
-    config = task_config(args.model, [f"seed={args.seed}", *args.set])
-    task = build(config)
-    val_samples = config.env.val_samples
+    val_samples = task.config.env.val_samples
     allocations = baseline_allocations(task, args.sparsity)
     allocations.update(perturbed_allocations(task, allocations["global-mp"], args.sparsity, args.perturbed,
                                              args.sigmas, args.seed))
-    out = args.out or RESULTS / "proxy_fidelity" / f"{model_label(args.model)}-s{args.sparsity:g}"
-    out.mkdir(parents=True, exist_ok=True)
     rows = resumed_rows(out / "allocations.csv", allocations) if args.resume else []
     done = {r["allocation"] for r in rows}
     if done:
@@ -219,26 +231,65 @@ def main() -> None:
         log(f"[{i}/{len(allocations)}] {label}: truth {row['truth_test_top1']:.2f}%, one-shot+BN "
             f"{row['oneshot_bn']:.1f}%, ft{args.steps[-1]} {row[f'ft{args.steps[-1]}']:.1f}%")
         write_csv(out / "allocations.csv", rows)  # after every allocation: an interrupted run keeps its rows
+    return rows
 
-    target = [r["truth_test_top1"] for r in rows]
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet5", help="lenet5, resnet20 or a config YAML")
+    parser.add_argument("--sparsity", type=float, default=0.98)
+    parser.add_argument("--perturbed", type=int, default=30, help="random allocations besides the baselines")
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[20, 40, 100, 200, 500])
+    parser.add_argument("--seed", type=int, default=0, help="task, fine-tuning and proxy seed")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--margin", type=float, default=3.0,
+                        help="points below the best truth that still count as a competitive allocation")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows of an earlier run's allocations.csv whose allocation is unchanged")
+    parser.add_argument("--table-only", action="store_true",
+                        help="tabulate the rows already in allocations.csv (as --resume keeps them); measure nothing")
+    args = parser.parse_args()
+    set_threads(args.threads)
+
+    config = task_config(args.model, [f"seed={args.seed}", *args.set])
+    out = args.out or RESULTS / "proxy_fidelity" / f"{model_label(args.model)}-s{args.sparsity:g}"
+    out.mkdir(parents=True, exist_ok=True)
+    if args.table_only:
+        rows = stored_rows(out / "allocations.csv")
+        if len(rows) < 3:
+            raise SystemExit(f"--table-only: {out / 'allocations.csv'} holds {len(rows)} rows; need 3 or more")
+        measured = sorted(int(c[2:]) for c in rows[0] if c.startswith("ft") and c[2:].isdigit())
+        if missing := [k for k in args.steps if k not in measured]:
+            raise SystemExit(f"--table-only: allocations.csv has no {missing}-step proxy; --steps from {measured}")
+    else:
+        rows = measure(build(config), args, out)
+
     proxies = [("oneshot", "one-shot top-1, dense BN statistics"), ("oneshot_bn", "one-shot top-1, BN re-estimated"),
                ("neg_loss", "minus reward-split loss, BN re-estimated")]
     proxies += [(f"ft{k}", f"{k}-step fine-tune, BN re-estimated") for k in args.steps]
-    table = []
-    for key, what in proxies:
-        corr = rank_correlations([r[key] for r in rows], target, args.resamples, args.seed)
-        shown = {f"{m}_ci": f"{corr[m]:+.2f} [{corr[m + '_lo']:+.2f}, {corr[m + '_hi']:+.2f}]"
-                 for m in ("spearman", "kendall")}
-        table.append({"proxy": what, "median_s": median(r[f"{key}_s"] for r in rows), **corr, **shown})
+    table = fidelity_table(rows, proxies, args.margin, args.resamples, args.seed)
     write_csv(out / "fidelity.csv", table)
+    target = [r["truth_test_top1"] for r in rows]
+    competitive = sum(t >= max(target) - args.margin for t in target)
     truth_s = median(r["truth_s"] for r in rows)
+    n_base = sum(r["allocation"] in BASELINES for r in rows)
     header = (f"# Proxy fidelity: {model_label(args.model)} at {args.sparsity:g}, {len(rows)} allocations "
-              f"({len(BASELINES)} baselines + {len(rows) - len(BASELINES)} perturbed), seed {args.seed}\n\n"
+              f"({n_base} baselines + {len(rows) - n_base} perturbed), seed {args.seed}\n\n"
               f"Truth: test top-1 after {config.finetune.epochs} fine-tuning epochs (median {truth_s:.1f} s per "
               f"allocation), range {min(target):.2f}-{max(target):.2f}%. Rank correlation of each proxy with it, "
-              f"95% percentile-bootstrap interval over allocations ({args.resamples} resamples).\n\n")
+              f"95% percentile-bootstrap interval over allocations ({args.resamples} resamples); 'competitive': "
+              f"the {competitive} allocations within {args.margin:g} points of the best truth (the ones a search "
+              f"must tell apart). 'Baseline picked': the baseline the proxy ranks first among the "
+              f"{len(BASELINES)} (what `env.prior: auto` does), and its truth minus the best baseline's.\n\n")
     text = header + markdown_table(table, [("proxy", "proxy"), ("median_s", "cost (s, median)"),
-                                           ("spearman_ci", "Spearman"), ("kendall_ci", "Kendall")])
+                                           ("spearman_ci", "Spearman"), ("kendall_ci", "Kendall"),
+                                           ("competitive_spearman_ci", "Spearman, competitive"),
+                                           ("baseline_picked", "baseline picked"),
+                                           ("baseline_regret", "its truth minus the best baseline's")])
     (out / "fidelity.md").write_text(text + "\n")
     print(text)
 

@@ -54,3 +54,22 @@ def test_resume_keeps_only_rows_whose_allocation_is_unchanged(bench, tmp_path) -
     assert kept[0]["oneshot"] == 11.5 and kept[0]["truth_test_top1"] == 90.0
     assert kept[0]["layer_sparsity"] == {"a": 0.5, "b": 0.9}
     assert bench.resumed_rows(tmp_path / "missing.csv", allocations) == []
+
+
+def test_fidelity_table_competitive_subset_and_the_baseline_a_proxy_picks(bench) -> None:
+    truths = {"global-mp": 90.0, "global-mp+mt": 91.0, "erk": 94.0, "lamp": 95.0, "uniform": 60.0,
+              "perturbed-0": 20.0, "perturbed-1": 93.0, "perturbed-2": 94.5}
+    rows = []
+    for label, truth in truths.items():
+        # "good" ranks the collapsed ones last but the competitive ones backwards; "right" is the truth itself
+        good = truth if truth < 92 else 200 - truth
+        rows.append({"allocation": label, "truth_test_top1": truth, "good": good, "good_s": 1.0,
+                     "right": truth, "right_s": 2.0})
+    table = bench.fidelity_table(rows, [("good", "good"), ("right", "right")], margin=3.0, resamples=200, seed=0)
+    good, right = table
+    assert right["spearman"] == pytest.approx(1.0) and right["competitive_spearman"] == pytest.approx(1.0)
+    assert good["competitive_spearman"] == pytest.approx(-1.0)  # 93, 94, 94.5, 95: exactly reversed
+    assert good["spearman"] > 0  # over all allocations it still looks useful: the subset is what tells
+    assert (right["baseline_picked"], right["baseline_regret"]) == ("lamp", 0.0)
+    assert (good["baseline_picked"], good["baseline_regret"]) == ("erk", -1.0)  # 106 > lamp's 105 > mt's 91
+    assert right["median_s"] == 2.0
