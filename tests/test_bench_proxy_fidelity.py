@@ -72,4 +72,6 @@ def test_fidelity_table_competitive_subset_and_the_baseline_a_proxy_picks(bench)
     assert good["spearman"] > 0  # over all allocations it still looks useful: the subset is what tells
     assert (right["baseline_picked"], right["baseline_regret"]) == ("lamp", 0.0)
     assert (good["baseline_picked"], good["baseline_regret"]) == ("erk", -1.0)  # 106 > lamp's 105 > mt's 91
+    assert (right["top_pick"], right["top_pick_regret"]) == ("lamp", 0.0)
+    assert (good["top_pick"], good["top_pick_regret"]) == ("perturbed-1", -2.0)  # 107 tops 106 and 105.5
     assert right["median_s"] == 2.0
