@@ -1,8 +1,9 @@
 """How well do cheap search signals predict an allocation's accuracy after the real fine-tuning budget?
 
 For one task and target sparsity it builds a set of allocations: the baselines' (Global MP with and
-without MT, ERK, LAMP, uniform) and ``--perturbed`` random perturbations of Global MP's layer profile in
-logit space (``logit(s_l) + sigma * z``, rescaled by the ``layerwise`` allocator to the exact target).
+without MT, ERK, LAMP, uniform) and ``--perturbed`` random perturbations of one baseline's layer profile
+(``--around``, Global MP by default) in logit space (``logit(s_l) + sigma * z``, rescaled by the
+``layerwise`` allocator to the exact target).
 Every allocation is then
 
 * scored by each cheap proxy, timed: one-shot reward-split top-1 (dense BatchNorm statistics), the same
@@ -212,7 +213,7 @@ def measure(task: Any, args: argparse.Namespace, out: Path) -> list[dict[str, An
 
     val_samples = task.config.env.val_samples
     allocations = baseline_allocations(task, args.sparsity)
-    allocations.update(perturbed_allocations(task, allocations["global-mp"], args.sparsity, args.perturbed,
+    allocations.update(perturbed_allocations(task, allocations[args.around], args.sparsity, args.perturbed,
                                              args.sigmas, args.seed))
     rows = resumed_rows(out / "allocations.csv", allocations) if args.resume else []
     done = {r["allocation"] for r in rows}
@@ -241,6 +242,8 @@ def main() -> None:
     parser.add_argument("--model", default="lenet5", help="lenet5, resnet20 or a config YAML")
     parser.add_argument("--sparsity", type=float, default=0.98)
     parser.add_argument("--perturbed", type=int, default=30, help="random allocations besides the baselines")
+    parser.add_argument("--around", default="global-mp", choices=sorted(BASELINES),
+                        help="the baseline whose layer profile the perturbations start from")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 40, 100, 200, 500])
     parser.add_argument("--seed", type=int, default=0, help="task, fine-tuning and proxy seed")
@@ -258,7 +261,8 @@ def main() -> None:
     set_threads(args.threads)
 
     config = task_config(args.model, [f"seed={args.seed}", *args.set])
-    out = args.out or RESULTS / "proxy_fidelity" / f"{model_label(args.model)}-s{args.sparsity:g}"
+    around = "" if args.around == "global-mp" else f"-around-{args.around}"
+    out = args.out or RESULTS / "proxy_fidelity" / f"{model_label(args.model)}-s{args.sparsity:g}{around}"
     out.mkdir(parents=True, exist_ok=True)
     if args.table_only:
         rows = stored_rows(out / "allocations.csv")
@@ -280,7 +284,7 @@ def main() -> None:
     truth_s = median(r["truth_s"] for r in rows)
     n_base = sum(r["allocation"] in BASELINES for r in rows)
     header = (f"# Proxy fidelity: {model_label(args.model)} at {args.sparsity:g}, {len(rows)} allocations "
-              f"({n_base} baselines + {len(rows) - n_base} perturbed), seed {args.seed}\n\n"
+              f"({n_base} baselines + {len(rows) - n_base} perturbed around {args.around}), seed {args.seed}\n\n"
               f"Truth: test top-1 after {config.finetune.epochs} fine-tuning epochs (median {truth_s:.1f} s per "
               f"allocation), range {min(target):.2f}-{max(target):.2f}%. Rank correlation of each proxy with it, "
               f"95% percentile-bootstrap interval over allocations ({args.resamples} resamples); 'competitive': "
