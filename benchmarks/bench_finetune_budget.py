@@ -189,7 +189,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sparsities", type=float, nargs="*", default=None, help="default: the config's grid")
     parser.add_argument("--methods", nargs="*", default=None,
-                        help=f"default: the config's methods; '{MT_LABEL}' = Global MP + MT (5%%)")
+                        help=f"default: the config's methods; '{MT_LABEL}' = Global MP + MT (min_threshold 0.05: "
+                        "every layer keeps 0.05%% of all prunable weights)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--report-only", action="store_true", help="aggregate the folders that exist; run nothing")
