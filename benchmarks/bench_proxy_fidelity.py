@@ -237,6 +237,26 @@ def measure(task: Any, args: argparse.Namespace, out: Path) -> list[dict[str, An
     return rows
 
 
+def recheck(task: Any, rows: list[dict[str, Any]], labels: list[str], seeds: list[int],
+            out: Path) -> list[dict[str, Any]]:
+    """Fine-tune stored allocations again with other fine-tuning seeds (same task): is a truth gap order noise?
+
+    Writes ``recheck.csv`` (label, seed, truth); the stored seed's truth is listed with them.
+    """
+    by_label = {r["allocation"]: r for r in rows}
+    if unknown := [label for label in labels if label not in by_label]:
+        raise SystemExit(f"--recheck: no stored allocation {unknown}; stored: {sorted(by_label)}")
+    found = []
+    for label in labels:
+        found.append({"allocation": label, "seed": "stored", "truth_test_top1": by_label[label]["truth_test_top1"]})
+        for seed in seeds:
+            top1, seconds = truth(task, by_label[label]["layer_sparsity"], seed)
+            found.append({"allocation": label, "seed": seed, "truth_test_top1": top1})
+            log(f"recheck {label}, fine-tuning seed {seed}: truth {top1:.2f}% ({seconds:.0f} s)")
+            write_csv(out / "recheck.csv", found)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5", help="lenet5, resnet20 or a config YAML")
@@ -257,6 +277,9 @@ def main() -> None:
                         help="keep the rows of an earlier run's allocations.csv whose allocation is unchanged")
     parser.add_argument("--table-only", action="store_true",
                         help="tabulate the rows already in allocations.csv (as --resume keeps them); measure nothing")
+    parser.add_argument("--recheck", nargs="+", default=None, metavar="LABEL",
+                        help="fine-tune these stored allocations again with --recheck-seeds; writes recheck.csv")
+    parser.add_argument("--recheck-seeds", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     set_threads(args.threads)
 
@@ -264,6 +287,9 @@ def main() -> None:
     around = "" if args.around == "global-mp" else f"-around-{args.around}"
     out = args.out or RESULTS / "proxy_fidelity" / f"{model_label(args.model)}-s{args.sparsity:g}{around}"
     out.mkdir(parents=True, exist_ok=True)
+    if args.recheck:
+        recheck(build(config), stored_rows(out / "allocations.csv"), args.recheck, args.recheck_seeds, out)
+        return
     if args.table_only:
         rows = stored_rows(out / "allocations.csv")
         if len(rows) < 3:

@@ -75,3 +75,11 @@ def test_fidelity_table_competitive_subset_and_the_baseline_a_proxy_picks(bench)
     assert (right["top_pick"], right["top_pick_regret"]) == ("lamp", 0.0)
     assert (good["top_pick"], good["top_pick_regret"]) == ("perturbed-1", -2.0)  # 107 tops 106 and 105.5
     assert right["median_s"] == 2.0
+
+
+def test_recheck_names_the_stored_allocations_when_a_label_is_unknown(bench, tmp_path) -> None:
+    rows = [{"allocation": "lamp", "truth_test_top1": 92.7, "layer_sparsity": {"a": 0.9}},
+            {"allocation": "erk", "truth_test_top1": 92.7, "layer_sparsity": {"a": 0.8}}]
+    with pytest.raises(SystemExit, match=r"no stored allocation \['lapm'\]; stored: \['erk', 'lamp'\]"):
+        bench.recheck(None, rows, ["lamp", "lapm"], [1], tmp_path)
+    assert not (tmp_path / "recheck.csv").exists()  # nothing measured, nothing written
