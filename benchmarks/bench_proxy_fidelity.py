@@ -237,20 +237,24 @@ def measure(task: Any, args: argparse.Namespace, out: Path) -> list[dict[str, An
     return rows
 
 
-def recheck(task: Any, rows: list[dict[str, Any]], labels: list[str], seeds: list[int],
-            out: Path) -> list[dict[str, Any]]:
-    """Fine-tune stored allocations again with other fine-tuning seeds (same task): is a truth gap order noise?
-
-    Writes ``recheck.csv`` (label, seed, truth); the stored seed's truth is listed with them.
-    """
+def rows_named(rows: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored rows of ``labels``, in that order; an unknown label exits naming the stored ones."""
     by_label = {r["allocation"]: r for r in rows}
     if unknown := [label for label in labels if label not in by_label]:
         raise SystemExit(f"--recheck: no stored allocation {unknown}; stored: {sorted(by_label)}")
+    return {label: by_label[label] for label in labels}
+
+
+def recheck(task: Any, chosen: dict[str, dict[str, Any]], seeds: list[int], out: Path) -> list[dict[str, Any]]:
+    """Fine-tune stored allocations again with other fine-tuning seeds: is a truth gap order noise?
+
+    Writes ``recheck.csv`` (label, seed, truth) after every fine-tune; each label's stored truth is listed with them.
+    """
     found = []
-    for label in labels:
-        found.append({"allocation": label, "seed": "stored", "truth_test_top1": by_label[label]["truth_test_top1"]})
+    for label, row in chosen.items():
+        found.append({"allocation": label, "seed": "stored", "truth_test_top1": row["truth_test_top1"]})
         for seed in seeds:
-            top1, seconds = truth(task, by_label[label]["layer_sparsity"], seed)
+            top1, seconds = truth(task, row["layer_sparsity"], seed)
             found.append({"allocation": label, "seed": seed, "truth_test_top1": top1})
             log(f"recheck {label}, fine-tuning seed {seed}: truth {top1:.2f}% ({seconds:.0f} s)")
             write_csv(out / "recheck.csv", found)
@@ -287,8 +291,9 @@ def main() -> None:
     around = "" if args.around == "global-mp" else f"-around-{args.around}"
     out = args.out or RESULTS / "proxy_fidelity" / f"{model_label(args.model)}-s{args.sparsity:g}{around}"
     out.mkdir(parents=True, exist_ok=True)
-    if args.recheck:
-        recheck(build(config), stored_rows(out / "allocations.csv"), args.recheck, args.recheck_seeds, out)
+    if args.recheck:  # labels checked before the task is built (a dense model may need training first)
+        chosen = rows_named(stored_rows(out / "allocations.csv"), args.recheck)
+        recheck(build(config), chosen, args.recheck_seeds, out)
         return
     if args.table_only:
         rows = stored_rows(out / "allocations.csv")

@@ -81,5 +81,6 @@ def test_recheck_names_the_stored_allocations_when_a_label_is_unknown(bench, tmp
     rows = [{"allocation": "lamp", "truth_test_top1": 92.7, "layer_sparsity": {"a": 0.9}},
             {"allocation": "erk", "truth_test_top1": 92.7, "layer_sparsity": {"a": 0.8}}]
     with pytest.raises(SystemExit, match=r"no stored allocation \['lapm'\]; stored: \['erk', 'lamp'\]"):
-        bench.recheck(None, rows, ["lamp", "lapm"], [1], tmp_path)
+        bench.rows_named(rows, ["lamp", "lapm"])
     assert not (tmp_path / "recheck.csv").exists()  # nothing measured, nothing written
+    assert list(bench.rows_named(rows, ["lamp", "erk"])) == ["lamp", "erk"]  # in the order asked
