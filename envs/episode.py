@@ -28,7 +28,9 @@ class EpisodeState:
     ``pass_index`` / ``layer``: the layer the next step prunes; ``done_in_pass``: summed counts of the
     layers visited in this pass; ``bounds``: the next step's ``(lo, hi)``; ``visited``: per-layer sparsity
     of the layers visited so far; ``data_seed``: seeds this episode's fine-tuning batches; ``trainer``: the
-    in-episode fine-tune's :class:`purl.training.MaskedTrainer` (optimiser and batch stream; fresh each episode).
+    in-episode fine-tune's :class:`purl.training.MaskedTrainer` (optimiser and batch stream; fresh each episode);
+    ``oneshot_accuracy``: with ``env.terminal_proxy_steps``, the last step's one-shot accuracy (``accuracy`` is then
+    the proxy's).
     """
 
     n_layers: int
@@ -50,6 +52,7 @@ class EpisodeState:
     data_seed: int = 0
     finetuned: bool = False
     trainer: MaskedTrainer | None = None
+    oneshot_accuracy: float | None = None  #: with env.terminal_proxy_steps: the last step's one-shot accuracy
 
     def __post_init__(self) -> None:
         if not self.counts:

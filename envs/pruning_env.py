@@ -119,6 +119,8 @@ class PruningEnv(ResumableEnv, gym.Env):
         self._dirty = False
         self._ready = False
         self._ep = self._new_episode()
+        self._proxy_scores: dict[tuple[int, ...], float] = {}
+        self.proxy_evaluations = 0  #: terminal proxy fine-tunes run (not memoised), env.terminal_proxy_steps
 
     # ------------------------------------------------------------------ construction
     def _build_rules(self) -> None:
@@ -202,6 +204,9 @@ class PruningEnv(ResumableEnv, gym.Env):
         ep.accuracy = self.granularity.accuracy(self.evaluator, ep, i)
         ep.advance(self.n_layers)
         terminal = ep.step == self.n_steps
+        if terminal and self.config.env.terminal_proxy_steps:
+            ep.oneshot_accuracy = ep.accuracy
+            ep.accuracy = self._terminal_proxy()
         ctx = self._context(terminal=terminal, layer_index=i, layer_sparsity=applied, requested=requested)
         components = call_reward(self.reward_fn, ctx)
         reward = ep.add_reward(components)
@@ -232,6 +237,17 @@ class PruningEnv(ResumableEnv, gym.Env):
         ep.visited[self.layer_names[i]] = applied
         return requested, applied
 
+    def _terminal_proxy(self) -> float:
+        """``env.terminal_proxy_steps``: the finished allocation's short-fine-tune proxy score, memoised by its
+        per-layer counts (the same allocation scores the same: a fixed seed, ``config.seed``)."""
+        key = tuple(self._ep.counts)
+        if key not in self._proxy_scores:
+            self._proxy_scores[key] = self.granularity.proxy_accuracy(
+                self._ep, steps=self.config.env.terminal_proxy_steps, seed=self.config.seed,
+                val_samples=self.config.env.val_samples)
+            self.proxy_evaluations += 1
+        return self._proxy_scores[key]
+
     def _step_info(self, i: int, requested: float, applied: float, components: dict[str, float]) -> dict[str, Any]:
         ep = self._ep
         return {"layer": self.layer_names[i], "layer_index": i, "pass": (ep.step - 1) // self.n_layers,
@@ -253,6 +269,7 @@ class PruningEnv(ResumableEnv, gym.Env):
                 "reaches_target": reaches, "meets_target": bool(reaches and ep.accuracy >= self.target_accuracy),
                 "length": ep.step, "dense_accuracy": self.dense_accuracy, "target_sparsity": self.target_sparsity,
                 "target_accuracy": self.target_accuracy, "budget_metric": self.budget_metric,
+                **({"oneshot_accuracy": ep.oneshot_accuracy} if ep.oneshot_accuracy is not None else {}),
                 **self.granularity.episode_info(ep)}
 
     def render(self) -> str | np.ndarray | None:

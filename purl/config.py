@@ -224,6 +224,12 @@ class EnvConfig(Section):
     )
     finetune_steps: NonNegativeInt = 0
     finetune_lr: PositiveFloat = 0.01
+    terminal_proxy_steps: NonNegativeInt = Field(
+        0, description="weight granularity: on an episode's last step, score the finished allocation by the "
+        "short-fine-tune proxy (this many masked SGD steps from the dense weights, BatchNorm re-estimated, reward "
+        "split; purl/proxy.py) instead of one-shot, so a terminal reward (amc) learns from a signal that ranks "
+        "like the fine-tuned outcome (docs/RESULTS.md, search signals); 0 = one-shot (default)"
+    )
     passes: PositiveInt = 1
     reward: str = "purl"
     reward_kwargs: dict[str, Any] = Field(default_factory=dict)

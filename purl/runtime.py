@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -33,6 +35,22 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run the block and put Python's, NumPy's and torch's (CPU and CUDA) global random states back afterwards:
+    a seeded side computation (the env's terminal proxy) leaves the caller's random stream (the agent's) as it was."""
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
 
 
 def configure_threads(threads: int | None) -> None:

@@ -164,6 +164,10 @@ class Granularity(ABC):
         """``steps`` in-episode SGD steps with the removed units kept removed (``env.finetune_steps``)."""
         raise NotImplementedError(f"env.finetune_steps is not supported at prune.granularity {self.name}")
 
+    def proxy_accuracy(self, ep: EpisodeState, *, steps: int, seed: int, val_samples: int | None) -> float:
+        """Reward-split top-1 of the plan so far after the short-fine-tune proxy (``env.terminal_proxy_steps``)."""
+        raise NotImplementedError(f"env.terminal_proxy_steps is not supported at prune.granularity {self.name}")
+
 
 def fractions(counts: Sequence[int], sizes: Sequence[int]) -> list[float]:
     """Removed fraction of each unit group."""

@@ -18,7 +18,7 @@ computes (tested), without re-tracing a slimmed copy every step. Scores are one-
 re-estimated), memoised by the removal counts, with no prefix cache (a residual group spans the network).
 
 Not supported here (one ConfigError line each, :meth:`ChannelGranularity.check`): the ``sigma`` action (it
-thresholds individual weights), ``env.finetune_steps > 0`` and ``env.passes > 1``.
+thresholds individual weights), ``env.finetune_steps > 0``, ``env.terminal_proxy_steps > 0`` and ``env.passes > 1``.
 
 Extra ``info`` keys: ``channel_keep`` (channels each group keeps); the episode summary also has
 ``channel_keep``, ``params_ratio`` and ``flops_ratio`` (kept fractions of all parameters and of the MACs).
@@ -91,6 +91,9 @@ class ChannelGranularity(Granularity):
                               "scores each plan one-shot with BatchNorm re-estimated); set env.finetune_steps=0")
         if ecfg.passes != 1:
             raise ConfigError("env.passes > 1 is not supported at prune.granularity channel; set env.passes=1")
+        if ecfg.terminal_proxy_steps:
+            raise ConfigError("env.terminal_proxy_steps > 0 is not supported at prune.granularity channel (the proxy "
+                              "fine-tunes a masked copy of the dense model); set env.terminal_proxy_steps=0")
         if ecfg.action == "prior-relative" and ecfg.prior not in (*channel_priors(), AUTO):
             raise ConfigError(f"env.prior '{ecfg.prior}' has no channel version; at prune.granularity channel "
                               f"allowed: {', '.join(channel_priors())}, {AUTO}")

@@ -25,9 +25,11 @@ from purl.envs.granularity.base import Granularity
 from purl.envs.prior import flops_prior_counts, prior_counts
 from purl.errors import PurlError
 from purl.evaluator import RewardEvaluator
+from purl.proxy import short_finetune
 from purl.pruning import MaskState, find_prunable_layers, magnitude_mask
 from purl.pruning.constraints import Constraints
 from purl.pruning.metrics import LayerProfile
+from purl.runtime import preserved_rng
 from purl.task import Task
 from purl.training import MaskedTrainer, momentum_sgd
 
@@ -183,3 +185,18 @@ class WeightGranularity(Granularity):
             finally:
                 model.eval()
         ep.finetuned = True
+
+    def proxy_accuracy(self, ep: EpisodeState, *, steps: int, seed: int, val_samples: int | None) -> float:
+        """The allocation's short-fine-tune proxy (:func:`purl.proxy.short_finetune`): a fresh copy of the dense
+        model under the env's current masks, ``steps`` masked SGD steps, BatchNorm re-estimated, reward split.
+
+        The same score the agent's selection re-ranks with, on the same kind of model (dense weights, the plan's
+        masks), so the env's terminal signal and the final re-ranking agree on what they measure. The callers'
+        random streams are left as they were (:func:`purl.runtime.preserved_rng`).
+        """
+        model, masks = self.task.fresh_copy()
+        for name in self.names:
+            masks.set_mask(name, self.masks.masks[name])  # a private copy (set_mask copies)
+        with preserved_rng():
+            score = short_finetune(self.task, model, masks, steps=steps, seed=seed, val_samples=val_samples)
+        return score.top1
