@@ -2,7 +2,9 @@
 
 For every finished weight-granularity agent cell of a ``purl compare`` folder, takes the allocations its search
 kept (``checkpoints/last.json``): the most accurate at the target by one-shot reward-split accuracy
-(``most-accurate``) and the highest-return one (``best-return``, what the reward itself prefers). Each is
+(``most-accurate``; with ``env.terminal_proxy_steps`` the episodes' accuracy is the terminal proxy's) and the
+highest-return one (``best-return``, what the reward itself prefers), plus the cell's ``prior`` (rebuilt as its env
+built it), so "never below its own prior" is measured even where the agent reported a searched allocation. Each is
 pruned and fine-tuned exactly as the cell fine-tuned the allocation it reported (the same seed's task, the
 grid's fine-tuning budget and seed: :func:`purl.agents.apply_policy` then
 :func:`purl.pipeline.finetune_and_measure`), and its test top-1 is compared with the reported one, paired by
@@ -37,6 +39,7 @@ from purl.compare.report import method_names, saved_config  # noqa: E402
 from purl.compare.stats import paired_difference  # noqa: E402
 
 CANDIDATES = {"most-accurate": "best_accuracy", "best-return": "best_return"}
+#: plus ``prior``: the cell's prior allocation (``env.prior`` or what ``env.prior: auto`` chose), rebuilt exactly
 FIELDS = ["label", "target_sparsity", "seed", "candidate", "reported_source", "reported_top1", "candidate_top1",
           "same_as_reported", "candidate_oneshot_accuracy", "layer_sparsity"]
 
@@ -47,8 +50,46 @@ def candidates(cell_dir: Path) -> dict[str, dict[str, Any]]:
     return {name: state[key] for name, key in CANDIDATES.items() if state.get(key)}
 
 
+def prior_allocation(config: Any, row: dict[str, Any], task: Any) -> dict[str, float] | None:
+    """The cell's prior allocation exactly as its env built it (the zero action at every step), from the prior the
+    cell recorded (``prior_method``, a label of ``env.prior_candidates`` under ``env.prior: auto``, or the named
+    prior); None when the cell had no prior (an action mode other than ``prior-relative``)."""
+    from purl.agents.run import cell_config, prior_episode
+    from purl.config import MethodSpec
+    from purl.envs import PruningEnv
+
+    label = row.get("prior_method")
+    if not label:
+        return None
+    spec = next((m for m in config.compare.method_specs() if m.label == row["label"]),
+                MethodSpec(label=row["label"], method="agent"))
+    cfg = cell_config(config, spec, float(row["target_sparsity"]))
+    chosen = next((p for p in cfg.env.prior_specs() if p.label == label), None)
+    if chosen is not None:  # env.prior auto: the candidate it chose, as resolve_prior writes it in
+        cfg = cfg.model_copy(update={"env": cfg.env.model_copy(
+            update={"prior": chosen.method, "prior_min_threshold": chosen.min_threshold})})
+    env = PruningEnv(cfg, task=task)
+    try:
+        episode = prior_episode(env, int(row["seed"]))
+    finally:
+        env.close()
+    return None if episode is None else {k: float(v) for k, v in episode["layer_sparsities"].items()}
+
+
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:
     return set(a) == set(b) and all(abs(float(a[k]) - float(b[k])) < 1e-9 for k in a)
+
+
+def seed_task(config: Any, seed: int, tasks: dict[int, Any]) -> Any:
+    """Seed ``seed``'s task (its split and dense model), one at a time in ``tasks``."""
+    from purl.runtime import resolve_device
+    from purl.task import build_task
+
+    if seed not in tasks:
+        tasks.clear()
+        tasks[seed] = build_task(config.compare.cell_task_config(config, seed), resolve_device("cpu"),
+                                 progress=False)
+    return tasks[seed]
 
 
 def finetune(config: Any, seed: int, sparsities: dict[str, float], tasks: dict[int, Any]) -> float:
@@ -56,14 +97,9 @@ def finetune(config: Any, seed: int, sparsities: dict[str, float], tasks: dict[i
     from purl.agents import apply_policy
     from purl.agents.policy import default_constraints
     from purl.pipeline import finetune_and_measure
-    from purl.runtime import resolve_device, seed_everything
-    from purl.task import build_task
+    from purl.runtime import seed_everything
 
-    if seed not in tasks:
-        tasks.clear()  # one task at a time (a seed's split and dense model)
-        tasks[seed] = build_task(config.compare.cell_task_config(config, seed), resolve_device("cpu"),
-                                 progress=False)
-    task = tasks[seed]
+    task = seed_task(config, seed, tasks)
     seed_everything(seed)
     model, masks = apply_policy(task, sparsities, default_constraints(task))
     return float(finetune_and_measure(task, model, masks, seed=seed, progress=False)["after_test_top1"])
@@ -87,7 +123,12 @@ def measure(folder: Path, out_csv: Path) -> list[dict[str, Any]]:
             if r["status"] == "ok" and r["method"] == "agent" and not r.get("flops_ratio")]
     for row in sorted(rows, key=lambda r: (r["seed"], r["label"], r["target_sparsity"])):
         cell = Cell(row["label"], "agent", float(row["target_sparsity"]), int(row["seed"]))
-        for name, episode in candidates(folder / "cells" / cell.slug).items():
+        found = candidates(folder / "cells" / cell.slug)
+        if (cell.label, cell.target_sparsity, cell.seed, "prior") not in done:
+            prior = prior_allocation(config, row, seed_task(config, cell.seed, tasks))
+            if prior is not None:
+                found["prior"] = {"layer_sparsities": prior, "accuracy": float("nan")}
+        for name, episode in found.items():
             key = (cell.label, cell.target_sparsity, cell.seed, name)
             if key in done:
                 continue

@@ -25,3 +25,23 @@ def test_markdown_pairs_candidates_with_the_reported_allocation() -> None:
     text = bench.markdown(rows, {"agent": "PPO agent"}, "cmd")
     assert "| PPO agent | 0.98 | most-accurate | 96.00 | 95.33 | -0.67 [" in text and "0/1/2 | 1 of 3 |" in text
     assert bench._same({"a": 0.5}, {"a": 0.5 + 1e-12}) and not bench._same({"a": 0.5}, {"a": 0.6})
+
+
+def test_the_prior_is_rebuilt_from_the_recorded_prior_method(quick_task, quick_task_config) -> None:
+    from purl.baselines import get_allocator
+    from purl.config import load_config
+    from purl.pruning import find_prunable_layers
+    from purl.pruning.constraints import Constraints
+    from tests.conftest import QUICK_CONFIG
+
+    bench = load_benchmark("bench_searched_allocations")
+    config = load_config(QUICK_CONFIG, [f"cache_dir={quick_task_config.cache_dir}", "pretrain.epochs=3", "device=cpu",
+                                        "env.prior=auto", "env.action=prior-relative"])
+    layers = find_prunable_layers(quick_task.model)
+    row = {"label": "agent", "target_sparsity": 0.9, "seed": 0}
+    for label, method, min_threshold in (("lamp", "lamp", None), ("global-mp+mt", "global-mp", 0.05)):
+        prior = bench.prior_allocation(config, {**row, "prior_method": label}, quick_task)
+        counts = get_allocator(method).allocate(
+            layers, 0.9, Constraints.from_config(config.constraints, min_threshold=min_threshold))
+        assert prior == {layer.name: counts[layer.name] / layer.numel for layer in layers}
+    assert bench.prior_allocation(config, {**row, "prior_method": None}, quick_task) is None
