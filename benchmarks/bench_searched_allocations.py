@@ -37,6 +37,7 @@ import _common  # noqa: E402, F401  (puts the repository on sys.path)
 from purl.compare.cells import Cell, ResultsTable  # noqa: E402
 from purl.compare.report import method_names, saved_config  # noqa: E402
 from purl.compare.stats import paired_difference  # noqa: E402
+from purl.runtime import configure_threads  # noqa: E402
 
 CANDIDATES = {"most-accurate": "best_accuracy", "best-return": "best_return"}
 #: plus ``prior``: the cell's prior allocation (``env.prior`` or what ``env.prior: auto`` chose), rebuilt exactly
@@ -118,6 +119,7 @@ def measure(folder: Path, out_csv: Path) -> list[dict[str, Any]]:
     config = saved_config(folder)
     if config is None:
         raise SystemExit(f"'{folder}' has no config.yaml (not a purl compare folder)")
+    configure_threads(config.threads)  # the grid's thread count: another one changes the fine-tune's numerics
     done, tasks = _done(out_csv), {}
     rows = [r for r in ResultsTable.read(folder / "results.csv")
             if r["status"] == "ok" and r["method"] == "agent" and not r.get("flops_ratio")]
