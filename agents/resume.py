@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from purl.envs.resume import RNG_OPTION
+from purl.runtime import global_rng_state, set_global_rng_state
 
 EXACT_VERSION = 1
 #: model attributes that change while a rollout is collected or learnt from (saved in SB3's zip), rolled back
@@ -66,10 +66,7 @@ def inexact_reason(model: BaseAlgorithm, venv: VecEnv | None = None) -> str | No
 
 def rng_state(model: BaseAlgorithm) -> dict[str, Any]:
     """The random states the search draws from: torch (and CUDA when in use), numpy, ``random``, action space."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                             "random": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    state = global_rng_state()
     space_rng = getattr(model.action_space, "_np_random", None)
     if space_rng is not None:
         state["action_space"] = copy.deepcopy(space_rng.bit_generator.state)
@@ -78,11 +75,7 @@ def rng_state(model: BaseAlgorithm) -> dict[str, Any]:
 
 def set_rng_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
     """Put back :func:`rng_state`'s states."""
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["random"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    set_global_rng_state(state)
     if "action_space" in state:
         model.action_space.seed(0)  # creates the generator; its state is replaced next
         model.action_space.np_random.bit_generator.state = copy.deepcopy(state["action_space"])

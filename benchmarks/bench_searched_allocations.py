@@ -58,6 +58,7 @@ def prior_allocation(config: Any, row: dict[str, Any], task: Any) -> dict[str, f
     from purl.agents.run import cell_config, prior_episode
     from purl.config import MethodSpec
     from purl.envs import PruningEnv
+    from purl.envs.prior import with_prior
 
     label = row.get("prior_method")
     if not label:
@@ -66,9 +67,8 @@ def prior_allocation(config: Any, row: dict[str, Any], task: Any) -> dict[str, f
                 MethodSpec(label=row["label"], method="agent"))
     cfg = cell_config(config, spec, float(row["target_sparsity"]))
     chosen = next((p for p in cfg.env.prior_specs() if p.label == label), None)
-    if chosen is not None:  # env.prior auto: the candidate it chose, as resolve_prior writes it in
-        cfg = cfg.model_copy(update={"env": cfg.env.model_copy(
-            update={"prior": chosen.method, "prior_min_threshold": chosen.min_threshold})})
+    if chosen is not None:  # env.prior auto: the candidate it chose, written in as resolve_prior writes it
+        cfg = with_prior(cfg, chosen)
     env = PruningEnv(cfg, task=task)
     try:
         episode = prior_episode(env, int(row["seed"]))

@@ -182,8 +182,9 @@ def choose_prior(task: Task, config: ExperimentConfig, seed: int) -> PriorChoice
     return choice
 
 
-def with_prior(config: ExperimentConfig, choice: PriorChoice) -> ExperimentConfig:
-    """``config`` with the chosen prior written in (``env.prior``, ``env.prior_min_threshold``)."""
+def with_prior(config: ExperimentConfig, choice: PriorChoice | MethodSpec) -> ExperimentConfig:
+    """``config`` with the chosen prior written in (``env.prior``, ``env.prior_min_threshold``): a choice of
+    ``env.prior: auto``, or one of ``env.prior_candidates`` by its spec."""
     env = config.env.model_copy(update={"prior": choice.method, "prior_min_threshold": choice.min_threshold})
     return config.model_copy(update={"env": env})
 

@@ -119,8 +119,7 @@ class PruningEnv(ResumableEnv, gym.Env):
         self._dirty = False
         self._ready = False
         self._ep = self._new_episode()
-        self._proxy_scores: dict[tuple[int, ...], float] = {}
-        self.proxy_evaluations = 0  #: terminal proxy fine-tunes run (not memoised), env.terminal_proxy_steps
+        self._proxy_scores: dict[tuple[int, ...], float] = {}  # env.terminal_proxy_steps, by per-layer counts
 
     # ------------------------------------------------------------------ construction
     def _build_rules(self) -> None:
@@ -245,8 +244,12 @@ class PruningEnv(ResumableEnv, gym.Env):
             self._proxy_scores[key] = self.granularity.proxy_accuracy(
                 self._ep, steps=self.config.env.terminal_proxy_steps, seed=self.config.seed,
                 val_samples=self.config.env.val_samples)
-            self.proxy_evaluations += 1
         return self._proxy_scores[key]
+
+    @property
+    def proxy_evaluations(self) -> int:
+        """Terminal proxy fine-tunes run so far (one per distinct allocation; ``env.terminal_proxy_steps``)."""
+        return len(self._proxy_scores)
 
     def _step_info(self, i: int, requested: float, applied: float, components: dict[str, float]) -> dict[str, Any]:
         ep = self._ep

@@ -6,6 +6,7 @@ import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,20 +38,34 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def global_rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's global random states (CUDA's too when it is in use), for
+    :func:`set_global_rng_state`."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                             "random": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    """Put back :func:`global_rng_state`'s states."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 @contextmanager
 def preserved_rng() -> Iterator[None]:
-    """Run the block and put Python's, NumPy's and torch's (CPU and CUDA) global random states back afterwards:
-    a seeded side computation (the env's terminal proxy) leaves the caller's random stream (the agent's) as it was."""
-    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    """Run the block and put the global random states back afterwards (:func:`global_rng_state`): a seeded side
+    computation (the env's terminal proxy) leaves the caller's random stream (the agent's) as it was."""
+    state = global_rng_state()
     try:
         yield
     finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
+        set_global_rng_state(state)
 
 
 def configure_threads(threads: int | None) -> None:
