@@ -163,6 +163,7 @@ def _agent_row(config: ExperimentConfig, seed: int, measured: dict[str, Any], ch
         "policy_source": chosen.source,
         "reported_allocation": REPORTED.get(chosen.source, "best-search-episode"),
         "policy_proxy": chosen.proxy,
+        "policy_confirmation": chosen.confirmation,
         "learning_curve": learning_curve(output_dir),
     }
 

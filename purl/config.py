@@ -291,6 +291,11 @@ class AgentConfig(Section):
         "more than this many paired standard errors on the same reward-split images (McNemar); else the prior is "
         "reported. 0 = the higher score wins"
     )
+    confirm_seeds: NonNegativeInt = Field(
+        1, description="a searched allocation that beats the prior on the re-ranking is fine-tuned again, beside the "
+        "prior, with this many fresh seeds (data orders the search never used) and reported only when it is ahead "
+        "by beat_prior_z on every one (the best of many proxy scores is biased upward); 0 = no confirmation"
+    )
     warm_start: Literal["none", "previous-target"] = Field(
         "none", description="'previous-target': in a purl compare grid, an agent cell starts its search from the "
         "finished policy of the same method and seed at the previous target of compare.sparsities (the observation "

@@ -138,8 +138,8 @@ def test_the_prior_stays_unless_a_searched_allocation_is_ahead_beyond_noise(quic
     layers = list(quick_task.profiles)
     found = {"prior": _episode(layers, 0.5, 0.9), "best-episode": _episode(layers, 0.9, 0.5),
              "deterministic": _episode(layers, 0.8, 0.97)}
-    plain = choose(candidates := gather(found), quick_task, config("agent.rerank_candidates=2", "agent.beat_prior_z=0"),
-                   seed=0)
+    plain = choose(candidates := gather(found), quick_task, config("agent.rerank_candidates=2", "agent.beat_prior_z=0",
+                                                                      "agent.confirm_seeds=0"), seed=0)
     best = max((c for c in candidates if c.proxy is not None), key=lambda c: c.proxy)
     assert plain.proxy == best.proxy  # z = 0: the higher score wins
     strict = choose(gather(found), quick_task, config("agent.rerank_candidates=2", "agent.beat_prior_z=1000"), seed=0)

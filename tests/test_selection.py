@@ -83,3 +83,42 @@ def test_short_finetune_score_is_deterministic_and_uses_the_reward_split(quick_t
     first = short_finetune_score(quick_task, sparsities, steps=5, seed=1, val_samples=None)
     assert first == short_finetune_score(quick_task, sparsities, steps=5, seed=1, val_samples=None)
     assert 0.0 <= first <= 1.0
+
+
+def test_confirmation_keeps_a_winner_that_stays_ahead_on_fresh_seeds(quick_task, config, layers) -> None:
+    from purl.agents.selection import Candidate, confirm, confirmation_seed
+
+    cfg = config("agent.rerank_steps=5", "agent.confirm_seeds=2", "agent.beat_prior_z=1.96")
+    collapsed = {name: 0.999 for name in layers}  # keeps almost nothing: far behind on every seed
+    healthy = {name: 0.5 for name in layers}
+    prior = Candidate("prior", {"layer_sparsities": collapsed})
+    searched = Candidate("best-episode", {"layer_sparsities": healthy})
+    chosen = confirm(searched, prior, quick_task, cfg, seed=0)
+    assert chosen is searched and chosen.confirmation["confirmed"] is True
+    assert chosen.confirmation["candidate"] == "best-episode" and len(chosen.confirmation["scores"]) == 2
+    assert all(mine > theirs for mine, theirs in chosen.confirmation["scores"])
+    assert len({confirmation_seed(0, k) for k in range(2)} | {0}) == 3  # fresh seeds, not the re-ranking's
+
+
+def test_confirmation_reports_the_prior_when_the_winner_is_not_ahead(quick_task, config, layers) -> None:
+    from purl.agents.selection import Candidate, confirm
+
+    cfg = config("agent.rerank_steps=5", "agent.confirm_seeds=3", "agent.beat_prior_z=0")
+    same = {name: 0.9 for name in layers}
+    prior, searched = Candidate("prior", {"layer_sparsities": same}), Candidate("top-accurate-1",
+                                                                                {"layer_sparsities": dict(same)})
+    chosen = confirm(searched, prior, quick_task, cfg, seed=0)
+    # the same allocation scores identically on a seed: never ahead, so the first confirmation stops it
+    assert chosen is prior and chosen.confirmation == {"candidate": "top-accurate-1", "scores": [[chosen.confirmation[
+        "scores"][0][0]] * 2], "confirmed": False}
+
+
+def test_choose_confirms_only_when_asked(quick_task, config, layers) -> None:
+    found = {"prior": episode(layers, -0.5, 0.5, first=0.97), "best-episode": episode(layers, -0.1, 0.9, first=0.5)}
+    off = choose(gather(found), quick_task, config("agent.rerank_candidates=1", "agent.rerank_steps=5",
+                                                  "agent.confirm_seeds=0", "agent.beat_prior_z=0"), seed=0)
+    on = choose(gather(found), quick_task, config("agent.rerank_candidates=1", "agent.rerank_steps=5",
+                                                 "agent.confirm_seeds=1", "agent.beat_prior_z=0"), seed=0)
+    assert off.source == "best-episode" and off.confirmation is None
+    assert on.confirmation is not None and on.confirmation["candidate"] == "best-episode"
+    assert on.source == ("best-episode" if on.confirmation["confirmed"] else "prior")
