@@ -123,7 +123,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--sparsities", type=float, nargs="*", default=None, help="default: the config's grid")
     parser.add_argument("--methods", nargs="*", default=None,
-                        help=f"default: the config's methods (include agent); '{MT_LABEL}' = Global MP + MT (5%%)")
+                        help=f"default: the config's methods (include agent); '{MT_LABEL}' = Global MP + MT "
+                        "(0.05%% of all prunable weights per layer)")
     parser.add_argument("--warm-fraction", type=float, default=0.5,
                         help="agent.warm_start_fraction of the warm grid (default 0.5, the config default)")
     parser.add_argument("--device", default="cpu")

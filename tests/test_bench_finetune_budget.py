@@ -57,3 +57,12 @@ def test_a_budget_that_agrees_with_the_largest_but_is_followed_by_a_reversal_is_
     table = {0.9: {"a": {1: _seeds(90.0), 2: _seeds(90.0), 4: _seeds(93.0), 8: _seeds(93.0)},
                    "b": {1: _seeds(91.0), 2: _seeds(91.0), 4: _seeds(92.0), 8: _seeds(94.0)}}}
     assert bench.verdict(table, [1, 2, 4, 8])["targets"]["0.9"]["holds_from"] is None
+
+
+def test_the_mt_shorthand_carries_the_requested_minimum_threshold_into_the_config() -> None:
+    from purl.config import load_config
+
+    entries = _bench().method_entries(["global-mp", "global-mp+mt"], mt_percent=0.005)
+    config = load_config("configs/mnist5k-lenet5.yaml", [f"compare.methods={entries}"])
+    mt = [m for m in config.compare.methods if getattr(m, "label", m) == "global-mp+mt"]
+    assert len(mt) == 1 and mt[0].method == "global-mp" and mt[0].min_threshold == 0.005
