@@ -53,3 +53,7 @@ def test_train_gives_the_compare_cells_row(run_cli, fast_agent_overrides: list[s
     cell = _compare_row(run_cli, tmp_path / "compare", "agent", 0.75, fast_agent_overrides)
     assert {k: one[k] for k in SAME} == {k: cell[k] for k in SAME}
     assert one["search_env_steps"] == cell["search_env_steps"] and one["policy_source"] == cell["policy_source"]
+    # the prior's per-layer map and the re-ranking score reach results.csv, so a deviation can be read off the table
+    assert set(cell["prior_layer_sparsity"]) == set(cell["layer_sparsity"])
+    assert one["prior_layer_sparsity"] == cell["prior_layer_sparsity"]
+    assert one["policy_proxy"] == cell["policy_proxy"]

@@ -30,16 +30,20 @@ CSV_COLUMNS: list[str] = [
     "granularity", "budget_metric", "params_ratio", "flops_ratio", "latency_ratio",
     "finetune_steps", "wall_time_s", "search_episodes", "search_env_steps", "search_evaluations",
     "search_wall_time_s", "algo", "policy_source",
+    # the reported allocation's re-ranking proxy score (agents.selection), empty for baselines
+    "policy_proxy",
     # agent.confirm_seeds: the searched winner re-scored beside the prior on fresh seeds, and whether it held
     "policy_confirmation",
     # the agent's prior (env.prior, or what env.prior: auto chose), every candidate's proxy score, and its cost
     "prior_method", "prior_choice_scores", "prior_choice_wall_time_s",
+    # the prior's own per-layer allocation, so the agent's deviation from it can be read off the table
+    "prior_layer_sparsity",
     # the cell folder whose finished policy the search started from (agent.warm_start), empty when from scratch
     "warm_started_from",
     "attempts", "layer_sparsity", "learning_curve",
 ]
 JSON_COLUMNS = {"collapsed_layers", "near_collapsed_layers", "layer_sparsity", "learning_curve", "prior_choice_scores",
-                "policy_confirmation"}
+                "policy_confirmation", "prior_layer_sparsity"}
 TEXT_COLUMNS = {"label", "method", "schedule", "status", "error", "algo", "policy_source", "granularity",
                 "budget_metric", "prior_method", "warm_started_from"}
 INT_COLUMNS = {"seed", "n_collapsed", "n_near_collapsed", "nonzero_params", "total_params", "dense_flops",
