@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -270,6 +270,10 @@ def _interval_text(diff: PairedDifference) -> str:
     return "n/a (one seed)" if diff.n < 2 else f"[{diff.low:+.2f}, {diff.high:+.2f}]"
 
 
+def _verdict(diff: PairedDifference) -> str:
+    return "tie" if not diff.separated else ("ahead" if diff.mean > 0 else "behind")
+
+
 def paired_table(ok: Sequence[dict[str, Any]], reference: str, names: Mapping[str, str]) -> list[str]:
     """Markdown lines: every method against ``reference`` per target, paired by seed (top-1 after FT)."""
     ref_name = names.get(reference, reference)
@@ -322,11 +326,52 @@ def best_baseline_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) 
             diff = paired_difference(by_seed(group, HEADLINE), by_seed(baselines[best], HEADLINE))
             if diff.n == 0:
                 continue
-            verdict = "tie" if not diff.separated else ("ahead" if diff.mean > 0 else "behind")
+            verdict = _verdict(diff)
             prior = sum(r.get("policy_source") == "prior" for r in group)
             lines.append(f"| {target:g} | {names.get(label, label)} | {names.get(best, best)} | {diff.n} | "
                          f"{diff.mean:+.2f} | {_interval_text(diff)} | {diff.wtl} | {verdict} | "
                          f"{prior} of {len(group)} |")
+    return header + lines if lines else []
+
+
+def prior_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) -> list[str]:
+    """Markdown lines: every agent against *its own prior* and that prior against the best baseline, per target.
+
+    The prior of a seed's agent cell is the baseline cell of the label it recorded (``prior_method``: what
+    ``env.prior: auto`` chose on the reward split, or the named prior), on the same seed; agent cells whose prior
+    has no baseline cell in the grid are left out. The two differences split the agent's gap to the best baseline
+    (:func:`best_baseline_table`) into what the search added (agent - prior) and what the prior choice cost
+    (prior - best baseline); 'best chosen' counts the seeds whose prior had that seed's highest baseline score."""
+    header = ["## Agent vs its prior", "",
+              "Test top-1 after FT, paired by seed: the agent minus the baseline cell its prior came from "
+              "(`prior_method`, chosen on the reward split), and that prior minus the target's best baseline (as "
+              "above); mean, 95% Student-t interval, W/T/L. 'best chosen': seeds on which the prior was that seed's "
+              "best baseline (ties count).", "",
+              "| target | agent | priors (seeds) | pairs | agent - prior | 95% interval | W/T/L | verdict | "
+              "prior - best baseline | 95% interval | best chosen |",
+              "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    lines: list[str] = []
+    for target, by_label in _group(ok).items():
+        baselines = {label: group for label, group in by_label.items() if group[0].get("method") != "agent"}
+        if not baselines:
+            continue
+        scores = {label: by_seed(group, HEADLINE) for label, group in baselines.items()}
+        best = scores[best_baseline(baselines)]
+        for label, group in by_label.items():
+            if group[0].get("method") != "agent":
+                continue
+            priors = {int(r["seed"]): r.get("prior_method") for r in group}
+            prior = {seed: scores[p][seed] for seed, p in priors.items() if p in scores and seed in scores[p]}
+            if not prior:
+                continue
+            search = paired_difference(by_seed(group, HEADLINE), prior)
+            choice = paired_difference(prior, best)
+            hits = sum(prior[seed] >= max(v[seed] for v in scores.values() if seed in v) - 1e-9 for seed in prior)
+            chosen = ", ".join(f"{names.get(p, p)} {n}" for p, n in
+                               sorted(Counter(priors[seed] for seed in prior).items(), key=lambda kv: -kv[1]))
+            lines.append(f"| {target:g} | {names.get(label, label)} | {chosen} | {search.n} | {search.mean:+.2f} | "
+                         f"{_interval_text(search)} | {search.wtl} | {_verdict(search)} | {choice.mean:+.2f} | "
+                         f"{_interval_text(choice)} | {hits} of {len(prior)} |")
     return header + lines if lines else []
 
 
@@ -379,9 +424,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Comparison su
         reference = default_reference(ok)
     if reference in labels and len(labels) > 1:
         lines += [""] + paired_table(ok, reference, names)
-    best = best_baseline_table(ok, names)
-    if best:
-        lines += [""] + best
+    for table in (best_baseline_table(ok, names), prior_table(ok, names)):
+        if table:
+            lines += [""] + table
     cost = cost_table(ok, names)
     if cost:
         lines += [""] + cost
