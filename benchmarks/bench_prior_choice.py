@@ -38,7 +38,7 @@ import _common  # noqa: E402, F401  (puts the repository on sys.path)
 
 from purl.compare.cells import ResultsTable  # noqa: E402
 from purl.compare.report import HEADLINE, saved_config  # noqa: E402
-from purl.compare.stats import t_interval  # noqa: E402
+from purl.compare.stats import TIE_TOLERANCE, t_interval  # noqa: E402
 from purl.runtime import configure_threads  # noqa: E402
 
 PROXY_SEED_STRIDE = 100_003
@@ -122,7 +122,7 @@ def markdown(rows: list[dict[str, Any]], folders: list[Path], steps: list[int], 
             for folder in folders:
                 regrets = [r[f"regret:{folder.name}"] for r in group if f"regret:{folder.name}" in r]
                 mean, low, high = t_interval(regrets)
-                cols.append(f"{sum(abs(x) < 1e-9 for x in regrets)} of {len(regrets)} | "
+                cols.append(f"{sum(x <= TIE_TOLERANCE for x in regrets)} of {len(regrets)} | "
                             f"{mean:.2f} [{low:.2f}, {high:.2f}]")
             lines.append(f"| {k} | {n} | {statistics.median(r['seconds'] for r in group):.1f} | "
                          + " | ".join(cols) + " |")

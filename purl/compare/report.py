@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from purl.checkpoint import atomic_write_bytes
 from purl.compare.cells import ResultsTable
-from purl.compare.stats import PairedDifference, interval_half_width, paired_difference
+from purl.compare.stats import TIE_TOLERANCE, PairedDifference, interval_half_width, paired_difference
 from purl.errors import PurlError
 from purl.results import write_text
 
@@ -366,7 +366,8 @@ def prior_table(ok: Sequence[dict[str, Any]], names: Mapping[str, str]) -> list[
                 continue
             search = paired_difference(by_seed(group, HEADLINE), prior)
             choice = paired_difference(prior, best)
-            hits = sum(prior[seed] >= max(v[seed] for v in scores.values() if seed in v) - 1e-9 for seed in prior)
+            hits = sum(prior[seed] >= max(v[seed] for v in scores.values() if seed in v) - TIE_TOLERANCE
+                       for seed in prior)
             chosen = ", ".join(f"{names.get(p, p)} {n}" for p, n in
                                sorted(Counter(priors[seed] for seed in prior).items(), key=lambda kv: -kv[1]))
             lines.append(f"| {target:g} | {names.get(label, label)} | {chosen} | {search.n} | {search.mean:+.2f} | "
